@@ -1,0 +1,289 @@
+//! The `anteroom` command: parses the command line and wires configuration →
+//! state → adapter. Everything else lives in `anteroom_engine`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anteroom_engine::server::{self, StartError};
+use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
+use anteroom_engine::{Settings, app, schema, seed};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turn a schema file into a complete REST backend.
+#[derive(Debug, Parser)]
+#[command(name = "anteroom", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the schema's REST API (applies additive migrations first).
+    Serve(ServeArgs),
+    /// Validate a schema file and print every error with its key path.
+    Check {
+        /// The schema file.
+        #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
+        schema: PathBuf,
+    },
+    /// Bring the database up to the schema, or print the DDL with --dry-run.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Print the statements without running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Load seed data (a JSON object of resource → rows) into empty resources.
+    Seed {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The seed file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// The schema file.
+    #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
+    schema: PathBuf,
+    /// Database URL (sqlite://path). Default: anteroom.db next to the schema file.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Largest number of database connections (SQLite: readers; writes use one connection).
+    #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS", default_value_t = 4)]
+    max_connections: u32,
+}
+
+impl DatabaseArgs {
+    fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| server::default_database_url(&self.schema))
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            max_connections: self.max_connections,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "ANTEROOM_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Log format.
+    #[arg(long, env = "ANTEROOM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Origins allowed by CORS (comma-separated; `*` for any). Default: CORS off.
+    #[arg(long, env = "ANTEROOM_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ANTEROOM_BODY_LIMIT", default_value_t = anteroom_engine::settings::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ANTEROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Check { schema } => check(&schema),
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate { db, dry_run } => migrate(&db, dry_run).await,
+        Command::Seed { db, file } => seed_file(&db, &file).await,
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match schema::load_file(path) {
+        Ok(model) => {
+            println!(
+                "{}: ok ({} resources: {})",
+                path.display(),
+                model.resources.len(),
+                model
+                    .resources
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fail(e: &StartError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let settings = Settings {
+        body_limit: args.body_limit,
+        cors_origins: args.cors_origin.clone(),
+    };
+    let url = args.db.url();
+    let state =
+        match server::prepare(&args.db.schema, &url, &args.db.connect_options(), settings).await {
+            Ok(state) => state,
+            Err(e) => return fail(&e),
+        };
+    tracing::warn!(
+        "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",
+        args.db.schema.display()
+    );
+    let listener = match tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}:{}: {e}", args.host, args.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    let address = listener.local_addr().map_or_else(
+        |_| format!("{}:{}", args.host, args.port),
+        |a| a.to_string(),
+    );
+    tracing::info!(
+        app = %state.model.name,
+        database = state.storage.backend(),
+        "listening on http://{address}"
+    );
+    match server::serve(listener, app(state)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: server failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
+    let model = match schema::load_file(&db.schema) {
+        Ok(m) => std::sync::Arc::new(m),
+        Err(e) => return fail(&StartError::Schema(e)),
+    };
+    let storage = match storage::connect(&db.url(), &db.connect_options(), model.clone()).await {
+        Ok(s) => s,
+        Err(e) => return fail(&StartError::Database(e)),
+    };
+    let mode = if dry_run {
+        MigrateMode::DryRun
+    } else {
+        MigrateMode::Apply
+    };
+    match storage
+        .migrate(&storage::migrate::snapshot(&model), mode)
+        .await
+    {
+        Ok(report) => {
+            for statement in &report.statements {
+                println!("{statement};");
+            }
+            if report.statements.is_empty() {
+                eprintln!(
+                    "the database is up to date (schema version {})",
+                    report.version
+                );
+            } else if report.applied {
+                eprintln!(
+                    "applied {} statements (schema version {})",
+                    report.statements.len(),
+                    report.version
+                );
+            } else {
+                eprintln!("dry run: nothing was changed");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&StartError::Migration(e)),
+    }
+}
+
+async fn seed_file(db: &DatabaseArgs, file: &Path) -> ExitCode {
+    let data = match std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let state = match server::prepare(
+        &db.schema,
+        &db.url(),
+        &db.connect_options(),
+        Settings::default(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    match seed::load(&state, &data).await {
+        Ok(report) => {
+            for (name, n) in &report.inserted {
+                println!("{name}: {n} rows inserted");
+            }
+            for name in &report.skipped {
+                println!("{name}: skipped (already has rows)");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

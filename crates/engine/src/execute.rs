@@ -1,0 +1,238 @@
+//! Stage 3, execute: runs a [`Plan`] on a [`Storage`] and gathers what the
+//! response needs, including `expand` (one query per expanded reference for
+//! the whole page, never one per row).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
+
+use crate::error::ApiError;
+use crate::plan::Plan;
+use crate::request::query::encode_cursor;
+use crate::schema::{FieldType, Resource};
+use crate::storage::{DeleteOutcome, Storage, StoredRow, UpdateOutcome};
+use crate::value::{self, Value};
+
+/// Expanded rows by ref column, then by the referenced id rendered as a string.
+pub type Expansions = HashMap<String, HashMap<String, Map<String, Json>>>;
+
+/// How a single row came to be returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStatus {
+    /// Read: 200, cacheable, `If-None-Match` honoured.
+    Read,
+    /// Updated: 200 with the new ETag.
+    Updated,
+    /// Created (POST or PUT upsert): 201 with `Location`.
+    Created,
+}
+
+/// Projection and expansion to apply when rendering rows.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// Only these columns, when set.
+    pub fields: Option<Vec<String>>,
+    /// Expanded references.
+    pub expansions: Expansions,
+}
+
+impl Shape {
+    /// Whether rows render exactly as stored (strong ETags apply).
+    pub fn is_plain(&self) -> bool {
+        self.fields.is_none() && self.expansions.is_empty()
+    }
+}
+
+/// What the response stage renders.
+#[derive(Debug)]
+pub enum Outcome<'m> {
+    /// A page of rows.
+    Page {
+        /// The listed resource.
+        resource: &'m Resource,
+        /// The rows.
+        rows: Vec<StoredRow>,
+        /// Cursor of the next page.
+        next_cursor: Option<String>,
+        /// Matching rows, when asked.
+        total: Option<u64>,
+        /// Projection and expansion.
+        shape: Shape,
+    },
+    /// One row.
+    Row {
+        /// Its resource.
+        resource: &'m Resource,
+        /// The row.
+        row: StoredRow,
+        /// 200 or 201.
+        status: RowStatus,
+        /// Projection and expansion.
+        shape: Shape,
+    },
+    /// Rows created by a bulk POST.
+    Rows {
+        /// Their resource.
+        resource: &'m Resource,
+        /// The rows, in body order.
+        rows: Vec<StoredRow>,
+    },
+    /// 204.
+    Deleted,
+}
+
+fn missing(resource: &Resource, id: &Value) -> ApiError {
+    let id_text = match value::to_json(id) {
+        Json::String(s) => s,
+        other => other.to_string(),
+    };
+    ApiError::not_found(format!(
+        "no {} with {} {id_text}",
+        resource.name,
+        resource.id_column().name
+    ))
+}
+
+/// The string a JSON id is matched by across queries.
+fn id_key(json: &Json) -> Option<String> {
+    match json {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Runs a plan.
+pub async fn execute<'m>(
+    storage: &dyn Storage,
+    model: &'m crate::schema::AppModel,
+    plan: Plan<'m>,
+) -> Result<Outcome<'m>, ApiError> {
+    match plan {
+        Plan::List(p) => {
+            let page = storage.list(&p).await?;
+            let next_cursor = if page.has_more {
+                page.rows.last().map(|r| encode_cursor(&p.sort, &r.values))
+            } else {
+                None
+            };
+            let expansions = expand_rows(storage, model, p.resource, &page.rows, &p.expand).await?;
+            Ok(Outcome::Page {
+                resource: p.resource,
+                rows: page.rows,
+                next_cursor,
+                total: page.total,
+                shape: Shape {
+                    fields: p.fields,
+                    expansions,
+                },
+            })
+        }
+        Plan::Read(p) => {
+            let row = storage
+                .read(&p)
+                .await?
+                .ok_or_else(|| missing(p.resource, &p.id))?;
+            let expansions = expand_rows(
+                storage,
+                model,
+                p.resource,
+                std::slice::from_ref(&row),
+                &p.expand,
+            )
+            .await?;
+            Ok(Outcome::Row {
+                resource: p.resource,
+                row,
+                status: RowStatus::Read,
+                shape: Shape {
+                    fields: p.fields,
+                    expansions,
+                },
+            })
+        }
+        Plan::Insert(p) => {
+            let mut rows = storage.insert(&p).await?;
+            if p.bulk {
+                Ok(Outcome::Rows {
+                    resource: p.resource,
+                    rows,
+                })
+            } else {
+                Ok(Outcome::Row {
+                    resource: p.resource,
+                    row: rows
+                        .pop()
+                        .ok_or_else(|| ApiError::internal("insert returned no row"))?,
+                    status: RowStatus::Created,
+                    shape: Shape::default(),
+                })
+            }
+        }
+        Plan::Update(p) => {
+            let (row, status) = match storage.update(&p).await? {
+                UpdateOutcome::Updated(row) => (row, RowStatus::Updated),
+                UpdateOutcome::Created(row) => (row, RowStatus::Created),
+                UpdateOutcome::NotFound => return Err(missing(p.resource, &p.id)),
+                UpdateOutcome::PreconditionFailed => return Err(ApiError::PreconditionFailed),
+            };
+            Ok(Outcome::Row {
+                resource: p.resource,
+                row,
+                status,
+                shape: Shape::default(),
+            })
+        }
+        Plan::Delete(p) => match storage.delete(&p).await? {
+            DeleteOutcome::Deleted => Ok(Outcome::Deleted),
+            DeleteOutcome::NotFound => Err(missing(p.resource, &p.id)),
+            DeleteOutcome::PreconditionFailed => Err(ApiError::PreconditionFailed),
+        },
+    }
+}
+
+/// One `WHERE id IN (…)` query per expanded column for all `rows`.
+async fn expand_rows(
+    storage: &dyn Storage,
+    model: &crate::schema::AppModel,
+    resource: &Resource,
+    rows: &[StoredRow],
+    columns: &[String],
+) -> Result<Expansions, ApiError> {
+    let mut out = Expansions::new();
+    for name in columns {
+        let Some(column) = resource.column(name) else {
+            continue;
+        };
+        let FieldType::Ref(r) = &column.ty else {
+            continue;
+        };
+        let Some(target) = model.resource(&r.to) else {
+            continue;
+        };
+        let id_column = target.id_column();
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = Vec::new();
+        for row in rows {
+            let Some(json) = row.values.get(name) else {
+                continue;
+            };
+            if let Some(key) = id_key(json)
+                && seen.insert(key)
+                && let Ok(v) = value::from_json(id_column, json)
+            {
+                ids.push(v);
+            }
+        }
+        let fetched = storage.fetch_by_ids(target, &ids).await?;
+        let by_id = fetched
+            .into_iter()
+            .filter_map(|r| {
+                let key = id_key(r.values.get(&id_column.name)?)?;
+                Some((key, r.values))
+            })
+            .collect();
+        out.insert(name.clone(), by_id);
+    }
+    Ok(out)
+}

@@ -1,0 +1,68 @@
+//! The request pipeline for resource routes, in one visible function:
+//! parse → plan → execute → render. Each stage is its own module; this one
+//! only chains them and turns the first error into a problem response.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::plan::PlanContext;
+use crate::request::RawRequest;
+use crate::{execute, plan, request, response};
+
+/// Reads the body, refusing it with 413 past `limit` bytes.
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "unreadable_body",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Handles every resource route.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let result = async {
+        let bytes = read_body(body, &parts.headers, state.settings.body_limit).await?;
+        let raw = RawRequest {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &bytes,
+        };
+        run(&state, &raw).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// parse → plan → execute → render.
+pub async fn run(state: &AppState, raw: &RawRequest<'_>) -> Result<Response, ApiError> {
+    let request = request::parse(&state.model, raw)?;
+    let preconditions = request.preconditions.clone();
+    let head = request.head;
+    let plan = plan::plan(request, &PlanContext::now())?;
+    let outcome = execute::execute(&*state.storage, &state.model, plan).await?;
+    Ok(response::render(outcome, &preconditions, head))
+}

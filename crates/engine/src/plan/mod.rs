@@ -1,0 +1,630 @@
+//! Stage 2, plan: an [`ApiRequest`] becomes a [`Plan`], plain data that says
+//! exactly what storage must do: which conditions (filters, parent scope,
+//! keyset position), which complete rows to insert (ids, timestamps and
+//! defaults filled in), which versions a write is conditional on. Pure: the
+//! clock and id generator come in through [`PlanContext`], so plans are unit
+//! tested without a database.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::request::{
+    ApiRequest, Body, Direction, EntityTags, Filter, ListQuery, Op, Operand, Operation, Record,
+    SortKey, query,
+};
+use crate::schema::{ColumnRole, IdKind, Resource};
+use crate::value::{self, Value};
+
+/// A boolean condition over one resource's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// `column <op> value`.
+    Compare {
+        /// Column name.
+        column: String,
+        /// Comparison.
+        op: Compare,
+        /// Right-hand value (never NULL).
+        value: Value,
+    },
+    /// `column IN (values…)`.
+    In {
+        /// Column name.
+        column: String,
+        /// Candidate values.
+        values: Vec<Value>,
+    },
+    /// `column LIKE pattern`, optionally case-insensitive.
+    Like {
+        /// Column name.
+        column: String,
+        /// SQL LIKE pattern, bound as a parameter.
+        pattern: String,
+        /// `ilike`.
+        case_insensitive: bool,
+    },
+    /// `column IS [NOT] NULL`.
+    IsNull {
+        /// Column name.
+        column: String,
+        /// `true` for IS NULL.
+        null: bool,
+    },
+    /// Every condition holds (empty: true).
+    All(Vec<Condition>),
+    /// At least one holds (empty: false).
+    Any(Vec<Condition>),
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `>`
+    Gt,
+    /// `>=`
+    Gte,
+    /// `<`
+    Lt,
+    /// `<=`
+    Lte,
+}
+
+/// Read a page of rows.
+#[derive(Debug, Clone)]
+pub struct ListPlan<'m> {
+    /// The resource listed.
+    pub resource: &'m Resource,
+    /// Filters, parent scope and keyset position, all ANDed.
+    pub condition: Condition,
+    /// Filters and scope only (what `total` counts).
+    pub count_condition: Option<Condition>,
+    /// Total order: the client's keys then the id.
+    pub sort: Vec<SortKey>,
+    /// Rows to return; storage fetches one more to know if a next page exists.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u64,
+    /// Projection applied when rendering.
+    pub fields: Option<Vec<String>>,
+    /// Ref columns to expand.
+    pub expand: Vec<String>,
+}
+
+/// Read one row.
+#[derive(Debug, Clone)]
+pub struct ReadPlan<'m> {
+    /// The resource read.
+    pub resource: &'m Resource,
+    /// Id plus any parent scope.
+    pub condition: Condition,
+    /// The id, for messages.
+    pub id: Value,
+    /// Projection applied when rendering.
+    pub fields: Option<Vec<String>>,
+    /// Ref columns to expand.
+    pub expand: Vec<String>,
+}
+
+/// Insert rows, all or none.
+#[derive(Debug, Clone)]
+pub struct InsertPlan<'m> {
+    /// The resource written.
+    pub resource: &'m Resource,
+    /// Complete rows (every column but an autoincrement id).
+    pub rows: Vec<Record>,
+    /// Whether the client sent an array (renders an array).
+    pub bulk: bool,
+}
+
+/// What a conditional write requires of the current row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No `If-Match`.
+    Nothing,
+    /// `If-Match: *`: the row must exist.
+    Exists,
+    /// The row's version must be one of these (empty: nothing can match → 412).
+    Versions(Vec<i64>),
+}
+
+/// Update one row; for PUT on client-key resources, insert it when absent.
+#[derive(Debug, Clone)]
+pub struct UpdatePlan<'m> {
+    /// The resource written.
+    pub resource: &'m Resource,
+    /// The row's id.
+    pub id: Value,
+    /// Columns to set (including `updated_at`).
+    pub set: Record,
+    /// Version precondition.
+    pub expect: Expect,
+    /// The complete row to insert if the id does not exist (PUT upsert).
+    pub insert: Option<Record>,
+}
+
+/// Delete one row.
+#[derive(Debug, Clone)]
+pub struct DeletePlan<'m> {
+    /// The resource deleted from.
+    pub resource: &'m Resource,
+    /// The row's id.
+    pub id: Value,
+    /// Version precondition.
+    pub expect: Expect,
+}
+
+/// What storage must do for one request.
+#[derive(Debug, Clone)]
+pub enum Plan<'m> {
+    /// A page of rows.
+    List(ListPlan<'m>),
+    /// One row.
+    Read(ReadPlan<'m>),
+    /// Insert.
+    Insert(InsertPlan<'m>),
+    /// Update or upsert.
+    Update(UpdatePlan<'m>),
+    /// Delete.
+    Delete(DeletePlan<'m>),
+}
+
+/// The impure inputs of planning.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// The request's timestamp.
+    pub now: DateTime<Utc>,
+    /// The authenticated subject, for `created_by`/`updated_by` (none until auth exists).
+    pub subject: Option<String>,
+}
+
+impl PlanContext {
+    /// A context stamped with the current time and no subject.
+    pub fn now() -> Self {
+        PlanContext {
+            now: value::now(),
+            subject: None,
+        }
+    }
+}
+
+fn id_condition(resource: &Resource, id: &Value) -> Condition {
+    Condition::Compare {
+        column: resource.id_column().name.clone(),
+        op: Compare::Eq,
+        value: id.clone(),
+    }
+}
+
+fn filter_condition(filter: &Filter) -> Condition {
+    let column = filter.column.clone();
+    match &filter.operand {
+        Operand::IsNull(null) => Condition::IsNull {
+            column,
+            null: *null,
+        },
+        Operand::Many(values) => Condition::In {
+            column,
+            values: values.clone(),
+        },
+        Operand::Pattern(pattern) => Condition::Like {
+            column,
+            pattern: pattern.clone(),
+            case_insensitive: filter.op == Op::Ilike,
+        },
+        Operand::One(value) => Condition::Compare {
+            column,
+            op: match filter.op {
+                Op::Ne => Compare::Ne,
+                Op::Gt => Compare::Gt,
+                Op::Gte => Compare::Gte,
+                Op::Lt => Compare::Lt,
+                Op::Lte => Compare::Lte,
+                _ => Compare::Eq,
+            },
+            value: value.clone(),
+        },
+    }
+}
+
+/// Rows strictly after `values` in `sort` order, where NULL sorts before every
+/// value (first ascending, last descending) on every backend.
+pub fn keyset_after(sort: &[SortKey], values: &[Value]) -> Condition {
+    let mut alternatives = Vec::new();
+    let mut equal_so_far: Vec<Condition> = Vec::new();
+    for (key, value) in sort.iter().zip(values) {
+        let column = key.column.clone();
+        let is_null = value == &Value::Null;
+        let strictly_after = match (key.direction, is_null) {
+            (Direction::Asc, true) => Some(Condition::IsNull {
+                column: column.clone(),
+                null: false,
+            }),
+            (Direction::Asc, false) => Some(Condition::Compare {
+                column: column.clone(),
+                op: Compare::Gt,
+                value: value.clone(),
+            }),
+            (Direction::Desc, true) => None,
+            (Direction::Desc, false) => Some(Condition::Any(vec![
+                Condition::Compare {
+                    column: column.clone(),
+                    op: Compare::Lt,
+                    value: value.clone(),
+                },
+                Condition::IsNull {
+                    column: column.clone(),
+                    null: true,
+                },
+            ])),
+        };
+        if let Some(after) = strictly_after {
+            let mut branch = equal_so_far.clone();
+            branch.push(after);
+            alternatives.push(Condition::All(branch));
+        }
+        equal_so_far.push(if is_null {
+            Condition::IsNull { column, null: true }
+        } else {
+            Condition::Compare {
+                column,
+                op: Compare::Eq,
+                value: value.clone(),
+            }
+        });
+    }
+    Condition::Any(alternatives)
+}
+
+fn expect(tags: &EntityTags) -> Expect {
+    match tags {
+        EntityTags::Absent => Expect::Nothing,
+        EntityTags::Any => Expect::Exists,
+        tags => Expect::Versions(tags.strong_versions()),
+    }
+}
+
+/// Fills in what a create needs beyond the client's fields: id, defaults,
+/// timestamps and subjects, in column order.
+fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContext) -> Record {
+    let mut row = Record::new();
+    for column in &resource.columns {
+        let value = match column.role {
+            ColumnRole::Id => match resource.id_kind {
+                IdKind::Uuid => Value::Uuid(Uuid::now_v7()),
+                IdKind::Integer => continue,
+                IdKind::Key { .. } => given.get(&column.name).cloned().unwrap_or(Value::Null),
+            },
+            ColumnRole::Field => match given.get(&column.name) {
+                Some(v) => v.clone(),
+                None => match &column.constraints.default {
+                    Some(json) => value::from_json(column, json).unwrap_or(Value::Null),
+                    None => Value::Null,
+                },
+            },
+            ColumnRole::CreatedAt | ColumnRole::UpdatedAt => Value::Timestamp(ctx.now),
+            ColumnRole::CreatedBy | ColumnRole::UpdatedBy => {
+                ctx.subject.clone().map_or(Value::Null, Value::Text)
+            }
+        };
+        row.insert(column.name.clone(), value);
+    }
+    row
+}
+
+fn list_plan<'m>(
+    resource: &'m Resource,
+    scope: Option<Condition>,
+    query: ListQuery,
+) -> ListPlan<'m> {
+    let sort = query::total_sort(resource, &query.sort);
+    let mut base: Vec<Condition> = query.filters.iter().map(filter_condition).collect();
+    base.extend(scope);
+    let count_condition = query.count.then(|| Condition::All(base.clone()));
+    let mut all = base;
+    if let Some(after) = &query.after {
+        all.push(keyset_after(&sort, after));
+    }
+    ListPlan {
+        resource,
+        condition: Condition::All(all),
+        count_condition,
+        sort,
+        limit: query.limit,
+        offset: query.offset,
+        fields: query.fields,
+        expand: query.expand,
+    }
+}
+
+/// Plans a parsed request.
+pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, ApiError> {
+    let ApiRequest {
+        operation,
+        query,
+        body,
+        preconditions,
+        ..
+    } = request;
+    let scope_condition = |scope: &Option<crate::request::Scope<'_>>| {
+        scope.as_ref().map(|s| Condition::Compare {
+            column: s.via.name.clone(),
+            op: Compare::Eq,
+            value: s.parent_id.clone(),
+        })
+    };
+    Ok(match operation {
+        Operation::List { resource, scope } => {
+            Plan::List(list_plan(resource, scope_condition(&scope), query))
+        }
+        Operation::Get {
+            resource,
+            id,
+            scope,
+        } => {
+            let mut all = vec![id_condition(resource, &id)];
+            all.extend(scope_condition(&scope));
+            Plan::Read(ReadPlan {
+                resource,
+                condition: Condition::All(all),
+                id,
+                fields: query.fields,
+                expand: query.expand,
+            })
+        }
+        Operation::Create { resource } => {
+            let (records, bulk) = match body {
+                Some(Body::One(r)) => (vec![r], false),
+                Some(Body::Many(rs)) => (rs, true),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "missing_body",
+                        "a JSON body is required",
+                    ));
+                }
+            };
+            Plan::Insert(InsertPlan {
+                resource,
+                rows: records
+                    .iter()
+                    .map(|r| complete_row(resource, r, ctx))
+                    .collect(),
+                bulk,
+            })
+        }
+        Operation::Update { resource, id } => {
+            let given = single(body)?;
+            let mut set = Record::new();
+            for column in resource.writable_columns() {
+                if let Some(v) = given.get(&column.name) {
+                    set.insert(column.name.clone(), v.clone());
+                }
+            }
+            stamp_update(resource, &mut set, ctx);
+            Plan::Update(UpdatePlan {
+                resource,
+                id,
+                set,
+                expect: expect(&preconditions.if_match),
+                insert: None,
+            })
+        }
+        Operation::Replace { resource, id } => {
+            let mut given = single(body)?;
+            let mut set = Record::new();
+            for column in resource.writable_columns() {
+                let value = match given.get(&column.name) {
+                    Some(v) => v.clone(),
+                    None => match &column.constraints.default {
+                        Some(json) => value::from_json(column, json).unwrap_or(Value::Null),
+                        None => Value::Null,
+                    },
+                };
+                set.insert(column.name.clone(), value);
+            }
+            stamp_update(resource, &mut set, ctx);
+            let insert = resource.has_client_key().then(|| {
+                given.insert(resource.id_column().name.clone(), id.clone());
+                complete_row(resource, &given, ctx)
+            });
+            Plan::Update(UpdatePlan {
+                resource,
+                id,
+                set,
+                expect: expect(&preconditions.if_match),
+                insert,
+            })
+        }
+        Operation::Delete { resource, id } => Plan::Delete(DeletePlan {
+            resource,
+            id,
+            expect: expect(&preconditions.if_match),
+        }),
+    })
+}
+
+fn single(body: Option<Body>) -> Result<Record, ApiError> {
+    match body {
+        Some(Body::One(record)) => Ok(record),
+        _ => Err(ApiError::bad_request(
+            "malformed_body",
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+fn stamp_update(resource: &Resource, set: &mut Record, ctx: &PlanContext) {
+    for column in &resource.columns {
+        match column.role {
+            ColumnRole::UpdatedAt => {
+                set.insert(column.name.clone(), Value::Timestamp(ctx.now));
+            }
+            ColumnRole::UpdatedBy => {
+                set.insert(
+                    column.name.clone(),
+                    ctx.subject.clone().map_or(Value::Null, Value::Text),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{RawRequest, parse};
+    use crate::schema::load_str;
+    use http::{HeaderMap, Method};
+
+    fn model() -> crate::schema::AppModel {
+        load_str(
+            "[app]\nname='t'\n[resources.colleges]\nid={type='integer'}\nfields.name={type='string'}\n\
+             [resources.majors]\nfields.name={type='string',required=true}\nfields.rank={type='integer',default=5}\n\
+             fields.college_id={type='ref',to='colleges',required=true}\n",
+        )
+        .unwrap()
+    }
+
+    fn plan_for<'m>(
+        model: &'m crate::schema::AppModel,
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+        headers: HeaderMap,
+    ) -> Result<Plan<'m>, ApiError> {
+        let mut headers = headers;
+        if !body.is_empty() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                "application/json".parse().unwrap(),
+            );
+        }
+        let raw = RawRequest {
+            method: &method,
+            path,
+            query,
+            headers: &headers,
+            body,
+        };
+        plan(parse(model, &raw)?, &PlanContext::now())
+    }
+
+    #[test]
+    fn a_create_fills_in_the_id_timestamps_and_defaults() {
+        let m = model();
+        let Plan::Insert(p) = plan_for(
+            &m,
+            Method::POST,
+            "/majors",
+            None,
+            br#"{"name":"Math","college_id":1}"#,
+            HeaderMap::new(),
+        )
+        .unwrap() else {
+            panic!("expected an insert");
+        };
+        let row = &p.rows[0];
+        assert!(matches!(row["id"], Value::Uuid(_)));
+        assert_eq!(row["rank"], Value::Int(5));
+        assert_eq!(row["created_at"], row["updated_at"]);
+        assert!(!p.bulk);
+    }
+
+    #[test]
+    fn a_nested_list_is_scoped_to_its_parent() {
+        let m = model();
+        let Plan::List(p) = plan_for(
+            &m,
+            Method::GET,
+            "/colleges/3/majors",
+            Some("name=Math"),
+            b"",
+            HeaderMap::new(),
+        )
+        .unwrap() else {
+            panic!("expected a list");
+        };
+        let Condition::All(all) = &p.condition else {
+            panic!()
+        };
+        assert!(all.contains(&Condition::Compare {
+            column: "college_id".into(),
+            op: Compare::Eq,
+            value: Value::Int(3)
+        }));
+        assert_eq!(p.sort.last().unwrap().column, "id");
+    }
+
+    #[test]
+    fn if_match_becomes_a_version_precondition() {
+        let m = model();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::IF_MATCH, "\"4\", W/\"5\"".parse().unwrap());
+        let Plan::Delete(p) =
+            plan_for(&m, Method::DELETE, "/colleges/1", None, b"", headers).unwrap()
+        else {
+            panic!("expected a delete");
+        };
+        assert_eq!(p.expect, Expect::Versions(vec![4]));
+    }
+
+    #[test]
+    fn a_patch_sets_only_the_given_fields_and_updated_at() {
+        let m = model();
+        let Plan::Update(p) = plan_for(
+            &m,
+            Method::PATCH,
+            "/colleges/1",
+            None,
+            br#"{"name":"X"}"#,
+            HeaderMap::new(),
+        )
+        .unwrap() else {
+            panic!("expected an update");
+        };
+        let keys: Vec<_> = p.set.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["name", "updated_at", "updated_by"]);
+        assert!(p.insert.is_none());
+    }
+
+    #[test]
+    fn keyset_after_a_null_ascending_value_takes_the_non_nulls_and_later_ids() {
+        let sort = vec![
+            SortKey {
+                column: "rank".into(),
+                direction: Direction::Asc,
+            },
+            SortKey {
+                column: "id".into(),
+                direction: Direction::Asc,
+            },
+        ];
+        let c = keyset_after(&sort, &[Value::Null, Value::Int(9)]);
+        assert_eq!(
+            c,
+            Condition::Any(vec![
+                Condition::All(vec![Condition::IsNull {
+                    column: "rank".into(),
+                    null: false
+                }]),
+                Condition::All(vec![
+                    Condition::IsNull {
+                        column: "rank".into(),
+                        null: true
+                    },
+                    Condition::Compare {
+                        column: "id".into(),
+                        op: Compare::Gt,
+                        value: Value::Int(9)
+                    },
+                ]),
+            ])
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Request bodies: media type, size, JSON syntax, then every field typed and
+//! checked against the schema. All failing fields are reported together.
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use crate::error::ApiError;
+use crate::schema::{ColumnRole, Resource};
+use crate::value::{self, FieldError, Value};
+
+/// Most rows accepted in one bulk create.
+pub const MAX_BULK: usize = 1000;
+
+/// Column name → typed value, in schema order for the columns the client sent.
+pub type Record = IndexMap<String, Value>;
+
+/// What the body is for: decides which fields are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// POST: required fields must be present; client keys are required.
+    Create,
+    /// PATCH: any subset of writable fields.
+    Patch,
+    /// PUT: a whole representation; required fields must be present.
+    Replace,
+}
+
+/// A parsed body: one object, or an array for bulk creates.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A single object.
+    One(Record),
+    /// An array of objects (POST only).
+    Many(Vec<Record>),
+}
+
+/// Checks that the request carries JSON.
+pub fn check_media_type(content_type: Option<&str>) -> Result<(), ApiError> {
+    let Some(ct) = content_type else {
+        return Err(ApiError::UnsupportedMediaType);
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Parses and validates a body for `resource`. `path_id` is the id in the URL
+/// for PATCH/PUT: a key in the body must equal it.
+pub fn parse(
+    resource: &Resource,
+    mode: BodyMode,
+    bytes: &[u8],
+    path_id: Option<&Value>,
+) -> Result<Body, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "missing_body",
+            "a JSON body is required",
+        ));
+    }
+    let json: Json = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    match json {
+        Json::Object(map) => {
+            let mut errors = Vec::new();
+            let record = parse_object(resource, mode, &map, path_id, "", &mut errors);
+            if errors.is_empty() {
+                Ok(Body::One(record))
+            } else {
+                Err(ApiError::Validation { errors })
+            }
+        }
+        Json::Array(items) if mode == BodyMode::Create => {
+            if items.is_empty() {
+                return Err(ApiError::bad_request(
+                    "empty_array",
+                    "a bulk create needs at least one object",
+                ));
+            }
+            if items.len() > MAX_BULK {
+                return Err(ApiError::bad_request(
+                    "too_many_items",
+                    format!("a bulk create takes at most {MAX_BULK} objects"),
+                ));
+            }
+            let mut errors = Vec::new();
+            let mut records = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let prefix = format!("[{i}].");
+                match item {
+                    Json::Object(map) => records.push(parse_object(
+                        resource,
+                        mode,
+                        map,
+                        None,
+                        &prefix,
+                        &mut errors,
+                    )),
+                    _ => errors.push(FieldError::new(
+                        &format!("[{i}]"),
+                        "type",
+                        "must be an object",
+                    )),
+                }
+            }
+            if errors.is_empty() {
+                Ok(Body::Many(records))
+            } else {
+                Err(ApiError::Validation { errors })
+            }
+        }
+        _ => Err(ApiError::bad_request(
+            "malformed_body",
+            if mode == BodyMode::Create {
+                "the body must be a JSON object or an array of objects"
+            } else {
+                "the body must be a JSON object"
+            },
+        )),
+    }
+}
+
+fn parse_object(
+    resource: &Resource,
+    mode: BodyMode,
+    map: &serde_json::Map<String, Json>,
+    path_id: Option<&Value>,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) -> Record {
+    let mut push = |mut e: FieldError| {
+        e.field = format!("{prefix}{}", e.field);
+        errors.push(e);
+    };
+    for key in map.keys() {
+        match resource.column(key) {
+            None => push(FieldError::new(
+                key,
+                "unknown_field",
+                format!("{} has no field \"{key}\"", resource.name),
+            )),
+            Some(c) if c.role == ColumnRole::Id && resource.has_client_key() => {}
+            Some(c) if !c.is_writable() => push(FieldError::new(
+                key,
+                "read_only",
+                "is read-only and set by the server",
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut record = Record::new();
+    for column in &resource.columns {
+        let is_key = column.role == ColumnRole::Id && resource.has_client_key();
+        if !column.is_writable() && !is_key {
+            continue;
+        }
+        match map.get(&column.name) {
+            Some(json) => {
+                let parsed = value::from_json(column, json)
+                    .and_then(|v| value::check(column, &v).map(|_| v));
+                match parsed {
+                    Ok(v) => {
+                        if is_key
+                            && let Some(id) = path_id
+                            && &v != id
+                        {
+                            push(FieldError::new(
+                                &column.name,
+                                "key_mismatch",
+                                "must equal the id in the URL (keys cannot be changed)",
+                            ));
+                        }
+                        record.insert(column.name.clone(), v);
+                    }
+                    Err(e) => push(e),
+                }
+            }
+            None => {
+                let needs_value = match mode {
+                    BodyMode::Create => {
+                        is_key
+                            || (column.constraints.required && column.constraints.default.is_none())
+                    }
+                    BodyMode::Replace => {
+                        !is_key
+                            && column.constraints.required
+                            && column.constraints.default.is_none()
+                    }
+                    BodyMode::Patch => false,
+                };
+                if needs_value {
+                    push(FieldError::new(&column.name, "required", "is required"));
+                }
+            }
+        }
+    }
+    record
+}

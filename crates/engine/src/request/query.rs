@@ -1,0 +1,575 @@
+//! The query language: `?field=v`, `?field[op]=v`, `sort`, `limit`, `offset`,
+//! `cursor`, `fields`, `expand`, `count`. Every name is checked against the
+//! schema and every value is typed here; unknown names and operators are a 400
+//! that names them. Nothing in this module ever produces SQL text.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value as Json, json};
+
+use crate::error::ApiError;
+use crate::schema::{Column, FieldType, Resource, Scalar};
+use crate::value::{self, Value};
+
+/// Default page size.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size a client may ask for.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// A filter operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `field=v` or `field[eq]=v`.
+    Eq,
+    /// `[ne]`.
+    Ne,
+    /// `[gt]`.
+    Gt,
+    /// `[gte]`.
+    Gte,
+    /// `[lt]`.
+    Lt,
+    /// `[lte]`.
+    Lte,
+    /// `[in]`: comma-separated list.
+    In,
+    /// `[like]`: case-sensitive pattern, `*` or `%` any run, `_` one character.
+    Like,
+    /// `[ilike]`: case-insensitive `like`.
+    Ilike,
+    /// `[null]=true|false`.
+    Null,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "in" => Op::In,
+            "like" => Op::Like,
+            "ilike" => Op::Ilike,
+            "null" => Op::Null,
+            _ => return None,
+        })
+    }
+}
+
+/// One typed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Column name (checked against the schema).
+    pub column: String,
+    /// Operator.
+    pub op: Op,
+    /// Operand: one value, a list for `in`, a pattern string for `like`, a bool for `null`.
+    pub operand: Operand,
+}
+
+/// The right-hand side of a filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// A single typed value.
+    One(Value),
+    /// `in` list.
+    Many(Vec<Value>),
+    /// A LIKE pattern in SQL syntax (`%`, `_`), bound as a parameter.
+    Pattern(String),
+    /// `null=true|false`.
+    IsNull(bool),
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Smallest first; NULL sorts first.
+    Asc,
+    /// Largest first; NULL sorts last.
+    Desc,
+}
+
+/// One sort key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    /// Column name.
+    pub column: String,
+    /// Direction.
+    pub direction: Direction,
+}
+
+/// Everything a list or read query string says.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Filters, all of which must hold.
+    pub filters: Vec<Filter>,
+    /// Sort keys as given (the id tiebreaker is added by the plan).
+    pub sort: Vec<SortKey>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u64,
+    /// Keyset position: the sort-key values of the last row seen.
+    pub after: Option<Vec<Value>>,
+    /// Projection; `None` is every column.
+    pub fields: Option<Vec<String>>,
+    /// Ref columns to expand.
+    pub expand: Vec<String>,
+    /// Whether to return `total`.
+    pub count: bool,
+}
+
+fn unknown_field(resource: &Resource, name: &str) -> ApiError {
+    ApiError::bad_request(
+        "unknown_field",
+        format!("{} has no field \"{name}\"", resource.name),
+    )
+}
+
+fn column<'r>(resource: &'r Resource, name: &str) -> Result<&'r Column, ApiError> {
+    resource
+        .column(name)
+        .ok_or_else(|| unknown_field(resource, name))
+}
+
+fn bad_value(name: &str, e: value::FieldError) -> ApiError {
+    ApiError::bad_request(
+        "invalid_filter_value",
+        format!("filter on \"{name}\": {}", e.message),
+    )
+}
+
+fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, ApiError> {
+    let (name, op) = match key.split_once('[') {
+        Some((name, rest)) => {
+            let op_name = rest.strip_suffix(']').ok_or_else(|| {
+                ApiError::bad_request("malformed_query", format!("malformed filter key \"{key}\""))
+            })?;
+            let op = Op::parse(op_name).ok_or_else(|| {
+                ApiError::bad_request(
+                    "unknown_operator",
+                    format!(
+                        "unknown operator \"{op_name}\" on \"{name}\"; expected one of eq, ne, gt, gte, lt, lte, in, like, ilike, null"
+                    ),
+                )
+            })?;
+            (name, op)
+        }
+        None => (key, Op::Eq),
+    };
+    let column = column(resource, name)?;
+    let scalar = column.scalar();
+    let not_for = |what: &str| {
+        ApiError::bad_request(
+            "unsupported_operator",
+            format!(
+                "operator \"{what}\" does not apply to the {} field \"{name}\"",
+                column.ty.name()
+            ),
+        )
+    };
+    let typed = |text: &str| value::from_text(column, text).map_err(|e| bad_value(name, e));
+    let operand = match op {
+        Op::Null => match raw {
+            "true" => Operand::IsNull(true),
+            "false" => Operand::IsNull(false),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_filter_value",
+                    format!("filter on \"{name}\": [null] takes true or false"),
+                ));
+            }
+        },
+        _ if scalar == Scalar::Json => return Err(not_for(op_name(op))),
+        Op::Like | Op::Ilike => {
+            if !scalar.is_textual() {
+                return Err(not_for(op_name(op)));
+            }
+            Operand::Pattern(raw.replace('*', "%"))
+        }
+        Op::Gt | Op::Gte | Op::Lt | Op::Lte if !scalar.is_ordered() => {
+            return Err(not_for(op_name(op)));
+        }
+        Op::In => {
+            let values = raw.split(',').map(typed).collect::<Result<Vec<_>, _>>()?;
+            if values.len() > MAX_LIMIT as usize {
+                return Err(ApiError::bad_request(
+                    "invalid_filter_value",
+                    format!("filter on \"{name}\": [in] takes at most {MAX_LIMIT} values"),
+                ));
+            }
+            Operand::Many(values)
+        }
+        _ => Operand::One(typed(raw)?),
+    };
+    Ok(Filter {
+        column: column.name.clone(),
+        op,
+        operand,
+    })
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "eq",
+        Op::Ne => "ne",
+        Op::Gt => "gt",
+        Op::Gte => "gte",
+        Op::Lt => "lt",
+        Op::Lte => "lte",
+        Op::In => "in",
+        Op::Like => "like",
+        Op::Ilike => "ilike",
+        Op::Null => "null",
+    }
+}
+
+fn names(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_sort(resource: &Resource, raw: &str) -> Result<Vec<SortKey>, ApiError> {
+    let mut keys: Vec<SortKey> = Vec::new();
+    for item in names(raw) {
+        let (direction, name) = match item.strip_prefix('-') {
+            Some(name) => (Direction::Desc, name),
+            None => (Direction::Asc, item.strip_prefix('+').unwrap_or(item)),
+        };
+        let column = column(resource, name)?;
+        if column.scalar() == Scalar::Json {
+            return Err(ApiError::bad_request(
+                "unsortable_field",
+                format!("cannot sort by the json field \"{name}\""),
+            ));
+        }
+        if keys.iter().any(|k| k.column == name) {
+            return Err(ApiError::bad_request(
+                "malformed_query",
+                format!("\"{name}\" appears twice in sort"),
+            ));
+        }
+        keys.push(SortKey {
+            column: column.name.clone(),
+            direction,
+        });
+    }
+    Ok(keys)
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "malformed_query",
+            format!("\"{name}\" must be a non-negative integer, got \"{raw}\""),
+        )
+    })
+}
+
+/// The sort with the id tiebreaker appended: a total order, so keyset pages
+/// never skip or repeat a row.
+pub fn total_sort(resource: &Resource, sort: &[SortKey]) -> Vec<SortKey> {
+    let id = &resource.id_column().name;
+    let mut keys = sort.to_vec();
+    if !keys.iter().any(|k| &k.column == id) {
+        keys.push(SortKey {
+            column: id.clone(),
+            direction: Direction::Asc,
+        });
+    }
+    keys
+}
+
+fn sort_signature(sort: &[SortKey]) -> String {
+    sort.iter()
+        .map(|k| match k.direction {
+            Direction::Asc => k.column.clone(),
+            Direction::Desc => format!("-{}", k.column),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Builds the opaque cursor that resumes after `row` in `sort` order.
+pub fn encode_cursor(sort: &[SortKey], row: &serde_json::Map<String, Json>) -> String {
+    let values: Vec<Json> = sort
+        .iter()
+        .map(|k| row.get(&k.column).cloned().unwrap_or(Json::Null))
+        .collect();
+    let token = json!({"s": sort_signature(sort), "v": values});
+    URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_cursor(resource: &Resource, sort: &[SortKey], raw: &str) -> Result<Vec<Value>, ApiError> {
+    let invalid =
+        |why: &str| ApiError::bad_request("invalid_cursor", format!("invalid cursor: {why}"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(raw.trim_end_matches('='))
+        .map_err(|_| invalid("not a cursor returned by this API"))?;
+    let token: Json =
+        serde_json::from_slice(&bytes).map_err(|_| invalid("not a cursor returned by this API"))?;
+    if token["s"].as_str() != Some(sort_signature(sort).as_str()) {
+        return Err(invalid("it was issued for a different sort"));
+    }
+    let values = token["v"]
+        .as_array()
+        .filter(|v| v.len() == sort.len())
+        .ok_or_else(|| invalid("not a cursor returned by this API"))?;
+    sort.iter()
+        .zip(values)
+        .map(|(key, json)| {
+            let column = resource
+                .column(&key.column)
+                .ok_or_else(|| invalid("unknown field"))?;
+            value::from_json(column, json).map_err(|_| invalid("malformed position"))
+        })
+        .collect()
+}
+
+/// Whether a query-string key is one of the reserved list parameters.
+fn is_list_param(key: &str) -> bool {
+    matches!(key, "sort" | "limit" | "offset" | "cursor" | "count")
+}
+
+/// Parses a list query string.
+pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut q = ListQuery {
+        limit: DEFAULT_LIMIT,
+        ..ListQuery::default()
+    };
+    let mut cursor = None;
+    let mut seen: Vec<String> = Vec::new();
+    for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if (is_list_param(&key) || key == "fields" || key == "expand")
+            && seen.contains(&key.to_string())
+        {
+            return Err(ApiError::bad_request(
+                "malformed_query",
+                format!("\"{key}\" is given more than once"),
+            ));
+        }
+        seen.push(key.to_string());
+        match key.as_ref() {
+            "sort" => q.sort = parse_sort(resource, &raw)?,
+            "limit" => {
+                q.limit = parse_number("limit", &raw)?;
+                if q.limit == 0 || q.limit > MAX_LIMIT {
+                    return Err(ApiError::bad_request(
+                        "malformed_query",
+                        format!(
+                            "\"limit\" must be between 1 and {MAX_LIMIT}, got {}",
+                            q.limit
+                        ),
+                    ));
+                }
+            }
+            "offset" => q.offset = parse_number("offset", &raw)?,
+            "cursor" => cursor = Some(raw.into_owned()),
+            "count" => {
+                q.count = match raw.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "malformed_query",
+                            format!("\"count\" takes true or false, got \"{other}\""),
+                        ));
+                    }
+                }
+            }
+            "fields" => q.fields = Some(parse_fields(resource, &raw)?),
+            "expand" => q.expand = parse_expand(resource, &raw)?,
+            _ => q.filters.push(parse_filter(resource, &key, &raw)?),
+        }
+    }
+    if let Some(raw) = cursor {
+        if q.offset > 0 {
+            return Err(ApiError::bad_request(
+                "malformed_query",
+                "\"cursor\" and \"offset\" cannot be combined",
+            ));
+        }
+        q.after = Some(decode_cursor(
+            resource,
+            &total_sort(resource, &q.sort),
+            &raw,
+        )?);
+    }
+    Ok(q)
+}
+
+/// Parses the query string of a single-row read: only `fields` and `expand`.
+pub fn parse_read(resource: &Resource, query: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut q = ListQuery::default();
+    for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "fields" => q.fields = Some(parse_fields(resource, &raw)?),
+            "expand" => q.expand = parse_expand(resource, &raw)?,
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!(
+                        "\"{other}\" is not accepted here; a single row takes only fields and expand"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Rejects any query string on writes: nothing there has a meaning, so nothing is ignored.
+pub fn parse_none(query: Option<&str>) -> Result<(), ApiError> {
+    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+        None => Ok(()),
+        Some((key, _)) => Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("\"{key}\" is not accepted on this request"),
+        )),
+    }
+}
+
+fn parse_fields(resource: &Resource, raw: &str) -> Result<Vec<String>, ApiError> {
+    let mut fields = Vec::new();
+    for name in names(raw) {
+        let column = column(resource, name)?;
+        if !fields.contains(&column.name) {
+            fields.push(column.name.clone());
+        }
+    }
+    if fields.is_empty() {
+        return Err(ApiError::bad_request(
+            "malformed_query",
+            "\"fields\" is empty",
+        ));
+    }
+    Ok(fields)
+}
+
+/// The key an expanded ref is rendered under: `major_id` → `major`, else the field itself.
+pub fn expand_key(column: &str) -> &str {
+    column
+        .strip_suffix("_id")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(column)
+}
+
+fn parse_expand(resource: &Resource, raw: &str) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for name in names(raw) {
+        let column = resource
+            .columns
+            .iter()
+            .find(|c| {
+                matches!(c.ty, FieldType::Ref(_)) && (c.name == name || expand_key(&c.name) == name)
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "unknown_expand",
+                    format!(
+                        "{} has no reference named \"{name}\" to expand",
+                        resource.name
+                    ),
+                )
+            })?;
+        if !out.contains(&column.name) {
+            out.push(column.name.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::load_str;
+
+    fn model() -> crate::schema::AppModel {
+        load_str(
+            "[app]\nname='t'\n[resources.majors]\nfields.name={type='string'}\n\
+             [resources.students]\nid={type='integer'}\nfields.email={type='string'}\n\
+             fields.age={type='integer'}\nfields.meta={type='json'}\n\
+             fields.major_id={type='ref',to='majors'}\n",
+        )
+        .unwrap()
+    }
+
+    fn err(query: &str) -> ApiError {
+        let m = model();
+        parse_list(m.resource("students").unwrap(), Some(query)).unwrap_err()
+    }
+
+    #[test]
+    fn an_equality_filter_is_typed_by_its_field() {
+        let m = model();
+        let q = parse_list(m.resource("students").unwrap(), Some("age=20")).unwrap();
+        assert_eq!(q.filters[0].operand, Operand::One(Value::Int(20)));
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_in_the_error() {
+        let e = err("agee=3");
+        assert_eq!(e.code(), "unknown_field");
+        assert!(e.to_string().contains("agee"));
+    }
+
+    #[test]
+    fn an_unknown_operator_is_named_in_the_error() {
+        let e = err("age[between]=3");
+        assert_eq!(e.code(), "unknown_operator");
+        assert!(e.to_string().contains("between"));
+    }
+
+    #[test]
+    fn a_sql_looking_sort_is_an_unknown_field() {
+        assert_eq!(err("sort=age;DROP TABLE students").code(), "unknown_field");
+    }
+
+    #[test]
+    fn like_is_refused_on_numbers() {
+        assert_eq!(err("age[like]=1*").code(), "unsupported_operator");
+    }
+
+    #[test]
+    fn in_takes_a_typed_comma_list() {
+        let m = model();
+        let q = parse_list(m.resource("students").unwrap(), Some("age[in]=1,2,3")).unwrap();
+        assert_eq!(
+            q.filters[0].operand,
+            Operand::Many(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+        );
+        assert_eq!(err("age[in]=1,x").code(), "invalid_filter_value");
+    }
+
+    #[test]
+    fn limit_above_the_maximum_is_refused() {
+        assert_eq!(err("limit=1001").code(), "malformed_query");
+        assert_eq!(err("limit=-1").code(), "malformed_query");
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_is_bound_to_its_sort() {
+        let m = model();
+        let students = m.resource("students").unwrap();
+        let sort = total_sort(students, &parse_sort(students, "-age").unwrap());
+        let row = json!({"id": 7, "age": 30}).as_object().unwrap().clone();
+        let cursor = encode_cursor(&sort, &row);
+        let q = parse_list(students, Some(&format!("sort=-age&cursor={cursor}"))).unwrap();
+        assert_eq!(q.after, Some(vec![Value::Int(30), Value::Int(7)]));
+        assert_eq!(
+            err(&format!("sort=age&cursor={cursor}")).code(),
+            "invalid_cursor"
+        );
+        assert_eq!(err("cursor=garbage!").code(), "invalid_cursor");
+    }
+
+    #[test]
+    fn expand_accepts_the_ref_name_without_its_id_suffix() {
+        let m = model();
+        let q = parse_list(m.resource("students").unwrap(), Some("expand=major")).unwrap();
+        assert_eq!(q.expand, vec!["major_id".to_owned()]);
+        assert_eq!(err("expand=email").code(), "unknown_expand");
+    }
+}

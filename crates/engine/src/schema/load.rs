@@ -1,0 +1,650 @@
+//! Reading `anteroom.toml`: TOML syntax and shape through serde (with the key path
+//! of the first shape error), then every semantic check at once, each error
+//! naming its key path. The output is an [`AppModel`] that later stages trust.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::model::*;
+use crate::value::{self, Value};
+
+/// Names every resource gets from the engine; a field may not reuse them.
+pub const SYSTEM_COLUMNS: [&str; 5] =
+    ["id", "created_at", "updated_at", "created_by", "updated_by"];
+
+/// Query-string parameters with a meaning of their own; a field may not be named so.
+pub const RESERVED_PARAMS: [&str; 7] = [
+    "sort", "limit", "offset", "cursor", "fields", "expand", "count",
+];
+
+/// Default `max_length` of a client-chosen string key.
+const DEFAULT_KEY_LENGTH: usize = 255;
+
+/// Everything wrong with a schema file, each with its key path.
+#[derive(Debug)]
+pub struct SchemaErrors {
+    /// The file the errors are about.
+    pub file: PathBuf,
+    /// One entry per problem found.
+    pub errors: Vec<SchemaError>,
+}
+
+/// One problem in a schema file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaError {
+    /// Dotted key path, e.g. `resources.students.fields.email.type`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SchemaErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.path.is_empty() {
+                write!(f, "{}: {}", self.file.display(), e.message)?;
+            } else {
+                write!(f, "{}: {}: {}", self.file.display(), e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SchemaErrors {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    app: RawApp,
+    #[serde(default)]
+    resources: IndexMap<String, RawResource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    id: Option<RawId>,
+    #[serde(default)]
+    fields: IndexMap<String, RawField>,
+    cache_control: Option<String>,
+    #[serde(default)]
+    indexes: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawId {
+    #[serde(rename = "type")]
+    ty: String,
+    name: Option<String>,
+    max_length: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default)]
+    index: bool,
+    default: Option<toml::Value>,
+    min: Option<f64>,
+    max: Option<f64>,
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    pattern: Option<String>,
+    format: Option<String>,
+    values: Option<Vec<String>>,
+    to: Option<String>,
+    on_delete: Option<String>,
+}
+
+/// Reads and validates a schema file.
+pub fn load_file(path: &Path) -> Result<AppModel, SchemaErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| SchemaErrors {
+        file: path.to_owned(),
+        errors: vec![SchemaError {
+            path: String::new(),
+            message: format!("cannot read the schema file: {e}"),
+        }],
+    })?;
+    load_str(&text).map_err(|errors| SchemaErrors {
+        file: path.to_owned(),
+        errors,
+    })
+}
+
+/// Validates a schema given as TOML text.
+pub fn load_str(text: &str) -> Result<AppModel, Vec<SchemaError>> {
+    let de = toml::Deserializer::parse(text).map_err(|e| vec![syntax_error(&e)])?;
+    let raw: RawSchema = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        vec![SchemaError {
+            path: if path == "." { String::new() } else { path },
+            message: inner.message().trim().to_owned(),
+        }]
+    })?;
+    build(raw)
+}
+
+fn syntax_error(e: &toml::de::Error) -> SchemaError {
+    let location = match e.span() {
+        Some(span) => format!(" (at byte {})", span.start),
+        None => String::new(),
+    };
+    SchemaError {
+        path: String::new(),
+        message: format!("invalid TOML{location}: {}", e.message().trim()),
+    }
+}
+
+struct Errors(Vec<SchemaError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SchemaError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
+    let mut errs = Errors(Vec::new());
+    if raw.app.name.trim().is_empty() {
+        errs.add("app.name", "must not be empty");
+    }
+    if raw.resources.is_empty() {
+        errs.add("resources", "declare at least one resource");
+    }
+
+    // Id kinds first: ref fields need their target's key type.
+    let mut id_kinds: BTreeMap<String, (IdKind, String)> = BTreeMap::new();
+    for (rname, res) in &raw.resources {
+        let path = format!("resources.{rname}");
+        if !valid_name(rname) {
+            errs.add(
+                &path,
+                "resource names start with a letter and use letters, digits and '_' (at most 63)",
+            );
+        }
+        if rname.starts_with("_") || rname == "health" || rname == "auth" || rname == "queues" {
+            errs.add(&path, format!("\"{rname}\" is reserved by the engine"));
+        }
+        let (kind, id_name) = match &res.id {
+            None => (IdKind::Uuid, "id".to_owned()),
+            Some(id) => match id.ty.as_str() {
+                "uuid" | "integer" if id.name.is_some() || id.max_length.is_some() => {
+                    errs.add(
+                        format!("{path}.id"),
+                        "only a string key takes `name` and `max_length`",
+                    );
+                    (IdKind::Uuid, "id".to_owned())
+                }
+                "uuid" => (IdKind::Uuid, "id".to_owned()),
+                "integer" => (IdKind::Integer, "id".to_owned()),
+                "string" => {
+                    let name = id.name.clone().unwrap_or_else(|| "id".to_owned());
+                    if !valid_name(&name) {
+                        errs.add(format!("{path}.id.name"), "not a valid column name");
+                    }
+                    let max_length = id.max_length.unwrap_or(DEFAULT_KEY_LENGTH);
+                    if max_length == 0 || max_length > 255 {
+                        errs.add(format!("{path}.id.max_length"), "must be between 1 and 255");
+                    }
+                    (IdKind::Key { max_length }, name)
+                }
+                other => {
+                    errs.add(
+                        format!("{path}.id.type"),
+                        format!("unknown id type \"{other}\"; expected uuid, integer or string"),
+                    );
+                    (IdKind::Uuid, "id".to_owned())
+                }
+            },
+        };
+        id_kinds.insert(rname.clone(), (kind, id_name));
+    }
+
+    let mut resources = IndexMap::new();
+    for (rname, res) in raw.resources {
+        let path = format!("resources.{rname}");
+        let (id_kind, id_name) = id_kinds[&rname].clone();
+        let mut columns = vec![Column {
+            name: id_name.clone(),
+            ty: match &id_kind {
+                IdKind::Uuid => FieldType::Uuid,
+                IdKind::Integer => FieldType::Integer,
+                IdKind::Key { .. } => FieldType::String,
+            },
+            role: ColumnRole::Id,
+            constraints: Constraints {
+                required: true,
+                max_length: match id_kind {
+                    IdKind::Key { max_length } => Some(max_length),
+                    _ => None,
+                },
+                ..Constraints::default()
+            },
+        }];
+        if res.fields.is_empty() {
+            errs.add(format!("{path}.fields"), "declare at least one field");
+        }
+        for (fname, raw_field) in res.fields {
+            let fpath = format!("{path}.fields.{fname}");
+            if !valid_name(&fname) {
+                errs.add(
+                    &fpath,
+                    "field names start with a letter and use letters, digits and '_' (at most 63)",
+                );
+            }
+            if SYSTEM_COLUMNS.contains(&fname.as_str()) || fname == id_name {
+                errs.add(&fpath, format!("\"{fname}\" is maintained by the engine"));
+            }
+            if RESERVED_PARAMS.contains(&fname.as_str()) {
+                errs.add(
+                    &fpath,
+                    format!("\"{fname}\" is a reserved query parameter; choose another name"),
+                );
+            }
+            if let Some(column) = build_field(&fname, raw_field, &fpath, &id_kinds, &mut errs) {
+                columns.push(column);
+            }
+        }
+        for (name, ty) in [
+            ("created_at", FieldType::Timestamp),
+            ("updated_at", FieldType::Timestamp),
+            ("created_by", FieldType::String),
+            ("updated_by", FieldType::String),
+        ] {
+            let role = match name {
+                "created_at" => ColumnRole::CreatedAt,
+                "updated_at" => ColumnRole::UpdatedAt,
+                "created_by" => ColumnRole::CreatedBy,
+                _ => ColumnRole::UpdatedBy,
+            };
+            columns.push(Column {
+                name: name.to_owned(),
+                ty,
+                role,
+                constraints: Constraints {
+                    index: name == "created_at",
+                    ..Constraints::default()
+                },
+            });
+        }
+        for (i, index) in res.indexes.iter().enumerate() {
+            if index.is_empty() {
+                errs.add(
+                    format!("{path}.indexes[{i}]"),
+                    "an index needs at least one field",
+                );
+            }
+            for col in index {
+                if !columns.iter().any(|c| &c.name == col) {
+                    errs.add(
+                        format!("{path}.indexes[{i}]"),
+                        format!("unknown field \"{col}\""),
+                    );
+                }
+            }
+        }
+        if let Some(cc) = &res.cache_control
+            && (cc.is_empty() || !cc.is_ascii() || cc.contains(['\r', '\n']))
+        {
+            errs.add(
+                format!("{path}.cache_control"),
+                "must be a non-empty ASCII header value",
+            );
+        }
+        resources.insert(
+            rname.clone(),
+            Resource {
+                name: rname,
+                id_kind,
+                columns,
+                cache_control: res.cache_control,
+                indexes: res.indexes,
+            },
+        );
+    }
+
+    if errs.0.is_empty() {
+        Ok(AppModel {
+            name: raw.app.name,
+            resources,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn build_field(
+    name: &str,
+    raw: RawField,
+    path: &str,
+    id_kinds: &BTreeMap<String, (IdKind, String)>,
+    errs: &mut Errors,
+) -> Option<Column> {
+    let ty = match raw.ty.as_str() {
+        "string" => FieldType::String,
+        "text" => FieldType::Text,
+        "integer" => FieldType::Integer,
+        "float" => FieldType::Float,
+        "decimal" => FieldType::Decimal,
+        "boolean" => FieldType::Boolean,
+        "timestamp" => FieldType::Timestamp,
+        "date" => FieldType::Date,
+        "uuid" => FieldType::Uuid,
+        "json" => FieldType::Json,
+        "enum" => match &raw.values {
+            Some(values) if !values.is_empty() => {
+                let mut seen = std::collections::HashSet::new();
+                for v in values {
+                    if !seen.insert(v) {
+                        errs.add(format!("{path}.values"), format!("\"{v}\" is listed twice"));
+                    }
+                }
+                FieldType::Enum(values.clone())
+            }
+            _ => {
+                errs.add(
+                    format!("{path}.values"),
+                    "an enum needs a non-empty `values` list",
+                );
+                return None;
+            }
+        },
+        "ref" => {
+            let Some(to) = &raw.to else {
+                errs.add(format!("{path}.to"), "a ref needs `to = \"<resource>\"`");
+                return None;
+            };
+            let Some((key, _)) = id_kinds.get(to.as_str()) else {
+                errs.add(format!("{path}.to"), format!("unknown resource \"{to}\""));
+                return None;
+            };
+            let on_delete = match raw.on_delete.as_deref() {
+                None | Some("restrict") => OnDelete::Restrict,
+                Some("cascade") => OnDelete::Cascade,
+                Some("set_null") => {
+                    if raw.required {
+                        errs.add(
+                            format!("{path}.on_delete"),
+                            "set_null needs a field that is not required",
+                        );
+                    }
+                    OnDelete::SetNull
+                }
+                Some(other) => {
+                    errs.add(
+                        format!("{path}.on_delete"),
+                        format!(
+                            "unknown action \"{other}\"; expected restrict, cascade or set_null"
+                        ),
+                    );
+                    OnDelete::Restrict
+                }
+            };
+            FieldType::Ref(RefSpec {
+                to: to.clone(),
+                key: key.clone(),
+                on_delete,
+            })
+        }
+        other => {
+            errs.add(
+                format!("{path}.type"),
+                format!(
+                    "unknown type \"{other}\"; expected one of string, text, integer, float, \
+                     decimal, boolean, timestamp, date, uuid, json, enum, ref"
+                ),
+            );
+            return None;
+        }
+    };
+    if raw.values.is_some() && !matches!(ty, FieldType::Enum(_)) {
+        errs.add(format!("{path}.values"), "only an enum takes `values`");
+    }
+    if (raw.to.is_some() || raw.on_delete.is_some()) && !matches!(ty, FieldType::Ref(_)) {
+        errs.add(path, "only a ref takes `to` and `on_delete`");
+    }
+    let scalar = ty.scalar();
+    let numeric = matches!(
+        ty,
+        FieldType::Integer | FieldType::Float | FieldType::Decimal
+    );
+    let stringy = matches!(ty, FieldType::String | FieldType::Text);
+    if (raw.min.is_some() || raw.max.is_some()) && !numeric {
+        errs.add(
+            path,
+            "`min` and `max` apply to integer, float and decimal fields",
+        );
+    }
+    if let (Some(min), Some(max)) = (raw.min, raw.max)
+        && min > max
+    {
+        errs.add(format!("{path}.min"), "is greater than `max`");
+    }
+    if (raw.min_length.is_some() || raw.max_length.is_some()) && !stringy {
+        errs.add(
+            path,
+            "`min_length` and `max_length` apply to string and text fields",
+        );
+    }
+    if let (Some(min), Some(max)) = (raw.min_length, raw.max_length)
+        && min > max
+    {
+        errs.add(format!("{path}.min_length"), "is greater than `max_length`");
+    }
+    if raw.max_length == Some(0) {
+        errs.add(format!("{path}.max_length"), "must be at least 1");
+    }
+    if raw.pattern.is_some() && !stringy {
+        errs.add(
+            format!("{path}.pattern"),
+            "applies to string and text fields",
+        );
+    }
+    let pattern = raw
+        .pattern
+        .as_ref()
+        .and_then(|p| match Regex::new(&format!("^(?:{p})$")) {
+            Ok(regex) => Some(Pattern {
+                source: p.clone(),
+                regex,
+            }),
+            Err(e) => {
+                errs.add(
+                    format!("{path}.pattern"),
+                    format!("invalid regular expression: {e}"),
+                );
+                None
+            }
+        });
+    let format = match raw.format.as_deref() {
+        None => None,
+        Some(_) if !stringy => {
+            errs.add(
+                format!("{path}.format"),
+                "applies to string and text fields",
+            );
+            None
+        }
+        Some("email") => Some(Format::Email),
+        Some("url") => Some(Format::Url),
+        Some("uuid") => Some(Format::Uuid),
+        Some(other) => {
+            errs.add(
+                format!("{path}.format"),
+                format!("unknown format \"{other}\"; expected email, url or uuid"),
+            );
+            None
+        }
+    };
+    if raw.unique && scalar == Scalar::Json {
+        errs.add(format!("{path}.unique"), "a json field cannot be unique");
+    }
+    let mut constraints = Constraints {
+        required: raw.required,
+        unique: raw.unique,
+        index: raw.index || matches!(ty, FieldType::Ref(_)),
+        default: None,
+        min: raw.min,
+        max: raw.max,
+        min_length: raw.min_length,
+        max_length: raw.max_length,
+        pattern,
+        format,
+    };
+    let column = Column {
+        name: name.to_owned(),
+        ty,
+        role: ColumnRole::Field,
+        constraints: constraints.clone(),
+    };
+    if let Some(default) = raw.default {
+        let json = toml_to_json(default);
+        match value::from_json(&column, &json).and_then(|v| value::check(&column, &v).map(|_| v)) {
+            Ok(Value::Null) => errs.add(format!("{path}.default"), "must not be null"),
+            Ok(v) => constraints.default = Some(value::to_json(&v)),
+            Err(e) => errs.add(format!("{path}.default"), e.message),
+        }
+    }
+    Some(Column {
+        constraints,
+        ..column
+    })
+}
+
+fn toml_to_json(v: toml::Value) -> Json {
+    match v {
+        toml::Value::String(s) => Json::String(s),
+        toml::Value::Integer(i) => Json::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        toml::Value::Boolean(b) => Json::Bool(b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(a) => Json::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Json::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<SchemaError> {
+        load_str(text).expect_err("schema should be rejected")
+    }
+
+    #[test]
+    fn a_minimal_schema_gets_uuid_ids_and_audit_columns() {
+        let model = load_str("[app]\nname='x'\n[resources.notes]\nfields.body={type='text'}\n")
+            .expect("valid schema");
+        let notes = model.resource("notes").unwrap();
+        assert_eq!(notes.id_kind, IdKind::Uuid);
+        let names: Vec<_> = notes.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "body",
+                "created_at",
+                "updated_at",
+                "created_by",
+                "updated_by"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_string_key_takes_its_declared_name() {
+        let model = load_str(
+            "[app]\nname='u'\n[resources.users]\nid={type='string',name='userId'}\nfields.name={type='string'}\n",
+        )
+        .unwrap();
+        assert_eq!(model.resource("users").unwrap().id_column().name, "userId");
+    }
+
+    #[test]
+    fn an_unknown_type_names_its_key_path() {
+        let errs = errors("[app]\nname='x'\n[resources.a]\nfields.b={type='strng'}\n");
+        assert_eq!(errs[0].path, "resources.a.fields.b.type");
+        assert!(errs[0].message.contains("strng"), "{errs:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_path() {
+        let errs =
+            errors("[app]\nname='x'\n[resources.a]\nfields.b={type='string', requird=true}\n");
+        assert_eq!(errs[0].path, "resources.a.fields.b");
+        assert!(errs[0].message.contains("requird"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_ref_to_a_missing_resource_is_reported_with_every_other_error() {
+        let errs = errors(
+            "[app]\nname='x'\n[resources.a]\nfields.b={type='ref',to='nope'}\nfields.c={type='integer',min_length=3}\nfields.sort={type='string'}\n",
+        );
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"resources.a.fields.b.to"), "{errs:?}");
+        assert!(paths.contains(&"resources.a.fields.c"), "{errs:?}");
+        assert!(paths.contains(&"resources.a.fields.sort"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_default_of_the_wrong_type_is_rejected() {
+        let errs =
+            errors("[app]\nname='x'\n[resources.a]\nfields.b={type='boolean',default='yes'}\n");
+        assert_eq!(errs[0].path, "resources.a.fields.b.default");
+    }
+
+    #[test]
+    fn a_default_outside_the_bounds_is_rejected() {
+        let errs =
+            errors("[app]\nname='x'\n[resources.a]\nfields.b={type='integer',min=1,default=0}\n");
+        assert_eq!(errs[0].path, "resources.a.fields.b.default");
+    }
+
+    #[test]
+    fn a_field_named_like_a_system_column_is_rejected() {
+        let errs = errors("[app]\nname='x'\n[resources.a]\nfields.created_at={type='string'}\n");
+        assert_eq!(errs[0].path, "resources.a.fields.created_at");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_as_invalid_toml() {
+        let errs = errors("[app\nname='x'\n");
+        assert!(errs[0].message.starts_with("invalid TOML"), "{errs:?}");
+    }
+}

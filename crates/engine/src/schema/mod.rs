@@ -1,0 +1,8 @@
+//! The schema stage: `anteroom.toml` → [`AppModel`]. [`load`] parses and
+//! validates; [`model`] is the typed result every other module reads.
+
+pub mod load;
+pub mod model;
+
+pub use load::{SchemaError, SchemaErrors, load_file, load_str};
+pub use model::*;

@@ -1,0 +1,144 @@
+//! Seed data: a JSON file of `{ "resource": [rows…] }` loaded through the same
+//! pipeline as HTTP requests (so it is validated the same way). A row may name
+//! itself with `"@": "alias"`, and a ref field may point at it with `"@alias"`,
+//! so seed files need not know generated ids. Resources that already hold rows
+//! are skipped, so seeding twice is harmless.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Map, Value as Json};
+
+use crate::request::RawRequest;
+use crate::schema::FieldType;
+use crate::{AppState, pipeline};
+
+/// What a seed run did, per resource.
+#[derive(Debug, Default)]
+pub struct SeedReport {
+    /// (resource, rows inserted).
+    pub inserted: Vec<(String, usize)>,
+    /// Resources skipped because they already held rows.
+    pub skipped: Vec<String>,
+}
+
+async fn call(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(StatusCode, Json), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let raw = RawRequest {
+        method: &method,
+        path,
+        query,
+        headers: &headers,
+        body,
+    };
+    let response = match pipeline::run(state, &raw).await {
+        Ok(r) => r,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    };
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let json = if bytes.is_empty() {
+        Json::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?
+    };
+    Ok((status, json))
+}
+
+/// Loads seed data.
+pub async fn load(state: &AppState, data: &Json) -> Result<SeedReport, String> {
+    let Json::Object(resources) = data else {
+        return Err("a seed file is a JSON object of resource name → array of rows".into());
+    };
+    let mut aliases: HashMap<String, Json> = HashMap::new();
+    let mut report = SeedReport::default();
+    for (name, rows) in resources {
+        let resource = state
+            .model
+            .resource(name)
+            .ok_or_else(|| format!("seed names an unknown resource \"{name}\""))?;
+        let Json::Array(rows) = rows else {
+            return Err(format!("seed for \"{name}\" must be an array"));
+        };
+        let (status, existing) = call(
+            state,
+            Method::GET,
+            &format!("/{name}"),
+            Some("limit=1"),
+            b"",
+        )
+        .await?;
+        if status != StatusCode::OK {
+            return Err(format!("could not read {name}: {existing}"));
+        }
+        if existing["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            report.skipped.push(name.clone());
+            continue;
+        }
+        let mut names = Vec::new();
+        let mut bodies = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let Json::Object(row) = row else {
+                return Err(format!("{name}[{i}] must be an object"));
+            };
+            let mut body = Map::new();
+            let mut alias = None;
+            for (key, value) in row {
+                if key == "@" {
+                    alias = value.as_str().map(str::to_owned);
+                    continue;
+                }
+                let is_ref = resource
+                    .column(key)
+                    .is_some_and(|c| matches!(c.ty, FieldType::Ref(_)));
+                let resolved = match value.as_str().and_then(|s| s.strip_prefix('@')) {
+                    Some(a) if is_ref => aliases.get(a).cloned().ok_or_else(|| {
+                        format!(
+                            "{name}[{i}].{key}: unknown alias @{a} (define it earlier in the file)"
+                        )
+                    })?,
+                    _ => value.clone(),
+                };
+                body.insert(key.clone(), resolved);
+            }
+            names.push(alias);
+            bodies.push(Json::Object(body));
+        }
+        let mut inserted = 0;
+        for (chunk_names, chunk) in names.chunks(500).zip(bodies.chunks(500)) {
+            let bytes = Json::Array(chunk.to_vec()).to_string();
+            let (status, created) = call(
+                state,
+                Method::POST,
+                &format!("/{name}"),
+                None,
+                bytes.as_bytes(),
+            )
+            .await?;
+            if status != StatusCode::CREATED {
+                return Err(format!("seeding {name} failed ({status}): {created}"));
+            }
+            let created = created.as_array().cloned().unwrap_or_default();
+            for (alias, row) in chunk_names.iter().zip(&created) {
+                if let Some(alias) = alias {
+                    aliases.insert(alias.clone(), row[&resource.id_column().name].clone());
+                }
+            }
+            inserted += created.len();
+        }
+        report.inserted.push((name.clone(), inserted));
+    }
+    Ok(report)
+}

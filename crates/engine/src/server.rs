@@ -1,0 +1,172 @@
+//! The HTTP adapter: middleware shared by every adapter (request ids, tracing,
+//! CORS), startup (schema → storage → migrations → state) and serving with
+//! graceful shutdown. No business logic lives here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use http::{HeaderName, HeaderValue, Method, Request, header};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::storage::{self, ConnectOptions, MigrateMode};
+use crate::{AppState, Settings, schema};
+
+/// The request id header, set when the client did not send one and echoed back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Time-ordered request ids (UUID v7).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MakeUuidV7;
+
+impl MakeRequestId for MakeUuidV7 {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn cors(settings: &Settings) -> Option<CorsLayer> {
+    if settings.cors_origins.is_empty() {
+        return None;
+    }
+    let origin = if settings.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            settings
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                REQUEST_ID,
+            ])
+            .expose_headers([header::ETAG, header::LOCATION, REQUEST_ID])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Wraps a router in the middleware every adapter uses.
+pub fn with_middleware(router: Router, settings: &Settings) -> Router {
+    let router = match cors(settings) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUuidV7))
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The schema file is invalid.
+    #[error("{0}")]
+    Schema(#[from] schema::SchemaErrors),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Database(String),
+    /// The schema needs a migration that would lose data, or migrating failed.
+    #[error("{0}")]
+    Migration(#[from] storage::MigrationError),
+}
+
+/// The SQLite URL used when none is given: `anteroom.db` next to the schema file.
+pub fn default_database_url(schema_path: &Path) -> String {
+    let dir = schema_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    format!("sqlite://{}", dir.join("anteroom.db").display())
+}
+
+/// Loads the schema, opens the database, applies additive migrations.
+pub async fn prepare(
+    schema_path: &Path,
+    database_url: &str,
+    connect: &ConnectOptions,
+    settings: Settings,
+) -> Result<AppState, StartError> {
+    let model = Arc::new(schema::load_file(schema_path)?);
+    let storage = storage::connect(database_url, connect, model.clone())
+        .await
+        .map_err(StartError::Database)?;
+    let report = storage
+        .migrate(&storage::migrate::snapshot(&model), MigrateMode::Apply)
+        .await?;
+    if report.applied {
+        tracing::info!(
+            version = report.version,
+            statements = report.statements.len(),
+            "schema migrated"
+        );
+    }
+    Ok(AppState {
+        model,
+        storage,
+        settings: Arc::new(settings),
+    })
+}
+
+/// Serves `router` until SIGINT or SIGTERM, letting in-flight requests finish.
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

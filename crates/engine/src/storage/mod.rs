@@ -1,0 +1,151 @@
+//! Stage 3, execute: the [`Storage`] trait that runs plans against a database,
+//! and its implementations, one per SQL dialect under [`sql`]. Each
+//! implementation translates its own driver's errors (unique, foreign key,
+//! connection loss) into the same [`ApiError`]s in one place.
+
+pub mod migrate;
+pub mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value as Json};
+
+use crate::error::ApiError;
+use crate::plan::{DeletePlan, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
+use crate::schema::{AppModel, Resource};
+use crate::value::Value;
+pub use migrate::{MigrationError, MigrationReport};
+
+/// A row as stored: its rendered column values and its version (for ETags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    /// Column name → JSON value, in column order.
+    pub values: Map<String, Json>,
+    /// Incremented by every write; the strong ETag is `"<version>"`.
+    pub version: i64,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// At most `limit` rows.
+    pub rows: Vec<StoredRow>,
+    /// Whether more rows follow the last one.
+    pub has_more: bool,
+    /// Rows matching the filters, when asked for.
+    pub total: Option<u64>,
+}
+
+/// What an update did.
+#[derive(Debug, Clone)]
+pub enum UpdateOutcome {
+    /// The row was updated.
+    Updated(StoredRow),
+    /// PUT on a client key that did not exist: the row was inserted.
+    Created(StoredRow),
+    /// No row with that id.
+    NotFound,
+    /// The row exists but `If-Match` did not match it.
+    PreconditionFailed,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The row is gone.
+    Deleted,
+    /// No row with that id.
+    NotFound,
+    /// The row exists but `If-Match` did not match it.
+    PreconditionFailed,
+}
+
+/// Whether `migrate` changes the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateMode {
+    /// Compute and return the statements only.
+    DryRun,
+    /// Apply them and record the new schema version.
+    Apply,
+}
+
+/// One database, as the pipeline sees it. Every method is one transaction.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// `sqlite`, `postgres` or `mysql`.
+    fn backend(&self) -> &'static str;
+
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<(), ApiError>;
+
+    /// A page of rows (and the total, when planned).
+    async fn list(&self, plan: &ListPlan<'_>) -> Result<Page, ApiError>;
+
+    /// One row, or `None`.
+    async fn read(&self, plan: &ReadPlan<'_>) -> Result<Option<StoredRow>, ApiError>;
+
+    /// The rows of `resource` whose id is in `ids` (for `expand`), in any order.
+    async fn fetch_by_ids(
+        &self,
+        resource: &Resource,
+        ids: &[Value],
+    ) -> Result<Vec<StoredRow>, ApiError>;
+
+    /// Inserts every row or none.
+    async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError>;
+
+    /// Updates (or, for PUT on a client key, inserts) one row.
+    async fn update(&self, plan: &UpdatePlan<'_>) -> Result<UpdateOutcome, ApiError>;
+
+    /// Deletes one row.
+    async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError>;
+
+    /// Brings the database to `target`, refusing destructive changes.
+    async fn migrate(
+        &self,
+        target: &migrate::Snapshot,
+        mode: MigrateMode,
+    ) -> Result<MigrationReport, MigrationError>;
+}
+
+/// Opens the storage a database URL names (`sqlite://…`; PostgreSQL and MySQL follow).
+pub async fn connect(
+    url: &str,
+    options: &ConnectOptions,
+    model: Arc<AppModel>,
+) -> Result<Arc<dyn Storage>, String> {
+    let describe = |e: ApiError| match e {
+        ApiError::Internal { cause } | ApiError::Unavailable { cause } => cause,
+        other => other.to_string(),
+    };
+    if url.starts_with("sqlite:") {
+        let storage = sql::sqlite::SqliteStorage::connect(url, options, model)
+            .await
+            .map_err(describe)?;
+        Ok(Arc::new(storage))
+    } else {
+        let scheme = url.split(':').next().unwrap_or("");
+        Err(format!(
+            "unsupported database URL scheme \"{scheme}\": this version serves sqlite:// (PostgreSQL and MySQL are on the roadmap)"
+        ))
+    }
+}
+
+/// Pool and timeout settings shared by every backend.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Read connections (SQLite) or pool size (client-server databases).
+    pub max_connections: u32,
+    /// How long a statement may wait for a lock before failing.
+    pub busy_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 4,
+            busy_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! SQL shared by every dialect: plans become `sea-query` statements with every
+//! value bound as a parameter and every identifier taken from the schema (never
+//! from the client), and migration steps become DDL. What differs between
+//! databases is behind [`Dialect`], implemented once per database.
+
+pub mod sqlite;
+
+use sea_query::{
+    Alias, Cond, Condition as SqlCondition, DeleteStatement, Expr, ExprTrait, InsertStatement,
+    LikeExpr, NullOrdering, Order, Query, SelectStatement, UpdateStatement,
+};
+use sea_query_sqlx::SqlxValues;
+
+use crate::plan::{Compare, Condition, Expect};
+use crate::request::{Direction, SortKey};
+use crate::schema::{Resource, Scalar};
+use crate::value::Value;
+
+use super::migrate::{ColumnSpec, IndexSpec, Step, TableSpec};
+
+/// The hidden column that counts writes; strong ETags are built from it.
+pub const VERSION_COLUMN: &str = "_version";
+
+/// The table that records applied schema snapshots.
+pub const SCHEMA_TABLE: &str = "_anteroom_schema";
+
+/// What one SQL database does differently.
+pub trait Dialect: Send + Sync + 'static {
+    /// Renders a statement with its bound values.
+    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues);
+    /// Renders an insert.
+    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues);
+    /// Renders an update.
+    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues);
+    /// Renders a delete.
+    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues);
+    /// A value as this database binds it.
+    fn bind(&self, value: &Value) -> sea_query::Value;
+    /// A column as it is compared and sorted (e.g. decimals stored as text in SQLite).
+    fn column_expr(&self, name: &str, scalar: Scalar) -> Expr {
+        let _ = scalar;
+        Expr::col(Alias::new(name))
+    }
+    /// A value as it is compared against [`Dialect::column_expr`].
+    fn compare_value(&self, value: &Value, scalar: Scalar) -> Expr {
+        let _ = scalar;
+        Expr::val(self.bind(value))
+    }
+    /// Case-insensitive LIKE.
+    fn ilike(&self, column: Expr, pattern: String) -> Expr;
+    /// Case-sensitive LIKE.
+    fn like(&self, column: Expr, pattern: String) -> Expr {
+        column.like(LikeExpr::new(pattern))
+    }
+    /// Quotes an identifier for DDL.
+    fn quote(&self, ident: &str) -> String;
+    /// The SQL type of a column.
+    fn column_type(&self, spec: &ColumnSpec) -> String;
+    /// The primary key column definition for an id kind.
+    fn id_definition(&self, name: &str, kind: &str, spec: &ColumnSpec) -> String;
+    /// A `DEFAULT` literal for an added column (values come from the schema file only).
+    fn default_literal(&self, value: &serde_json::Value, spec: &ColumnSpec) -> String {
+        match value {
+            serde_json::Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+            other => {
+                let _ = spec;
+                format!("'{}'", other.to_string().replace('\'', "''"))
+            }
+        }
+    }
+}
+
+fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// The columns every select reads, in order: the resource's then the version.
+pub fn select_columns(resource: &Resource) -> Vec<Alias> {
+    resource
+        .columns
+        .iter()
+        .map(|c| col(&c.name))
+        .chain(std::iter::once(col(VERSION_COLUMN)))
+        .collect()
+}
+
+fn scalar_of(resource: &Resource, column: &str) -> Scalar {
+    resource.column(column).map_or(Scalar::Text, |c| c.scalar())
+}
+
+/// A plan condition as SQL.
+pub fn condition<D: Dialect + ?Sized>(d: &D, resource: &Resource, c: &Condition) -> SqlCondition {
+    match c {
+        Condition::All(items) => items
+            .iter()
+            .fold(Cond::all(), |acc, i| acc.add(condition(d, resource, i))),
+        Condition::Any(items) if items.is_empty() => Cond::all().add(Expr::cust("1 = 0")),
+        Condition::Any(items) => items
+            .iter()
+            .fold(Cond::any(), |acc, i| acc.add(condition(d, resource, i))),
+        Condition::Compare { column, op, value } => {
+            let scalar = scalar_of(resource, column);
+            let left = d.column_expr(column, scalar);
+            let right = d.compare_value(value, scalar);
+            let expr = match op {
+                Compare::Eq => left.eq(right),
+                Compare::Ne => left.ne(right),
+                Compare::Gt => left.gt(right),
+                Compare::Gte => left.gte(right),
+                Compare::Lt => left.lt(right),
+                Compare::Lte => left.lte(right),
+            };
+            Cond::all().add(expr)
+        }
+        Condition::In { column, values } => {
+            let scalar = scalar_of(resource, column);
+            let values: Vec<Expr> = values.iter().map(|v| d.compare_value(v, scalar)).collect();
+            Cond::all().add(d.column_expr(column, scalar).is_in(values))
+        }
+        Condition::Like {
+            column,
+            pattern,
+            case_insensitive,
+        } => {
+            let left = Expr::col(col(column));
+            Cond::all().add(if *case_insensitive {
+                d.ilike(left, pattern.clone())
+            } else {
+                d.like(left, pattern.clone())
+            })
+        }
+        Condition::IsNull { column, null } => {
+            let e = Expr::col(col(column));
+            Cond::all().add(if *null { e.is_null() } else { e.is_not_null() })
+        }
+    }
+}
+
+/// `SELECT … FROM resource WHERE condition ORDER BY sort LIMIT n OFFSET m`.
+pub fn select<D: Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    cond: &Condition,
+    sort: &[SortKey],
+    limit: Option<u64>,
+    offset: u64,
+) -> SelectStatement {
+    let mut stmt = Query::select();
+    stmt.columns(select_columns(resource))
+        .from(col(&resource.name))
+        .cond_where(condition(d, resource, cond));
+    for key in sort {
+        let scalar = scalar_of(resource, &key.column);
+        let (order, nulls) = match key.direction {
+            Direction::Asc => (Order::Asc, NullOrdering::First),
+            Direction::Desc => (Order::Desc, NullOrdering::Last),
+        };
+        let nullable = resource.column(&key.column).is_some_and(|c| c.nullable());
+        if nullable {
+            stmt.order_by_expr_with_nulls(d.column_expr(&key.column, scalar), order, nulls);
+        } else {
+            stmt.order_by_expr(d.column_expr(&key.column, scalar), order);
+        }
+    }
+    if let Some(limit) = limit {
+        stmt.limit(limit);
+    }
+    if offset > 0 {
+        stmt.offset(offset);
+    }
+    stmt
+}
+
+/// `SELECT COUNT(*) FROM resource WHERE condition`.
+pub fn count<D: Dialect + ?Sized>(d: &D, resource: &Resource, cond: &Condition) -> SelectStatement {
+    let mut stmt = Query::select();
+    stmt.expr(Expr::cust("COUNT(*)"))
+        .from(col(&resource.name))
+        .cond_where(condition(d, resource, cond));
+    stmt
+}
+
+/// `INSERT INTO resource (columns…, _version) VALUES (…, 1) RETURNING …`.
+pub fn insert<D: Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    row: &crate::request::Record,
+    returning: bool,
+) -> InsertStatement {
+    let mut stmt = Query::insert();
+    let mut columns: Vec<Alias> = row.keys().map(|k| col(k)).collect();
+    columns.push(col(VERSION_COLUMN));
+    let mut values: Vec<Expr> = row.values().map(|v| Expr::val(d.bind(v))).collect();
+    values.push(Expr::val(1i64));
+    stmt.into_table(col(&resource.name))
+        .columns(columns)
+        .values_panic(values);
+    if returning {
+        stmt.returning(Query::returning().columns(select_columns(resource)));
+    }
+    stmt
+}
+
+fn version_condition(expect: &Expect) -> Option<Expr> {
+    match expect {
+        Expect::Versions(versions) if versions.is_empty() => Some(Expr::cust("1 = 0")),
+        Expect::Versions(versions) => {
+            Some(Expr::col(col(VERSION_COLUMN)).is_in(versions.iter().copied()))
+        }
+        Expect::Nothing | Expect::Exists => None,
+    }
+}
+
+fn id_expr<D: Dialect + ?Sized>(d: &D, resource: &Resource, id: &Value) -> Expr {
+    Expr::col(col(&resource.id_column().name)).eq(Expr::val(d.bind(id)))
+}
+
+/// `UPDATE resource SET … , _version = _version + 1 WHERE id = ? [AND _version IN (…)] RETURNING …`.
+pub fn update<D: Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    id: &Value,
+    set: &crate::request::Record,
+    expect: &Expect,
+    returning: bool,
+) -> UpdateStatement {
+    let mut stmt = Query::update();
+    stmt.table(col(&resource.name));
+    for (name, value) in set {
+        stmt.value(col(name), Expr::val(d.bind(value)));
+    }
+    stmt.value(col(VERSION_COLUMN), Expr::col(col(VERSION_COLUMN)).add(1));
+    stmt.and_where(id_expr(d, resource, id));
+    if let Some(v) = version_condition(expect) {
+        stmt.and_where(v);
+    }
+    if returning {
+        stmt.returning(Query::returning().columns(select_columns(resource)));
+    }
+    stmt
+}
+
+/// `DELETE FROM resource WHERE id = ? [AND _version IN (…)]`.
+pub fn delete<D: Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    id: &Value,
+    expect: &Expect,
+) -> DeleteStatement {
+    let mut stmt = Query::delete();
+    stmt.from_table(col(&resource.name))
+        .and_where(id_expr(d, resource, id));
+    if let Some(v) = version_condition(expect) {
+        stmt.and_where(v);
+    }
+    stmt
+}
+
+/// `SELECT _version FROM resource WHERE id = ?`: tells 404 from 412 after a write matched nothing.
+pub fn version_of<D: Dialect + ?Sized>(d: &D, resource: &Resource, id: &Value) -> SelectStatement {
+    let mut stmt = Query::select();
+    stmt.column(col(VERSION_COLUMN))
+        .from(col(&resource.name))
+        .and_where(id_expr(d, resource, id));
+    stmt
+}
+
+/// `SELECT 1 FROM table WHERE column = ? LIMIT 1`: used to name the failing constraint.
+pub fn exists<D: Dialect + ?Sized>(
+    d: &D,
+    table: &str,
+    column: &str,
+    value: &Value,
+) -> SelectStatement {
+    let mut stmt = Query::select();
+    stmt.expr(Expr::val(1i64))
+        .from(col(table))
+        .and_where(Expr::col(col(column)).eq(Expr::val(d.bind(value))))
+        .limit(1);
+    stmt
+}
+
+fn column_definition<D: Dialect + ?Sized>(
+    d: &D,
+    name: &str,
+    spec: &ColumnSpec,
+    with_default: bool,
+) -> String {
+    let mut def = format!("{} {}", d.quote(name), d.column_type(spec));
+    def.push_str(if spec.nullable { " NULL" } else { " NOT NULL" });
+    if with_default && let Some(default) = &spec.default {
+        def.push_str(" DEFAULT ");
+        def.push_str(&d.default_literal(default, spec));
+    }
+    def
+}
+
+fn foreign_key<D: Dialect + ?Sized>(
+    d: &D,
+    table: &str,
+    column: &str,
+    target: &str,
+    target_id: &str,
+    on_delete: crate::schema::OnDelete,
+) -> String {
+    let action = match on_delete {
+        crate::schema::OnDelete::Restrict => "RESTRICT",
+        crate::schema::OnDelete::Cascade => "CASCADE",
+        crate::schema::OnDelete::SetNull => "SET NULL",
+    };
+    format!(
+        "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
+        d.quote(&format!("fk_{table}_{column}")),
+        d.quote(column),
+        d.quote(target),
+        d.quote(target_id)
+    )
+}
+
+/// The DDL of one migration step. `ids` gives each table's id column (for references).
+pub fn ddl<D: Dialect + ?Sized>(
+    d: &D,
+    step: &Step,
+    target_id: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    match step {
+        Step::CreateTable { table, spec } => vec![create_table(d, table, spec, target_id)],
+        Step::AddColumn {
+            table,
+            column,
+            spec,
+        } => {
+            let mut def = column_definition(d, column, spec, true);
+            if let Some((to, on_delete)) = &spec.references {
+                let action = match on_delete {
+                    crate::schema::OnDelete::Restrict => "RESTRICT",
+                    crate::schema::OnDelete::Cascade => "CASCADE",
+                    crate::schema::OnDelete::SetNull => "SET NULL",
+                };
+                def.push_str(&format!(
+                    " REFERENCES {} ({}) ON DELETE {action}",
+                    d.quote(to),
+                    d.quote(&target_id(to))
+                ));
+            }
+            vec![format!("ALTER TABLE {} ADD COLUMN {def}", d.quote(table))]
+        }
+        Step::CreateIndex { table, name, spec } => vec![create_index(d, table, name, spec)],
+        Step::DropIndex { name, .. } => vec![format!("DROP INDEX {}", d.quote(name))],
+    }
+}
+
+fn create_table<D: Dialect + ?Sized>(
+    d: &D,
+    table: &str,
+    spec: &TableSpec,
+    target_id: &dyn Fn(&str) -> String,
+) -> String {
+    let mut parts = Vec::new();
+    for (name, cspec) in &spec.columns {
+        if name == &spec.id {
+            parts.push(d.id_definition(name, &spec.id_kind, cspec));
+        } else {
+            parts.push(column_definition(d, name, cspec, false));
+        }
+    }
+    parts.push(format!(
+        "{} BIGINT NOT NULL DEFAULT 1",
+        d.quote(VERSION_COLUMN)
+    ));
+    for (name, cspec) in &spec.columns {
+        if let Some((to, on_delete)) = &cspec.references {
+            parts.push(foreign_key(d, table, name, to, &target_id(to), *on_delete));
+        }
+    }
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        d.quote(table),
+        parts.join(",\n  ")
+    )
+}
+
+fn create_index<D: Dialect + ?Sized>(d: &D, table: &str, name: &str, spec: &IndexSpec) -> String {
+    let columns: Vec<String> = spec.columns.iter().map(|c| d.quote(c)).collect();
+    format!(
+        "CREATE {}INDEX {} ON {} ({})",
+        if spec.unique { "UNIQUE " } else { "" },
+        d.quote(name),
+        d.quote(table),
+        columns.join(", ")
+    )
+}

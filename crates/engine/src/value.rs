@@ -1,0 +1,354 @@
+//! Typed values: the one place where JSON bodies, query-string text and stored
+//! data become a [`Value`] of a column's type, and where field constraints
+//! (length, range, pattern, format, enum) are checked.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::schema::{Column, FieldType, Format, Scalar};
+
+/// A value of one column, already parsed and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL / JSON null.
+    Null,
+    /// boolean.
+    Bool(bool),
+    /// integer (and integer ids).
+    Int(i64),
+    /// float.
+    Float(f64),
+    /// decimal.
+    Decimal(Decimal),
+    /// string, text, enum and string keys.
+    Text(String),
+    /// uuid (and uuid ids).
+    Uuid(Uuid),
+    /// timestamp, in UTC.
+    Timestamp(DateTime<Utc>),
+    /// date.
+    Date(NaiveDate),
+    /// json.
+    Json(Json),
+}
+
+/// Why one value was refused: becomes one entry of a 422's `errors`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldError {
+    /// The field (for bulk bodies prefixed with the item index, `[2].email`).
+    pub field: String,
+    /// Stable machine-readable reason.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new error about `field`.
+    pub fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_owned(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Renders a timestamp the one way Anteroom writes them: RFC 3339, UTC, microseconds.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The current time, truncated to what every backend stores (microseconds).
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn type_error(column: &Column) -> FieldError {
+    let expected = match &column.ty {
+        FieldType::String | FieldType::Text => "a string".to_owned(),
+        FieldType::Integer => "an integer".to_owned(),
+        FieldType::Float => "a number".to_owned(),
+        FieldType::Decimal => "a decimal number (number or numeric string)".to_owned(),
+        FieldType::Boolean => "true or false".to_owned(),
+        FieldType::Timestamp => "an RFC 3339 timestamp with a time zone".to_owned(),
+        FieldType::Date => "a date (YYYY-MM-DD)".to_owned(),
+        FieldType::Uuid => "a UUID".to_owned(),
+        FieldType::Json => "any JSON value".to_owned(),
+        FieldType::Enum(values) => format!("one of {}", values.join(", ")),
+        FieldType::Ref(r) => format!("the id of a {} row", r.to),
+    };
+    FieldError::new(&column.name, "type", format!("must be {expected}"))
+}
+
+/// Parses a JSON body value into the column's type. `null` becomes [`Value::Null`];
+/// whether null is allowed is [`check`]'s business.
+pub fn from_json(column: &Column, json: &Json) -> Result<Value, FieldError> {
+    if json.is_null() {
+        return Ok(Value::Null);
+    }
+    let bad = || type_error(column);
+    let value = match column.scalar() {
+        Scalar::Text => Value::Text(json.as_str().ok_or_else(bad)?.to_owned()),
+        Scalar::Int => Value::Int(json.as_i64().ok_or_else(bad)?),
+        Scalar::Float => Value::Float(json.as_f64().ok_or_else(bad)?),
+        Scalar::Decimal => Value::Decimal(match json {
+            Json::String(s) => s.trim().parse().map_err(|_| bad())?,
+            Json::Number(n) => n.to_string().parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }),
+        Scalar::Bool => Value::Bool(json.as_bool().ok_or_else(bad)?),
+        Scalar::Uuid => Value::Uuid(
+            json.as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(bad)?,
+        ),
+        Scalar::Timestamp => Value::Timestamp(
+            json.as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .ok_or_else(bad)?
+                .with_timezone(&Utc),
+        ),
+        Scalar::Date => Value::Date(
+            json.as_str()
+                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                .ok_or_else(bad)?,
+        ),
+        Scalar::Json => Value::Json(json.clone()),
+    };
+    Ok(value)
+}
+
+/// Parses query-string text (a filter value or a path id) into the column's type.
+pub fn from_text(column: &Column, text: &str) -> Result<Value, FieldError> {
+    let json = match column.scalar() {
+        Scalar::Int => Json::from(text.parse::<i64>().map_err(|_| type_error(column))?),
+        Scalar::Float => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Json::Number)
+            .ok_or_else(|| type_error(column))?,
+        Scalar::Bool => match text {
+            "true" | "1" => Json::Bool(true),
+            "false" | "0" => Json::Bool(false),
+            _ => return Err(type_error(column)),
+        },
+        Scalar::Json => serde_json::from_str(text).map_err(|_| type_error(column))?,
+        _ => Json::String(text.to_owned()),
+    };
+    from_json(column, &json)
+}
+
+/// Checks a parsed value against the column's constraints (null-ness included).
+pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
+    let c = &column.constraints;
+    let name = column.name.as_str();
+    match value {
+        Value::Null if !column.nullable() => {
+            Err(FieldError::new(name, "required", "must not be null"))
+        }
+        Value::Text(s) => {
+            if s.contains('\0') {
+                return Err(FieldError::new(
+                    name,
+                    "type",
+                    "must not contain NUL characters",
+                ));
+            }
+            let len = s.chars().count();
+            if let Some(min) = c.min_length
+                && len < min
+            {
+                return Err(FieldError::new(
+                    name,
+                    "min_length",
+                    format!("must be at least {min} characters long"),
+                ));
+            }
+            if let Some(max) = c.max_length
+                && len > max
+            {
+                return Err(FieldError::new(
+                    name,
+                    "max_length",
+                    format!("must be at most {max} characters long"),
+                ));
+            }
+            if let FieldType::Enum(values) = &column.ty
+                && !values.iter().any(|v| v == s)
+            {
+                return Err(FieldError::new(
+                    name,
+                    "enum",
+                    format!("must be one of {}", values.join(", ")),
+                ));
+            }
+            if let Some(p) = &c.pattern
+                && !p.regex.is_match(s)
+            {
+                return Err(FieldError::new(
+                    name,
+                    "pattern",
+                    format!("must match the pattern {}", p.source),
+                ));
+            }
+            match c.format {
+                Some(Format::Email) if !email_address::EmailAddress::is_valid(s) => {
+                    Err(FieldError::new(name, "format", "must be an email address"))
+                }
+                Some(Format::Url) if !is_absolute_url(s) => {
+                    Err(FieldError::new(name, "format", "must be an absolute URL"))
+                }
+                Some(Format::Uuid) if Uuid::parse_str(s).is_err() => {
+                    Err(FieldError::new(name, "format", "must be a UUID"))
+                }
+                _ => Ok(()),
+            }
+        }
+        Value::Int(i) => check_range(column, *i as f64),
+        Value::Float(f) => {
+            if !f.is_finite() {
+                return Err(FieldError::new(name, "type", "must be a finite number"));
+            }
+            check_range(column, *f)
+        }
+        Value::Decimal(d) => check_range(column, d.to_string().parse().unwrap_or(0.0)),
+        _ => Ok(()),
+    }
+}
+
+fn is_absolute_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| u.has_host() || u.scheme() == "mailto")
+}
+
+fn check_range(column: &Column, x: f64) -> Result<(), FieldError> {
+    let c = &column.constraints;
+    if let Some(min) = c.min
+        && x < min
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "min",
+            format!("must be at least {min}"),
+        ));
+    }
+    if let Some(max) = c.max
+        && x > max
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "max",
+            format!("must be at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Renders a value as it appears in responses.
+pub fn to_json(value: &Value) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Decimal(d) => Json::String(d.normalize().to_string()),
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Uuid(u) => Json::String(u.hyphenated().to_string()),
+        Value::Timestamp(t) => Json::String(format_timestamp(t)),
+        Value::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
+        Value::Json(j) => j.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnRole, Constraints};
+
+    fn column(ty: FieldType, constraints: Constraints) -> Column {
+        Column {
+            name: "f".into(),
+            ty,
+            role: ColumnRole::Field,
+            constraints,
+        }
+    }
+
+    #[test]
+    fn timestamps_with_offsets_are_normalised_to_utc() {
+        let c = column(FieldType::Timestamp, Constraints::default());
+        let v = from_json(&c, &Json::from("2026-01-02T03:04:05+02:00")).unwrap();
+        assert_eq!(to_json(&v), Json::from("2026-01-02T01:04:05.000000Z"));
+    }
+
+    #[test]
+    fn decimals_keep_every_digit() {
+        let c = column(FieldType::Decimal, Constraints::default());
+        let v = from_json(&c, &Json::from("12345678901234567.891")).unwrap();
+        assert_eq!(to_json(&v), Json::from("12345678901234567.891"));
+    }
+
+    #[test]
+    fn an_integer_field_refuses_a_float() {
+        let c = column(FieldType::Integer, Constraints::default());
+        assert_eq!(from_json(&c, &Json::from(1.5)).unwrap_err().code, "type");
+    }
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        let c = column(
+            FieldType::String,
+            Constraints {
+                max_length: Some(3),
+                ..Default::default()
+            },
+        );
+        assert!(check(&c, &Value::Text("héé".into())).is_ok());
+        assert_eq!(
+            check(&c, &Value::Text("abcd".into())).unwrap_err().code,
+            "max_length"
+        );
+    }
+
+    #[test]
+    fn a_required_field_refuses_null() {
+        let c = column(
+            FieldType::String,
+            Constraints {
+                required: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(check(&c, &Value::Null).unwrap_err().code, "required");
+    }
+
+    #[test]
+    fn email_format_is_checked() {
+        let c = column(
+            FieldType::String,
+            Constraints {
+                format: Some(Format::Email),
+                ..Default::default()
+            },
+        );
+        assert!(check(&c, &Value::Text("a@example.edu".into())).is_ok());
+        assert_eq!(
+            check(&c, &Value::Text("not-an-email".into()))
+                .unwrap_err()
+                .code,
+            "format"
+        );
+    }
+
+    #[test]
+    fn query_text_booleans_accept_true_false_one_zero() {
+        let c = column(FieldType::Boolean, Constraints::default());
+        assert_eq!(from_text(&c, "1").unwrap(), Value::Bool(true));
+        assert_eq!(from_text(&c, "false").unwrap(), Value::Bool(false));
+        assert!(from_text(&c, "yes").is_err());
+    }
+}
