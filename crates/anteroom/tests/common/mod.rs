@@ -1,0 +1,398 @@
+//! End-to-end harness: starts the real `anteroom` binary on a random port with
+//! a schema written to a temporary directory and a fresh database, and talks
+//! to it over HTTP. Every test gets its own process and database.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_anteroom")
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Temporary directory holding the schema and the SQLite file.
+    pub dir: Arc<tempfile::TempDir>,
+    /// The database URL the server uses.
+    pub database_url: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+    /// HTTP client.
+    pub client: reqwest::Client,
+}
+
+/// An HTTP response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Raw body.
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.bytes)
+            )
+        })
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// Asserts the status and, for errors, that the body is problem+json with `code`.
+    #[track_caller]
+    pub fn expect_problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.bytes)
+        );
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status);
+        assert_eq!(body["code"], code, "problem: {body}");
+        assert!(
+            body["title"].is_string() && body["detail"].is_string(),
+            "{body}"
+        );
+        body
+    }
+
+    /// Asserts the status, returning the JSON body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.bytes)
+        );
+        if self.bytes.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+}
+
+/// Output and status of a finished CLI run.
+pub struct CliOutput {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` to completion.
+pub fn cli(args: &[&str]) -> CliOutput {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("PORT")
+        .output()
+        .expect("run anteroom");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `schema` into a new temporary directory; returns it and the schema path.
+pub fn schema_dir(schema: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("anteroom.toml");
+    std::fs::write(&path, schema).expect("write schema");
+    (dir, path)
+}
+
+/// How a spawn attempt ended.
+pub enum Started {
+    /// Listening.
+    Up(Server),
+    /// Exited before listening: exit code and stderr.
+    Exited(i32, String),
+}
+
+impl Server {
+    /// Starts a server for `schema` on a fresh database.
+    pub async fn start(schema: &str) -> Server {
+        let (dir, _) = schema_dir(schema);
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        match Self::spawn(Arc::new(dir), url, &[]).await {
+            Started::Up(s) => s,
+            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+        }
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub async fn start_with_args(schema: &str, args: &[&str]) -> Server {
+        let (dir, _) = schema_dir(schema);
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        match Self::spawn(Arc::new(dir), url, args).await {
+            Started::Up(s) => s,
+            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+        }
+    }
+
+    /// The schema file of this server.
+    pub fn schema_path(&self) -> PathBuf {
+        self.dir.path().join("anteroom.toml")
+    }
+
+    /// Stops this server and starts another on the same database with a new schema.
+    pub async fn restart_with_schema(mut self, schema: &str) -> Started {
+        self.stop();
+        std::fs::write(self.schema_path(), schema).expect("write schema");
+        Self::spawn(self.dir.clone(), self.database_url.clone(), &[]).await
+    }
+
+    /// Spawns the binary and waits for its "listening on" line.
+    pub async fn spawn(
+        dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        args: &[&str],
+    ) -> Started {
+        let schema = dir.path().join("anteroom.toml");
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg(&schema)
+            .args(["--port", "0", "--database-url", &database_url])
+            .args(args)
+            .env("ANTEROOM_LOG", "info,sqlx=warn")
+            .env_remove("PORT")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn anteroom");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .expect("join");
+        match addr {
+            Ok(addr) => Started::Up(Server {
+                child: Some(child),
+                base: format!("http://{addr}"),
+                dir,
+                database_url,
+                log,
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client"),
+            }),
+            Err(_) => {
+                let status = child.wait().expect("wait");
+                // Give the reader thread a moment to drain the pipe.
+                std::thread::sleep(Duration::from_millis(50));
+                let text = log.lock().unwrap().clone();
+                Started::Exited(status.code().unwrap_or(-1), text)
+            }
+        }
+    }
+
+    /// Kills the process.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The child process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .and_then(|s| s.code())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a request with an optional JSON body and extra headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.client.request(
+            method.parse().expect("method"),
+            format!("{}{}", self.base, path),
+        );
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::finish(req).await
+    }
+
+    /// Sends raw bytes with the given content type.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(
+                method.parse().expect("method"),
+                format!("{}{}", self.base, path),
+            )
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Self::finish(req).await
+    }
+
+    async fn finish(req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("request");
+        Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            bytes: resp.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, None, &[]).await
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send("POST", path, Some(body), &[]).await
+    }
+
+    /// PATCH JSON.
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send("PATCH", path, Some(body), &[]).await
+    }
+
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send("PUT", path, Some(body), &[]).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send("DELETE", path, None, &[]).await
+    }
+
+    /// Every row of a resource, read through the API (follows cursors).
+    pub async fn all(&self, resource: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/{resource}?limit=1000&cursor={c}"),
+                None => format!("/{resource}?limit=1000"),
+            };
+            let page = self.get(&path).await.expect(200);
+            out.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Runs a scalar query directly on the database (bypassing the API).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
+            .await
+            .expect("open the test database");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&mut conn)
+            .await
+            .expect("query the test database");
+        n
+    }
+
+    /// Counts a table's rows directly in the database (bypassing the API).
+    pub async fn count_in_database(&self, table: &str) -> i64 {
+        self.query_i64(&format!("SELECT COUNT(*) FROM \"{table}\""))
+            .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The repository root (for examples/).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A JSON id as it appears in a URL path (strings without their quotes).
+pub fn id_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
