@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ANTEROOM_BODY_LIMIT", default_value_t = anteroom_engine::settings::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Load this seed file (see `anteroom seed`) into empty resources before serving.
+    #[arg(long, env = "ANTEROOM_SEED")]
+    seed: Option<PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -179,6 +182,23 @@ async fn serve(args: ServeArgs) -> ExitCode {
             Ok(state) => state,
             Err(e) => return fail(&e),
         };
+    if let Some(file) = &args.seed {
+        let data = match read_json(file) {
+            Ok(d) => d,
+            Err(code) => return code,
+        };
+        match seed::load(&state, &data).await {
+            Ok(report) => {
+                for (name, n) in &report.inserted {
+                    tracing::info!(resource = %name, rows = n, "seeded");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: seeding {} failed: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     tracing::warn!(
         "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",
         args.db.schema.display()
@@ -251,15 +271,9 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
 }
 
 async fn seed_file(db: &DatabaseArgs, file: &Path) -> ExitCode {
-    let data = match std::fs::read_to_string(file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-    {
+    let data = match read_json(file) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let state = match server::prepare(
         &db.schema,
@@ -287,4 +301,14 @@ async fn seed_file(db: &DatabaseArgs, file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn read_json(file: &Path) -> Result<serde_json::Value, ExitCode> {
+    std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            ExitCode::from(2)
+        })
 }

@@ -433,3 +433,10 @@ async fn health_reports_the_database() {
     let body = server.get("/health").await.expect(200);
     assert_eq!(body, json!({"status": "ok", "database": "sqlite"}));
 }
+
+#[tokio::test]
+async fn a_nested_route_under_a_missing_parent_is_a_404_naming_the_parent() {
+    let server = Server::start(SCHOOL).await;
+    let problem = server.get("/colleges/42/majors").await.expect_problem(404, "not_found");
+    assert_eq!(problem["detail"], "no colleges with id 42");
+}

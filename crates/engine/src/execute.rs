@@ -110,6 +110,7 @@ pub async fn execute<'m>(
 ) -> Result<Outcome<'m>, ApiError> {
     match plan {
         Plan::List(p) => {
+            require_parent(storage, &p.parent).await?;
             let page = storage.list(&p).await?;
             let next_cursor = if page.has_more {
                 page.rows.last().map(|r| encode_cursor(&p.sort, &r.values))
@@ -129,6 +130,7 @@ pub async fn execute<'m>(
             })
         }
         Plan::Read(p) => {
+            require_parent(storage, &p.parent).await?;
             let row = storage
                 .read(&p)
                 .await?
@@ -189,6 +191,16 @@ pub async fn execute<'m>(
             DeleteOutcome::PreconditionFailed => Err(ApiError::PreconditionFailed),
         },
     }
+}
+
+/// Nested routes answer 404 when the parent row does not exist.
+async fn require_parent(storage: &dyn Storage, parent: &Option<crate::plan::ParentCheck<'_>>) -> Result<(), ApiError> {
+    if let Some(p) = parent
+        && storage.fetch_by_ids(p.resource, std::slice::from_ref(&p.id)).await?.is_empty()
+    {
+        return Err(missing(p.resource, &p.id));
+    }
+    Ok(())
 }
 
 /// One `WHERE id IN (…)` query per expanded column for all `rows`.

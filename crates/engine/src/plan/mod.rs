@@ -74,11 +74,22 @@ pub enum Compare {
     Lte,
 }
 
+/// A parent row that must exist for a nested route to answer.
+#[derive(Debug, Clone)]
+pub struct ParentCheck<'m> {
+    /// The parent resource.
+    pub resource: &'m Resource,
+    /// The parent id from the path.
+    pub id: Value,
+}
+
 /// Read a page of rows.
 #[derive(Debug, Clone)]
 pub struct ListPlan<'m> {
     /// The resource listed.
     pub resource: &'m Resource,
+    /// On nested routes, the parent that must exist (else 404).
+    pub parent: Option<ParentCheck<'m>>,
     /// Filters, parent scope and keyset position, all ANDed.
     pub condition: Condition,
     /// Filters and scope only (what `total` counts).
@@ -100,6 +111,8 @@ pub struct ListPlan<'m> {
 pub struct ReadPlan<'m> {
     /// The resource read.
     pub resource: &'m Resource,
+    /// On nested routes, the parent that must exist (else 404).
+    pub parent: Option<ParentCheck<'m>>,
     /// Id plus any parent scope.
     pub condition: Condition,
     /// The id, for messages.
@@ -319,6 +332,7 @@ fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContext) -> Recor
 fn list_plan<'m>(
     resource: &'m Resource,
     scope: Option<Condition>,
+    parent: Option<ParentCheck<'m>>,
     query: ListQuery,
 ) -> ListPlan<'m> {
     let sort = query::total_sort(resource, &query.sort);
@@ -331,6 +345,7 @@ fn list_plan<'m>(
     }
     ListPlan {
         resource,
+        parent,
         condition: Condition::All(all),
         count_condition,
         sort,
@@ -358,9 +373,12 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
         })
     };
     Ok(match operation {
-        Operation::List { resource, scope } => {
-            Plan::List(list_plan(resource, scope_condition(&scope), query))
-        }
+        Operation::List { resource, scope } => Plan::List(list_plan(
+            resource,
+            scope_condition(&scope),
+            parent_check(&scope),
+            query,
+        )),
         Operation::Get {
             resource,
             id,
@@ -370,6 +388,7 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
             all.extend(scope_condition(&scope));
             Plan::Read(ReadPlan {
                 resource,
+                parent: parent_check(&scope),
                 condition: Condition::All(all),
                 id,
                 fields: query.fields,
@@ -444,6 +463,13 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
             id,
             expect: expect(&preconditions.if_match),
         }),
+    })
+}
+
+fn parent_check<'m>(scope: &Option<crate::request::Scope<'m>>) -> Option<ParentCheck<'m>> {
+    scope.as_ref().map(|s| ParentCheck {
+        resource: s.parent,
+        id: s.parent_id.clone(),
     })
 }
 
