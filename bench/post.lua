@@ -1,0 +1,14 @@
+-- POST /students with a unique email per request (per thread prefix).
+local counter = 0
+local prefix = ""
+setup = function(thread)
+  thread:set("prefix", tostring(math.random(1, 1000000000)))
+end
+init = function()
+  prefix = tostring(wrk.thread:get("prefix") or math.random(1, 1000000000))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format('{"name":"Load %d","email":"load-%s-%d@bench.example.edu","major_id":%d}', counter, prefix, counter, counter % 20 + 1)
+  return wrk.format("POST", "/students", {["Content-Type"] = "application/json"}, body)
+end
