@@ -51,6 +51,25 @@ pub fn strong_etag(row: &StoredRow) -> String {
     format!("\"{}\"", row.version)
 }
 
+/// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// The canonical URL path of a row.
 pub fn location(resource: &Resource, row: &StoredRow) -> Option<String> {
     let id = row.values.get(&resource.id_column().name)?;
@@ -58,7 +77,7 @@ pub fn location(resource: &Resource, row: &StoredRow) -> Option<String> {
         Json::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let encoded = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(&text, PATH_SEGMENT);
     Some(format!("/{}/{}", resource.name, encoded))
 }
 
