@@ -38,10 +38,13 @@ enum Command {
     },
     /// Load seed data (a JSON object of resource → rows) into empty resources.
     Seed {
-        #[command(flatten)]
-        db: DatabaseArgs,
+        /// The schema file.
+        schema: PathBuf,
         /// The seed file.
         file: PathBuf,
+        /// Database URL (sqlite://path). Default: anteroom.db next to the schema file.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -138,7 +141,18 @@ async fn run(command: Command) -> ExitCode {
         Command::Check { schema } => check(&schema),
         Command::Serve(args) => serve(args).await,
         Command::Migrate { db, dry_run } => migrate(&db, dry_run).await,
-        Command::Seed { db, file } => seed_file(&db, &file).await,
+        Command::Seed {
+            schema,
+            file,
+            database_url,
+        } => {
+            let db = DatabaseArgs {
+                schema,
+                database_url,
+                max_connections: 1,
+            };
+            seed_file(&db, &file).await
+        }
     }
 }
 

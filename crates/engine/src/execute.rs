@@ -194,9 +194,15 @@ pub async fn execute<'m>(
 }
 
 /// Nested routes answer 404 when the parent row does not exist.
-async fn require_parent(storage: &dyn Storage, parent: &Option<crate::plan::ParentCheck<'_>>) -> Result<(), ApiError> {
+async fn require_parent(
+    storage: &dyn Storage,
+    parent: &Option<crate::plan::ParentCheck<'_>>,
+) -> Result<(), ApiError> {
     if let Some(p) = parent
-        && storage.fetch_by_ids(p.resource, std::slice::from_ref(&p.id)).await?.is_empty()
+        && storage
+            .fetch_by_ids(p.resource, std::slice::from_ref(&p.id))
+            .await?
+            .is_empty()
     {
         return Err(missing(p.resource, &p.id));
     }

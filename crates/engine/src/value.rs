@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use crate::schema::{Column, FieldType, Format, Scalar};
+use crate::schema::{Column, ColumnRole, FieldType, Format, Scalar};
 
 /// A value of one column, already parsed and typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +151,28 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
         Value::Null if !column.nullable() => {
             Err(FieldError::new(name, "required", "must not be null"))
         }
+        Value::Text(s) if column.role == ColumnRole::Id => {
+            if s.is_empty()
+                || s == "."
+                || s == ".."
+                || s.contains('/')
+                || s.chars().any(char::is_control)
+            {
+                return Err(FieldError::new(
+                    name,
+                    "format",
+                    "must be a non-empty key without '/' or control characters, and not '.' or '..'",
+                ));
+            }
+            match c.max_length {
+                Some(max) if s.chars().count() > max => Err(FieldError::new(
+                    name,
+                    "max_length",
+                    format!("must be at most {max} characters long"),
+                )),
+                _ => Ok(()),
+            }
+        }
         Value::Text(s) => {
             if s.contains('\0') {
                 return Err(FieldError::new(
@@ -216,13 +238,39 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             }
             check_range(column, *f)
         }
-        Value::Decimal(d) => check_range(column, d.to_string().parse().unwrap_or(0.0)),
+        Value::Decimal(d) => check_decimal_range(column, *d),
         _ => Ok(()),
     }
 }
 
 fn is_absolute_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| u.has_host() || u.scheme() == "mailto")
+}
+
+/// Decimal bounds compare exactly: the bound is read back from its shortest
+/// decimal text (`0.1`, not the binary float nearest to it).
+fn check_decimal_range(column: &Column, d: Decimal) -> Result<(), FieldError> {
+    let as_decimal = |b: f64| b.to_string().parse::<Decimal>().ok();
+    let c = &column.constraints;
+    if let Some(min) = c.min
+        && as_decimal(min).is_some_and(|m| d < m)
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "min",
+            format!("must be at least {min}"),
+        ));
+    }
+    if let Some(max) = c.max
+        && as_decimal(max).is_some_and(|m| d > m)
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "max",
+            format!("must be at most {max}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_range(column: &Column, x: f64) -> Result<(), FieldError> {
@@ -267,7 +315,7 @@ pub fn to_json(value: &Value) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{ColumnRole, Constraints};
+    use crate::schema::Constraints;
 
     fn column(ty: FieldType, constraints: Constraints) -> Column {
         Column {

@@ -63,7 +63,6 @@ impl fmt::Display for SchemaErrors {
 impl std::error::Error for SchemaErrors {}
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSchema {
     app: RawApp,
     #[serde(default)]
@@ -71,13 +70,11 @@ struct RawSchema {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawApp {
     name: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawResource {
     id: Option<RawId>,
     #[serde(default)]
@@ -88,7 +85,6 @@ struct RawResource {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawId {
     #[serde(rename = "type")]
     ty: String,
@@ -97,7 +93,6 @@ struct RawId {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawField {
     #[serde(rename = "type")]
     ty: String,
@@ -136,21 +131,48 @@ pub fn load_file(path: &Path) -> Result<AppModel, SchemaErrors> {
 
 /// Validates a schema given as TOML text.
 pub fn load_str(text: &str) -> Result<AppModel, Vec<SchemaError>> {
-    let de = toml::Deserializer::parse(text).map_err(|e| vec![syntax_error(&e)])?;
-    let raw: RawSchema = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        vec![SchemaError {
-            path: if path == "." { String::new() } else { path },
-            message: inner.message().trim().to_owned(),
-        }]
-    })?;
-    build(raw)
+    let de = toml::Deserializer::parse(text).map_err(|e| vec![syntax_error(text, &e)])?;
+    // Unknown keys are collected rather than fatal, so they are reported
+    // together with every semantic error of the file.
+    let mut unknown = Vec::new();
+    let mut ignored_keys = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| ignored_keys.push(path.to_string());
+    let ignored = serde_ignored::Deserializer::new(de, &mut record);
+    let raw: Result<RawSchema, _> = serde_path_to_error::deserialize(ignored);
+    unknown.extend(ignored_keys.into_iter().map(|path| SchemaError {
+        path,
+        message: "unknown key".to_owned(),
+    }));
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            unknown.push(SchemaError {
+                path: if path == "." { String::new() } else { path },
+                message: inner.message().trim().to_owned(),
+            });
+            return Err(unknown);
+        }
+    };
+    match build(raw) {
+        Ok(model) if unknown.is_empty() => Ok(model),
+        Ok(_) => Err(unknown),
+        Err(mut errors) => {
+            unknown.append(&mut errors);
+            Err(unknown)
+        }
+    }
 }
 
-fn syntax_error(e: &toml::de::Error) -> SchemaError {
+fn syntax_error(text: &str, e: &toml::de::Error) -> SchemaError {
     let location = match e.span() {
-        Some(span) => format!(" (at byte {})", span.start),
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        }
         None => String::new(),
     };
     SchemaError {
@@ -604,11 +626,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_key_names_its_path() {
-        let errs =
-            errors("[app]\nname='x'\n[resources.a]\nfields.b={type='string', requird=true}\n");
-        assert_eq!(errs[0].path, "resources.a.fields.b");
-        assert!(errs[0].message.contains("requird"), "{errs:?}");
+    fn an_unknown_key_names_its_path_and_other_errors_are_still_reported() {
+        let errs = errors(
+            "[app]\nname='x'\n[resources.a]\nfields.b={type='string', requird=true}\nfields.c={type='nope'}\n",
+        );
+        assert_eq!(errs[0].path, "resources.a.fields.b.requird");
+        assert_eq!(errs[0].message, "unknown key");
+        assert_eq!(errs[1].path, "resources.a.fields.c.type");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let errs = errors("[app]\nname='x'\nbroken = \n");
+        assert!(errs[0].message.contains("line 3"), "{errs:?}");
     }
 
     #[test]

@@ -327,23 +327,30 @@ impl Storage for SqliteStorage {
             plan.offset,
         );
         let (q, v) = d.build_select(&stmt);
-        let mut tx = self.readers.begin().await.map_err(db_error)?;
-        let rows = sqlx::query_with(sql(q), v)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let total = match &plan.count_condition {
+        let (rows, total) = match &plan.count_condition {
+            // Page and total from one read transaction: one snapshot, consistent numbers.
             Some(c) => {
+                let mut tx = self.readers.begin().await.map_err(db_error)?;
+                let rows = sqlx::query_with(sql(q), v)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
                 let (q, v) = d.build_select(&super::count(d, plan.resource, c));
                 let n: i64 = sqlx::query_scalar_with(sql(q), v)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                Some(u64::try_from(n).unwrap_or(0))
+                tx.commit().await.map_err(db_error)?;
+                (rows, Some(u64::try_from(n).unwrap_or(0)))
             }
-            None => None,
+            None => {
+                let rows = sqlx::query_with(sql(q), v)
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(db_error)?;
+                (rows, None)
+            }
         };
-        tx.commit().await.map_err(db_error)?;
         let has_more = rows.len() > plan.limit as usize;
         let rows = rows
             .iter()
