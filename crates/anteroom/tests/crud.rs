@@ -437,6 +437,9 @@ async fn health_reports_the_database() {
 #[tokio::test]
 async fn a_nested_route_under_a_missing_parent_is_a_404_naming_the_parent() {
     let server = Server::start(SCHOOL).await;
-    let problem = server.get("/colleges/42/majors").await.expect_problem(404, "not_found");
+    let problem = server
+        .get("/colleges/42/majors")
+        .await
+        .expect_problem(404, "not_found");
     assert_eq!(problem["detail"], "no colleges with id 42");
 }
