@@ -171,7 +171,14 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             ),
         )
     };
-    let typed = |text: &str| value::from_text(column, text).map_err(|e| bad_value(name, e));
+    let typed = |text: &str| {
+        let v = value::from_text(column, text).map_err(|e| bad_value(name, e))?;
+        // A value outside an enum can never match: say so rather than answer nothing.
+        if matches!(column.ty, FieldType::Enum(_)) {
+            value::check(column, &v).map_err(|e| bad_value(name, e))?;
+        }
+        Ok(v)
+    };
     let operand = match op {
         Op::Null => match raw {
             "true" => Operand::IsNull(true),

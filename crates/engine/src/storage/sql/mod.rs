@@ -36,14 +36,16 @@ pub trait Dialect: Send + Sync + 'static {
     fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues);
     /// A value as this database binds it.
     fn bind(&self, value: &Value) -> sea_query::Value;
-    /// A column as it is compared and sorted (e.g. decimals stored as text in SQLite).
-    fn column_expr(&self, name: &str, scalar: Scalar) -> Expr {
-        let _ = scalar;
+    /// A column as it is compared and sorted. `exact` is set for equality
+    /// (`eq`, `ne`, `in`) and unset for ordering (`gt`…, `sort`), so a dialect
+    /// may order decimals stored as text numerically yet match them exactly.
+    fn column_expr(&self, name: &str, scalar: Scalar, exact: bool) -> Expr {
+        let _ = (scalar, exact);
         Expr::col(Alias::new(name))
     }
     /// A value as it is compared against [`Dialect::column_expr`].
-    fn compare_value(&self, value: &Value, scalar: Scalar) -> Expr {
-        let _ = scalar;
+    fn compare_value(&self, value: &Value, scalar: Scalar, exact: bool) -> Expr {
+        let _ = (scalar, exact);
         Expr::val(self.bind(value))
     }
     /// Case-insensitive LIKE.
@@ -102,8 +104,9 @@ pub fn condition<D: Dialect + ?Sized>(d: &D, resource: &Resource, c: &Condition)
             .fold(Cond::any(), |acc, i| acc.add(condition(d, resource, i))),
         Condition::Compare { column, op, value } => {
             let scalar = scalar_of(resource, column);
-            let left = d.column_expr(column, scalar);
-            let right = d.compare_value(value, scalar);
+            let exact = matches!(op, Compare::Eq | Compare::Ne);
+            let left = d.column_expr(column, scalar, exact);
+            let right = d.compare_value(value, scalar, exact);
             let expr = match op {
                 Compare::Eq => left.eq(right),
                 Compare::Ne => left.ne(right),
@@ -116,8 +119,11 @@ pub fn condition<D: Dialect + ?Sized>(d: &D, resource: &Resource, c: &Condition)
         }
         Condition::In { column, values } => {
             let scalar = scalar_of(resource, column);
-            let values: Vec<Expr> = values.iter().map(|v| d.compare_value(v, scalar)).collect();
-            Cond::all().add(d.column_expr(column, scalar).is_in(values))
+            let values: Vec<Expr> = values
+                .iter()
+                .map(|v| d.compare_value(v, scalar, true))
+                .collect();
+            Cond::all().add(d.column_expr(column, scalar, true).is_in(values))
         }
         Condition::Like {
             column,
@@ -159,9 +165,9 @@ pub fn select<D: Dialect + ?Sized>(
         };
         let nullable = resource.column(&key.column).is_some_and(|c| c.nullable());
         if nullable {
-            stmt.order_by_expr_with_nulls(d.column_expr(&key.column, scalar), order, nulls);
+            stmt.order_by_expr_with_nulls(d.column_expr(&key.column, scalar, false), order, nulls);
         } else {
-            stmt.order_by_expr(d.column_expr(&key.column, scalar), order);
+            stmt.order_by_expr(d.column_expr(&key.column, scalar, false), order);
         }
     }
     if let Some(limit) = limit {

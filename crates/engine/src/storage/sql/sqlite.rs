@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_query::{
-    DeleteStatement, Expr, ExprTrait, Func, InsertStatement, LikeExpr, SelectStatement,
+    BinOper, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, SelectStatement,
     SqliteQueryBuilder, UpdateStatement,
 };
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
@@ -66,28 +66,34 @@ impl Dialect for SqliteDialect {
         }
     }
 
-    /// Decimals are stored as text; compare and sort them as numbers.
-    fn column_expr(&self, name: &str, scalar: Scalar) -> Expr {
+    /// Decimals are stored as canonical text: equality compares that text
+    /// exactly; ordering casts to REAL (SQLite has no exact decimal type).
+    fn column_expr(&self, name: &str, scalar: Scalar, exact: bool) -> Expr {
         let column = Expr::col(sea_query::Alias::new(name));
-        if scalar == Scalar::Decimal {
-            Expr::cust_with_expr("CAST($1 AS REAL)", column)
+        if scalar == Scalar::Decimal && !exact {
+            Func::cast_as(column, sea_query::Alias::new("REAL")).into()
         } else {
             column
         }
     }
 
-    fn compare_value(&self, value: &Value, scalar: Scalar) -> Expr {
+    fn compare_value(&self, value: &Value, scalar: Scalar, exact: bool) -> Expr {
         match (value, scalar) {
-            (Value::Decimal(d), Scalar::Decimal) => {
+            (Value::Decimal(d), Scalar::Decimal) if !exact => {
                 Expr::val(d.to_string().parse::<f64>().unwrap_or(0.0))
             }
             _ => Expr::val(self.bind(value)),
         }
     }
 
-    /// The connection runs with `case_sensitive_like = ON`, so ILIKE lowers both sides.
+    /// SQLite's `lower()` and `LIKE` fold ASCII only; ILIKE becomes a
+    /// case-insensitive, Unicode-aware REGEXP (Rust `regex`, registered on
+    /// every connection) anchored at both ends.
     fn ilike(&self, column: Expr, pattern: String) -> Expr {
-        Expr::expr(Func::lower(column)).like(LikeExpr::new(pattern.to_lowercase()))
+        column.binary(
+            BinOper::Custom("REGEXP"),
+            Expr::val(like_to_regex(&pattern)),
+        )
     }
 
     fn quote(&self, ident: &str) -> String {
@@ -113,6 +119,22 @@ impl Dialect for SqliteDialect {
             ),
         }
     }
+}
+
+/// A LIKE pattern (`%` any run, `_` one character) as an anchored,
+/// case-insensitive regular expression with every other character literal.
+fn like_to_regex(pattern: &str) -> String {
+    let mut out = String::from("(?is)^");
+    let mut literal = [0u8; 4];
+    for c in pattern.chars() {
+        match c {
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            c => out.push_str(&regex::escape(c.encode_utf8(&mut literal))),
+        }
+    }
+    out.push('$');
+    out
 }
 
 /// A SQLite database file.
@@ -161,7 +183,8 @@ impl SqliteStorage {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
-            .pragma("case_sensitive_like", "ON");
+            .pragma("case_sensitive_like", "ON")
+            .with_regexp();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -636,5 +659,16 @@ impl SqliteStorage {
             .await
             .map_err(db_error)?;
         Ok(row.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_to_regex;
+
+    #[test]
+    fn like_wildcards_become_regex_and_everything_else_is_literal() {
+        assert_eq!(like_to_regex("a%b_c"), "(?is)^a.*b.c$");
+        assert_eq!(like_to_regex("1.5*(x)"), "(?is)^1\\.5\\*\\(x\\)$");
     }
 }
