@@ -113,6 +113,11 @@ pub enum MigrationError {
     Database(String),
 }
 
+/// The name of the foreign key on `table.column`.
+pub fn fk_name(table: &str, column: &str) -> String {
+    ix_name("fk", table, &[column.to_owned()])
+}
+
 fn ix_name(prefix: &str, table: &str, columns: &[String]) -> String {
     let name = format!("{prefix}_{table}_{}", columns.join("_"));
     if name.len() <= 60 {

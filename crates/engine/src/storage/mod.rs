@@ -115,15 +115,8 @@ pub async fn connect(
     options: &ConnectOptions,
     model: Arc<AppModel>,
 ) -> Result<Arc<dyn Storage>, String> {
-    let describe = |e: ApiError| match e {
-        ApiError::Internal { cause } | ApiError::Unavailable { cause } => cause,
-        other => other.to_string(),
-    };
     if url.starts_with("sqlite:") {
-        let storage = sql::sqlite::SqliteStorage::connect(url, options, model)
-            .await
-            .map_err(describe)?;
-        Ok(Arc::new(storage))
+        Ok(Arc::new(sql::sqlite::connect(url, options, model).await?))
     } else {
         let scheme = url.split(':').next().unwrap_or("");
         Err(format!(

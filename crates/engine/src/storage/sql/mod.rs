@@ -4,6 +4,9 @@
 //! databases is behind [`Dialect`], implemented once per database.
 
 pub mod sqlite;
+pub mod store;
+
+pub use store::SqlStorage;
 
 use sea_query::{
     Alias, Cond, Condition as SqlCondition, DeleteStatement, Expr, ExprTrait, InsertStatement,
@@ -72,6 +75,87 @@ pub trait Dialect: Send + Sync + 'static {
             }
         }
     }
+}
+
+/// What a failed statement means, as far as the pipeline cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A unique index refused the write; the field when the backend can tell.
+    Unique {
+        /// The field the index is on.
+        field: Option<String>,
+    },
+    /// A foreign key refused the write or delete; the field when the backend can tell.
+    ForeignKey {
+        /// The referencing field.
+        field: Option<String>,
+    },
+    /// The database cannot be reached (503, retry later).
+    Unavailable,
+    /// Anything else (500, logged).
+    Other,
+}
+
+/// A SQL database: its dialect plus what the generic [`SqlStorage`] needs to
+/// run plans on it. One implementation per database, in its own module.
+pub trait Backend: Dialect {
+    /// The sqlx driver.
+    type Db: sqlx::Database;
+    /// `sqlite`, `postgres` or `mysql`.
+    const NAME: &'static str;
+    /// Whether INSERT and UPDATE support `RETURNING`.
+    const RETURNING: bool;
+    /// The statement opening a write transaction, when not the driver's `BEGIN`.
+    const BEGIN_WRITE: Option<&'static str>;
+    /// Decodes a row selected with [`select_columns`].
+    fn decode(
+        &self,
+        resource: &Resource,
+        row: &<Self::Db as sqlx::Database>::Row,
+    ) -> Result<crate::storage::StoredRow, crate::error::ApiError>;
+    /// Classifies a driver error.
+    fn classify(&self, model: &crate::schema::AppModel, error: &sqlx::Error) -> Failure;
+    /// The autoincrement id of the row just inserted (without `RETURNING`).
+    fn last_insert_id(result: &<Self::Db as sqlx::Database>::QueryResult) -> Option<i64>;
+    /// Rows changed by a statement.
+    fn rows_affected(result: &<Self::Db as sqlx::Database>::QueryResult) -> u64;
+    /// Statements run on one connection to take the migration lock, to
+    /// commit and release it, and to roll back and release it.
+    fn migration_session(
+        &self,
+    ) -> (
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+    /// `CREATE TABLE IF NOT EXISTS _anteroom_schema (…)` in this dialect.
+    fn schema_table_ddl(&self) -> String;
+}
+
+/// The unique constraint or index behind a name this engine generated.
+pub fn field_of_constraint(
+    model: &crate::schema::AppModel,
+    table: Option<&str>,
+    name: &str,
+) -> Option<String> {
+    let snapshot = super::migrate::snapshot(model);
+    for (tname, spec) in &snapshot.tables {
+        if table.is_some_and(|t| t != tname) {
+            continue;
+        }
+        if let Some(index) = spec.indexes.get(name) {
+            return index.columns.first().cloned();
+        }
+        for column in spec.columns.keys() {
+            if super::migrate::fk_name(tname, column) == name {
+                return Some(column.clone());
+            }
+        }
+        if name == format!("{tname}_pkey") || name == "PRIMARY" {
+            return Some(spec.id.clone());
+        }
+    }
+    None
 }
 
 fn col(name: &str) -> Alias {
@@ -318,7 +402,7 @@ fn foreign_key<D: Dialect + ?Sized>(
     };
     format!(
         "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
-        d.quote(&format!("fk_{table}_{column}")),
+        d.quote(&super::migrate::fk_name(table, column)),
         d.quote(column),
         d.quote(target),
         d.quote(target_id)

@@ -1,0 +1,625 @@
+//! The one implementation of [`Storage`] for SQL databases, generic over a
+//! [`Backend`] (SQLite, PostgreSQL, MySQL). It owns the flow of every
+//! operation — transactions, conditional writes, 404-versus-412, upserts,
+//! naming the constraint behind a 409 — so the three databases behave the
+//! same; each backend only supplies SQL flavour, row decoding and error
+//! classification.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sea_query_sqlx::SqlxValues;
+use sqlx::{AssertSqlSafe, Database, Executor, IntoArguments, Pool};
+
+use super::{Backend, Failure, SCHEMA_TABLE};
+use crate::error::ApiError;
+use crate::plan::{Condition, DeletePlan, Expect, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
+use crate::request::Record;
+use crate::schema::{AppModel, FieldType, OnDelete, Resource};
+use crate::storage::migrate::{self, MigrationError, MigrationReport, Snapshot};
+use crate::storage::{DeleteOutcome, MigrateMode, Page, Storage, StoredRow, UpdateOutcome};
+use crate::value::{Value, format_timestamp};
+
+/// A SQL database behind a backend.
+pub struct SqlStorage<B: Backend> {
+    backend: B,
+    model: Arc<AppModel>,
+    /// Writes (SQLite: a single connection; others: the pool).
+    writer: Pool<B::Db>,
+    /// Reads (SQLite: a separate pool; others: the same pool).
+    readers: Pool<B::Db>,
+}
+
+fn sql(text: String) -> AssertSqlSafe<String> {
+    // Every statement is built by sea-query or the DDL renderer from schema
+    // identifiers; client values are bound parameters.
+    AssertSqlSafe(text)
+}
+
+impl<B: Backend> SqlStorage<B> {
+    /// Wraps pools opened by a backend.
+    pub fn new(
+        backend: B,
+        model: Arc<AppModel>,
+        writer: Pool<B::Db>,
+        readers: Pool<B::Db>,
+    ) -> Self {
+        SqlStorage {
+            backend,
+            model,
+            writer,
+            readers,
+        }
+    }
+}
+
+impl<B> SqlStorage<B>
+where
+    B: Backend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    SqlxValues: IntoArguments<B::Db>,
+    i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
+    usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
+{
+    fn unavailable_or_internal(&self, e: sqlx::Error) -> ApiError {
+        match self.backend.classify(&self.model, &e) {
+            Failure::Unavailable => ApiError::Unavailable {
+                cause: e.to_string(),
+            },
+            _ => ApiError::internal(e),
+        }
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, B::Db>, ApiError> {
+        let tx = match B::BEGIN_WRITE {
+            Some(statement) => self.writer.begin_with(statement).await,
+            None => self.writer.begin().await,
+        };
+        tx.map_err(|e| self.unavailable_or_internal(e))
+    }
+
+    /// A failed write becomes the 409 that names its field, or 503/500.
+    async fn write_error(&self, e: sqlx::Error, resource: &Resource, rows: &[&Record]) -> ApiError {
+        match self.backend.classify(&self.model, &e) {
+            Failure::Unique { field } => {
+                let field = field.unwrap_or_default();
+                let detail = if field == resource.id_column().name {
+                    format!("a {} row with this {field} already exists", resource.name)
+                } else if field.is_empty() {
+                    format!("another {} row already has these values", resource.name)
+                } else {
+                    format!("another {} row already has this {field}", resource.name)
+                };
+                ApiError::Conflict {
+                    code: "unique_violation",
+                    detail,
+                    field: (!field.is_empty()).then_some(field),
+                }
+            }
+            Failure::ForeignKey { field } => {
+                let field = match field {
+                    Some(f) => Some(f),
+                    None => self.dangling_reference(resource, rows).await,
+                };
+                let detail = match &field {
+                    Some(f) => {
+                        let target = resource.column(f).and_then(|c| match &c.ty {
+                            FieldType::Ref(r) => Some(r.to.clone()),
+                            _ => None,
+                        });
+                        format!(
+                            "{f} refers to a {} row that does not exist",
+                            target.as_deref().unwrap_or("referenced")
+                        )
+                    }
+                    None => "a reference points to a row that does not exist".to_owned(),
+                };
+                ApiError::Conflict {
+                    code: "foreign_key_violation",
+                    detail,
+                    field,
+                }
+            }
+            Failure::Unavailable => ApiError::Unavailable {
+                cause: e.to_string(),
+            },
+            Failure::Other => ApiError::internal(e),
+        }
+    }
+
+    /// When the database does not say which reference failed, find one that points nowhere.
+    async fn dangling_reference(&self, resource: &Resource, rows: &[&Record]) -> Option<String> {
+        for row in rows {
+            for column in &resource.columns {
+                let FieldType::Ref(r) = &column.ty else {
+                    continue;
+                };
+                let Some(value) = row.get(&column.name).filter(|v| **v != Value::Null) else {
+                    continue;
+                };
+                let target_id = self
+                    .model
+                    .resource(&r.to)
+                    .map(|t| t.id_column().name.clone())?;
+                if !self
+                    .exists_where(&r.to, &target_id, value)
+                    .await
+                    .unwrap_or(true)
+                {
+                    return Some(column.name.clone());
+                }
+            }
+        }
+        None
+    }
+
+    async fn exists_where(
+        &self,
+        table: &str,
+        column: &str,
+        value: &Value,
+    ) -> Result<bool, ApiError> {
+        let (q, v) = self
+            .backend
+            .build_select(&super::exists(&self.backend, table, column, value));
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(row.is_some())
+    }
+
+    /// A delete refused by a RESTRICT reference names the referencing field.
+    async fn delete_error(&self, e: sqlx::Error, resource: &Resource, id: &Value) -> ApiError {
+        match self.backend.classify(&self.model, &e) {
+            Failure::ForeignKey { .. } => {}
+            Failure::Unavailable => {
+                return ApiError::Unavailable {
+                    cause: e.to_string(),
+                };
+            }
+            _ => return ApiError::internal(e),
+        }
+        for child in self.model.resources.values() {
+            for column in child.refs_to(&resource.name) {
+                let FieldType::Ref(r) = &column.ty else {
+                    continue;
+                };
+                if r.on_delete != OnDelete::Restrict {
+                    continue;
+                }
+                if self
+                    .exists_where(&child.name, &column.name, id)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return ApiError::Conflict {
+                        code: "still_referenced",
+                        detail: format!(
+                            "{} rows still refer to this {} row through {}",
+                            child.name, resource.name, column.name
+                        ),
+                        field: Some(format!("{}.{}", child.name, column.name)),
+                    };
+                }
+            }
+        }
+        ApiError::Conflict {
+            code: "still_referenced",
+            detail: format!("other rows still refer to this {} row", resource.name),
+            field: None,
+        }
+    }
+
+    /// Reads one row by id inside `conn` (after writes on databases without RETURNING).
+    async fn reread(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        resource: &Resource,
+        id: &Value,
+    ) -> Result<Option<StoredRow>, sqlx::Error> {
+        let cond = Condition::Compare {
+            column: resource.id_column().name.clone(),
+            op: crate::plan::Compare::Eq,
+            value: id.clone(),
+        };
+        let (q, v) = self.backend.build_select(&super::select(
+            &self.backend,
+            resource,
+            &cond,
+            &[],
+            Some(1),
+            0,
+        ));
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row
+            .map(|r| self.backend.decode(resource, &r))
+            .transpose()
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?)
+    }
+
+    /// Inserts one row inside `conn`, returning it as stored.
+    async fn insert_one(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        resource: &Resource,
+        row: &Record,
+    ) -> Result<StoredRow, sqlx::Error> {
+        let (q, v) =
+            self.backend
+                .build_insert(&super::insert(&self.backend, resource, row, B::RETURNING));
+        if B::RETURNING {
+            let r = sqlx::query_with(sql(q), v).fetch_one(&mut *conn).await?;
+            return self
+                .backend
+                .decode(resource, &r)
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()));
+        }
+        let done = sqlx::query_with(sql(q), v).execute(&mut *conn).await?;
+        let id_column = &resource.id_column().name;
+        let id = match row.get(id_column) {
+            Some(id) => id.clone(),
+            None => Value::Int(B::last_insert_id(&done).ok_or(sqlx::Error::RowNotFound)?),
+        };
+        self.reread(conn, resource, &id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+}
+
+#[async_trait]
+impl<B> Storage for SqlStorage<B>
+where
+    B: Backend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    SqlxValues: IntoArguments<B::Db>,
+    i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
+    usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
+    String: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db> + for<'r> sqlx::Encode<'r, B::Db>,
+    (i64, String): for<'r> sqlx::FromRow<'r, <B::Db as Database>::Row>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+{
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    async fn ping(&self) -> Result<(), ApiError> {
+        sqlx::query(sql("SELECT 1".to_owned()))
+            .execute(&self.readers)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(())
+    }
+
+    async fn list(&self, plan: &ListPlan<'_>) -> Result<Page, ApiError> {
+        let d = &self.backend;
+        let stmt = super::select(
+            d,
+            plan.resource,
+            &plan.condition,
+            &plan.sort,
+            Some(u64::from(plan.limit) + 1),
+            plan.offset,
+        );
+        let (q, v) = d.build_select(&stmt);
+        let fail = |e| self.unavailable_or_internal(e);
+        let (rows, total) = match &plan.count_condition {
+            // Page and total from one read transaction: one snapshot, consistent numbers.
+            Some(c) => {
+                let mut tx = self.readers.begin().await.map_err(fail)?;
+                let rows = sqlx::query_with(sql(q), v)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                let (q, v) = d.build_select(&super::count(d, plan.resource, c));
+                let n: i64 = sqlx::query_scalar_with(sql(q), v)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                (rows, Some(u64::try_from(n).unwrap_or(0)))
+            }
+            None => (
+                sqlx::query_with(sql(q), v)
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(fail)?,
+                None,
+            ),
+        };
+        let has_more = rows.len() > plan.limit as usize;
+        let rows = rows
+            .iter()
+            .take(plan.limit as usize)
+            .map(|r| d.decode(plan.resource, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            rows,
+            has_more,
+            total,
+        })
+    }
+
+    async fn read(&self, plan: &ReadPlan<'_>) -> Result<Option<StoredRow>, ApiError> {
+        let d = &self.backend;
+        let (q, v) = d.build_select(&super::select(
+            d,
+            plan.resource,
+            &plan.condition,
+            &[],
+            Some(1),
+            0,
+        ));
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        row.map(|r| d.decode(plan.resource, &r)).transpose()
+    }
+
+    async fn fetch_by_ids(
+        &self,
+        resource: &Resource,
+        ids: &[Value],
+    ) -> Result<Vec<StoredRow>, ApiError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = &self.backend;
+        let cond = Condition::In {
+            column: resource.id_column().name.clone(),
+            values: ids.to_vec(),
+        };
+        let (q, v) = d.build_select(&super::select(d, resource, &cond, &[], None, 0));
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        rows.iter().map(|r| d.decode(resource, r)).collect()
+    }
+
+    async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(plan.rows.len());
+        for row in &plan.rows {
+            match self.insert_one(&mut tx, plan.resource, row).await {
+                Ok(stored) => out.push(stored),
+                Err(e) => {
+                    drop(tx);
+                    let rows: Vec<&Record> = plan.rows.iter().collect();
+                    return Err(self.write_error(e, plan.resource, &rows).await);
+                }
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(out)
+    }
+
+    async fn update(&self, plan: &UpdatePlan<'_>) -> Result<UpdateOutcome, ApiError> {
+        let d = &self.backend;
+        let mut tx = self.begin_write().await?;
+        let (q, v) = d.build_update(&super::update(
+            d,
+            plan.resource,
+            &plan.id,
+            &plan.set,
+            &plan.expect,
+            B::RETURNING,
+        ));
+        let updated = if B::RETURNING {
+            match sqlx::query_with(sql(q), v).fetch_optional(&mut *tx).await {
+                Ok(r) => r.map(|r| d.decode(plan.resource, &r)).transpose()?,
+                Err(e) => {
+                    drop(tx);
+                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
+                }
+            }
+        } else {
+            match sqlx::query_with(sql(q), v).execute(&mut *tx).await {
+                Ok(done) if B::rows_affected(&done) > 0 => self
+                    .reread(&mut tx, plan.resource, &plan.id)
+                    .await
+                    .map_err(|e| self.unavailable_or_internal(e))?,
+                Ok(_) => None,
+                Err(e) => {
+                    drop(tx);
+                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
+                }
+            }
+        };
+        if let Some(row) = updated {
+            tx.commit()
+                .await
+                .map_err(|e| self.unavailable_or_internal(e))?;
+            return Ok(UpdateOutcome::Updated(row));
+        }
+        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
+        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        if current.is_some() {
+            return Ok(UpdateOutcome::PreconditionFailed);
+        }
+        match (&plan.insert, &plan.expect) {
+            (Some(_), Expect::Exists | Expect::Versions(_)) => {
+                Ok(UpdateOutcome::PreconditionFailed)
+            }
+            (Some(row), Expect::Nothing) => {
+                match self.insert_one(&mut tx, plan.resource, row).await {
+                    Ok(stored) => {
+                        tx.commit()
+                            .await
+                            .map_err(|e| self.unavailable_or_internal(e))?;
+                        Ok(UpdateOutcome::Created(stored))
+                    }
+                    Err(e) => {
+                        drop(tx);
+                        Err(self.write_error(e, plan.resource, &[row]).await)
+                    }
+                }
+            }
+            (None, _) => Ok(UpdateOutcome::NotFound),
+        }
+    }
+
+    async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError> {
+        let d = &self.backend;
+        let mut tx = self.begin_write().await?;
+        let (q, v) = d.build_delete(&super::delete(d, plan.resource, &plan.id, &plan.expect));
+        let done = match sqlx::query_with(sql(q), v).execute(&mut *tx).await {
+            Ok(done) => done,
+            Err(e) => {
+                drop(tx);
+                return Err(self.delete_error(e, plan.resource, &plan.id).await);
+            }
+        };
+        if B::rows_affected(&done) > 0 {
+            tx.commit()
+                .await
+                .map_err(|e| self.unavailable_or_internal(e))?;
+            return Ok(DeleteOutcome::Deleted);
+        }
+        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
+        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(if current.is_some() {
+            DeleteOutcome::PreconditionFailed
+        } else {
+            DeleteOutcome::NotFound
+        })
+    }
+
+    async fn migrate(
+        &self,
+        target: &Snapshot,
+        mode: MigrateMode,
+    ) -> Result<MigrationReport, MigrationError> {
+        let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
+        let mut conn = self.writer.acquire().await.map_err(dbe)?;
+        let (lock, unlock, rollback) = self.backend.migration_session();
+        for statement in lock {
+            sqlx::query(sql((*statement).to_owned()))
+                .execute(&mut *conn)
+                .await
+                .map_err(dbe)?;
+        }
+        let result = self.migrate_locked(&mut conn, target, mode).await;
+        let closing: &[&str] = if result.as_ref().is_ok_and(|r| r.applied) {
+            unlock
+        } else {
+            rollback
+        };
+        for statement in closing {
+            if let Err(e) = sqlx::query(sql((*statement).to_owned()))
+                .execute(&mut *conn)
+                .await
+                && result.is_ok()
+            {
+                return Err(dbe(e));
+            }
+        }
+        result
+    }
+}
+
+impl<B> SqlStorage<B>
+where
+    B: Backend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    SqlxValues: IntoArguments<B::Db>,
+    i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
+    usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
+    String: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db> + for<'r> sqlx::Encode<'r, B::Db>,
+    (i64, String): for<'r> sqlx::FromRow<'r, <B::Db as Database>::Row>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+{
+    /// The migration itself, run while the backend's migration lock is held.
+    async fn migrate_locked(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        target: &Snapshot,
+        mode: MigrateMode,
+    ) -> Result<MigrationReport, MigrationError> {
+        let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
+        sqlx::query(sql(self.backend.schema_table_ddl()))
+            .execute(&mut *conn)
+            .await
+            .map_err(dbe)?;
+        let last: Option<(i64, String)> = sqlx::query_as(sql(format!(
+            "SELECT version, snapshot FROM {SCHEMA_TABLE} ORDER BY version DESC LIMIT 1"
+        )))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(dbe)?;
+        let (version, current) = match last {
+            Some((version, text)) => (
+                version,
+                serde_json::from_str::<Snapshot>(&text).map_err(|e| {
+                    MigrationError::Database(format!("unreadable schema snapshot: {e}"))
+                })?,
+            ),
+            None => (0, Snapshot::default()),
+        };
+        let steps = migrate::diff(&current, target).map_err(MigrationError::Refused)?;
+        let id_of = |table: &str| {
+            target
+                .tables
+                .get(table)
+                .map_or_else(|| "id".to_owned(), |t| t.id.clone())
+        };
+        let statements: Vec<String> = steps
+            .iter()
+            .flat_map(|s| super::ddl(&self.backend, s, &id_of))
+            .collect();
+        if mode == MigrateMode::DryRun || (steps.is_empty() && version > 0) {
+            return Ok(MigrationReport {
+                statements,
+                applied: false,
+                version,
+            });
+        }
+        for statement in &statements {
+            sqlx::query(sql(statement.clone()))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| {
+                    MigrationError::Database(format!("{e} (while running: {statement})"))
+                })?;
+        }
+        let snapshot =
+            serde_json::to_string(target).map_err(|e| MigrationError::Database(e.to_string()))?;
+        let mut insert = sea_query::Query::insert();
+        insert
+            .into_table(sea_query::Alias::new(SCHEMA_TABLE))
+            .columns([
+                sea_query::Alias::new("version"),
+                sea_query::Alias::new("applied_at"),
+                sea_query::Alias::new("snapshot"),
+            ])
+            .values_panic([
+                sea_query::Expr::val(version + 1),
+                sea_query::Expr::val(format_timestamp(&crate::value::now())),
+                sea_query::Expr::val(snapshot),
+            ]);
+        let (q, v) = self.backend.build_insert(&insert);
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *conn)
+            .await
+            .map_err(dbe)?;
+        Ok(MigrationReport {
+            statements,
+            applied: true,
+            version: version + 1,
+        })
+    }
+}
