@@ -235,10 +235,9 @@ where
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(row
-            .map(|r| self.backend.decode(resource, &r))
+        row.map(|r| self.backend.decode(resource, &r))
             .transpose()
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))
     }
 
     /// Inserts one row inside `conn`, returning it as stored.
