@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anteroom_engine::server::{self, StartError};
 use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
@@ -53,7 +52,7 @@ struct DatabaseArgs {
     /// The schema file.
     #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
     schema: PathBuf,
-    /// Database URL (sqlite://path). Default: anteroom.db next to the schema file.
+    /// Database URL: sqlite://path, postgres://…, mysql://… Default: anteroom.db next to the schema file.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
     /// Largest number of database connections (SQLite: readers; writes use one connection).
@@ -71,7 +70,7 @@ impl DatabaseArgs {
     fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             max_connections: self.max_connections,
-            busy_timeout: Duration::from_secs(5),
+            ..ConnectOptions::default()
         }
     }
 }

@@ -231,6 +231,11 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
                 _ => Ok(()),
             }
         }
+        Value::Json(j) if json_has_nul(j) => Err(FieldError::new(
+            name,
+            "type",
+            "must not contain NUL characters",
+        )),
         Value::Int(i) => check_range(column, *i as f64),
         Value::Float(f) => {
             if !f.is_finite() {
@@ -238,8 +243,29 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             }
             check_range(column, *f)
         }
-        Value::Decimal(d) => check_decimal_range(column, *d),
+        Value::Decimal(d) => {
+            // Every backend stores decimals as NUMERIC(28, 10).
+            let digits_before = d.trunc().abs().to_string().trim_start_matches('0').len();
+            if d.normalize().scale() > 10 || digits_before > 18 {
+                return Err(FieldError::new(
+                    name,
+                    "type",
+                    "must have at most 18 digits before the decimal point and 10 after",
+                ));
+            }
+            check_decimal_range(column, *d)
+        }
         _ => Ok(()),
+    }
+}
+
+/// PostgreSQL's jsonb cannot hold `\u0000`; refuse it everywhere alike.
+fn json_has_nul(j: &Json) -> bool {
+    match j {
+        Json::String(s) => s.contains('\0'),
+        Json::Array(items) => items.iter().any(json_has_nul),
+        Json::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
     }
 }
 
@@ -338,6 +364,16 @@ mod tests {
         let c = column(FieldType::Decimal, Constraints::default());
         let v = from_json(&c, &Json::from("12345678901234567.891")).unwrap();
         assert_eq!(to_json(&v), Json::from("12345678901234567.891"));
+        assert!(check(&c, &v).is_ok());
+    }
+
+    #[test]
+    fn decimals_beyond_numeric_28_10_are_refused() {
+        let c = column(FieldType::Decimal, Constraints::default());
+        for text in ["0.00000000001", "1234567890123456789"] {
+            let v = from_json(&c, &Json::from(text)).unwrap();
+            assert_eq!(check(&c, &v).unwrap_err().code, "type", "{text}");
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! End-to-end harness: starts the real `anteroom` binary on a random port with
 //! a schema written to a temporary directory and a fresh database, and talks
 //! to it over HTTP. Every test gets its own process and database.
+//!
+//! The backend is chosen per run, so the same tests are the conformance suite
+//! of every backend: `ANTEROOM_TEST_BACKEND=sqlite` (default), `postgres`
+//! (with `ANTEROOM_TEST_POSTGRES_URL`) or `mysql` (with
+//! `ANTEROOM_TEST_MYSQL_URL`). On PostgreSQL and MySQL each test creates its
+//! own database on that server and drops it afterwards.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -18,6 +24,8 @@ pub fn binary() -> &'static str {
 
 /// A running server.
 pub struct Server {
+    /// Keeps the test's database alive (dropped after the process is stopped).
+    database: Option<Arc<TestDatabase>>,
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -141,22 +149,157 @@ pub enum Started {
     Exited(i32, String),
 }
 
+/// The database server family a run tests against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in the test's temporary directory.
+    Sqlite,
+    /// A fresh database on `ANTEROOM_TEST_POSTGRES_URL`.
+    Postgres,
+    /// A fresh database on `ANTEROOM_TEST_MYSQL_URL`.
+    Mysql,
+}
+
+impl Backend {
+    /// The backend of this run (`ANTEROOM_TEST_BACKEND`, default sqlite).
+    pub fn current() -> Backend {
+        match std::env::var("ANTEROOM_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Backend::Postgres,
+            Ok("mysql") => Backend::Mysql,
+            Ok("sqlite") | Err(_) => Backend::Sqlite,
+            Ok(other) => {
+                panic!("ANTEROOM_TEST_BACKEND={other}: expected sqlite, postgres or mysql")
+            }
+        }
+    }
+
+    /// The server URL of a client-server backend, if configured.
+    pub fn server_url(self) -> Option<String> {
+        let var = match self {
+            Backend::Sqlite => return None,
+            Backend::Postgres => "ANTEROOM_TEST_POSTGRES_URL",
+            Backend::Mysql => "ANTEROOM_TEST_MYSQL_URL",
+        };
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => None,
+        }
+    }
+}
+
+static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A database created for one test (dropped with it on PostgreSQL and MySQL).
+pub struct TestDatabase {
+    /// URL the server connects to.
+    pub url: String,
+    backend: Backend,
+    admin_url: Option<String>,
+    name: String,
+}
+
+/// `url` pointing at database `name` instead.
+pub fn with_database(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("database URL");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+impl TestDatabase {
+    /// A fresh, empty database of the run's backend.
+    pub async fn create(dir: &Path) -> TestDatabase {
+        Self::create_on(Backend::current(), dir).await
+    }
+
+    /// A fresh, empty database of `backend`.
+    pub async fn create_on(backend: Backend, dir: &Path) -> TestDatabase {
+        let Some(admin) = backend.server_url() else {
+            assert!(
+                backend == Backend::Sqlite,
+                "the {backend:?} suite needs its server URL in ANTEROOM_TEST_{}_URL",
+                format!("{backend:?}").to_uppercase()
+            );
+            return TestDatabase {
+                url: format!("sqlite://{}", dir.join("test.db").display()),
+                backend,
+                admin_url: None,
+                name: String::new(),
+            };
+        };
+        let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("anteroom_t_{}_{n}", std::process::id());
+        exec_admin(backend, &admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+        exec_admin(backend, &admin, &format!("CREATE DATABASE {name}")).await;
+        TestDatabase {
+            url: with_database(&admin, &name),
+            backend,
+            admin_url: Some(admin),
+            name,
+        }
+    }
+}
+
+async fn exec_admin(backend: Backend, admin: &str, statement: &str) {
+    use sqlx::Connection;
+    let statement = sqlx::AssertSqlSafe(statement.to_owned());
+    match backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(admin)
+                .await
+                .expect("connect to PostgreSQL");
+            sqlx::query(statement)
+                .execute(&mut c)
+                .await
+                .expect("admin statement");
+        }
+        Backend::Mysql => {
+            let mut c = sqlx::MySqlConnection::connect(admin)
+                .await
+                .expect("connect to MySQL");
+            sqlx::query(statement)
+                .execute(&mut c)
+                .await
+                .expect("admin statement");
+        }
+        Backend::Sqlite => {}
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(admin) = self.admin_url.clone() else {
+            return;
+        };
+        let backend = self.backend;
+        let statement = match backend {
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        // Drop runs outside any runtime: the cleanup gets its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(exec_admin(backend, &admin, &statement));
+            }
+        })
+        .join();
+    }
+}
+
 impl Server {
     /// Starts a server for `schema` on a fresh database.
     pub async fn start(schema: &str) -> Server {
-        let (dir, _) = schema_dir(schema);
-        let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        match Self::spawn(Arc::new(dir), url, &[]).await {
-            Started::Up(s) => s,
-            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
-        }
+        Self::start_with_args(schema, &[]).await
     }
 
     /// Starts a server with extra command-line arguments.
     pub async fn start_with_args(schema: &str, args: &[&str]) -> Server {
         let (dir, _) = schema_dir(schema);
-        let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        match Self::spawn(Arc::new(dir), url, args).await {
+        let db = TestDatabase::create(dir.path()).await;
+        let url = db.url.clone();
+        match Self::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
             Started::Up(s) => s,
             Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
         }
@@ -171,7 +314,13 @@ impl Server {
     pub async fn restart_with_schema(mut self, schema: &str) -> Started {
         self.stop();
         std::fs::write(self.schema_path(), schema).expect("write schema");
-        Self::spawn(self.dir.clone(), self.database_url.clone(), &[]).await
+        Self::spawn_with(
+            self.dir.clone(),
+            self.database_url.clone(),
+            &[],
+            self.database.clone(),
+        )
+        .await
     }
 
     /// Spawns the binary and waits for its "listening on" line.
@@ -179,6 +328,16 @@ impl Server {
         dir: Arc<tempfile::TempDir>,
         database_url: String,
         args: &[&str],
+    ) -> Started {
+        Self::spawn_with(dir, database_url, args, None).await
+    }
+
+    /// Spawns the binary; the server keeps `database` alive until it is dropped.
+    pub async fn spawn_with(
+        dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        args: &[&str],
+        database: Option<Arc<TestDatabase>>,
     ) -> Started {
         let schema = dir.path().join("anteroom.toml");
         let mut child = Command::new(binary())
@@ -216,6 +375,7 @@ impl Server {
             .expect("join");
         match addr {
             Ok(addr) => Started::Up(Server {
+                database,
                 child: Some(child),
                 base: format!("http://{addr}"),
                 dir,
@@ -361,14 +521,33 @@ impl Server {
     /// Runs a scalar query directly on the database (bypassing the API).
     pub async fn query_i64(&self, sql: &str) -> i64 {
         use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
-            .await
-            .expect("open the test database");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(&mut conn)
-            .await
-            .expect("query the test database");
-        n
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let url = &self.database_url;
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("open the test database");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("query the test database")
+        } else if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .expect("open the test database");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("query the test database")
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(url)
+                .await
+                .expect("open the test database");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("query the test database")
+        }
     }
 
     /// Counts a table's rows directly in the database (bypassing the API).

@@ -26,6 +26,12 @@ pub const RESERVED_PARAMS: [&str; 7] = [
 /// Default `max_length` of a client-chosen string key.
 const DEFAULT_KEY_LENGTH: usize = 255;
 
+/// Default `max_length` of a `string` field.
+pub const DEFAULT_STRING_LENGTH: usize = 255;
+
+/// Longest string a unique or plain index may cover (MySQL's 3072-byte key limit in utf8mb4).
+pub const MAX_INDEXED_LENGTH: usize = 768;
+
 /// Everything wrong with a schema file, each with its key path.
 #[derive(Debug)]
 pub struct SchemaErrors {
@@ -535,6 +541,27 @@ fn build_field(
     if raw.unique && scalar == Scalar::Json {
         errs.add(format!("{path}.unique"), "a json field cannot be unique");
     }
+    if (raw.unique || raw.index) && matches!(ty, FieldType::Text) {
+        errs.add(
+            path,
+            "a text field cannot be unique or indexed; use a string with a max_length",
+        );
+    }
+    // Strings are short text: 255 characters unless max_length says otherwise,
+    // so every backend can store and index them (MySQL VARCHAR).
+    let max_length = match ty {
+        FieldType::String => Some(raw.max_length.unwrap_or(DEFAULT_STRING_LENGTH)),
+        _ => raw.max_length,
+    };
+    if matches!(ty, FieldType::String)
+        && (raw.unique || raw.index)
+        && max_length.unwrap_or(0) > MAX_INDEXED_LENGTH
+    {
+        errs.add(
+            format!("{path}.max_length"),
+            format!("a unique or indexed string is at most {MAX_INDEXED_LENGTH} characters"),
+        );
+    }
     let mut constraints = Constraints {
         required: raw.required,
         unique: raw.unique,
@@ -543,7 +570,7 @@ fn build_field(
         min: raw.min,
         max: raw.max,
         min_length: raw.min_length,
-        max_length: raw.max_length,
+        max_length,
         pattern,
         format,
     };

@@ -35,8 +35,11 @@ pub struct TableSpec {
 pub struct ColumnSpec {
     /// Storage scalar.
     pub scalar: Scalar,
-    /// Declared maximum length of strings (used for key columns' types).
+    /// Declared maximum length of strings (MySQL sizes VARCHARs by it).
     pub max_length: Option<usize>,
+    /// Long text (`text` fields): unbounded column types.
+    #[serde(default)]
+    pub long: bool,
     /// Whether NULL is allowed.
     pub nullable: bool,
     /// Value existing rows get when the column is added.
@@ -159,6 +162,7 @@ pub fn snapshot(model: &AppModel) -> Snapshot {
                 ColumnSpec {
                     scalar: column.scalar(),
                     max_length,
+                    long: column.ty == FieldType::Text,
                     nullable: column.nullable(),
                     default: column.constraints.default.clone(),
                     references,

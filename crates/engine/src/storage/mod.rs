@@ -109,19 +109,27 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<MigrationReport, MigrationError>;
 }
 
-/// Opens the storage a database URL names (`sqlite://…`; PostgreSQL and MySQL follow).
+/// Opens the storage a database URL names: `sqlite://…`, `postgres://…`
+/// (or `postgresql://…`), `mysql://…` (or `mariadb://…`).
 pub async fn connect(
     url: &str,
     options: &ConnectOptions,
     model: Arc<AppModel>,
 ) -> Result<Arc<dyn Storage>, String> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sql::sqlite::connect(url, options, model).await?))
-    } else {
-        let scheme = url.split(':').next().unwrap_or("");
-        Err(format!(
-            "unsupported database URL scheme \"{scheme}\": this version serves sqlite:// (PostgreSQL and MySQL are on the roadmap)"
-        ))
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        "sqlite" => Ok(Arc::new(sql::sqlite::connect(url, options, model).await?)),
+        "postgres" | "postgresql" => {
+            Ok(Arc::new(sql::postgres::connect(url, options, model).await?))
+        }
+        "mysql" => Ok(Arc::new(sql::mysql::connect(url, options, model).await?)),
+        "mariadb" => {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            Ok(Arc::new(sql::mysql::connect(&url, options, model).await?))
+        }
+        _ => Err(format!(
+            "unsupported database URL scheme \"{scheme}\": use sqlite://, postgres:// or mysql://"
+        )),
     }
 }
 
@@ -130,8 +138,12 @@ pub async fn connect(
 pub struct ConnectOptions {
     /// Read connections (SQLite) or pool size (client-server databases).
     pub max_connections: u32,
-    /// How long a statement may wait for a lock before failing.
+    /// How long SQLite waits for a lock before failing.
     pub busy_timeout: std::time::Duration,
+    /// How long a request waits for a pooled connection before a 503.
+    pub acquire_timeout: std::time::Duration,
+    /// Longest a single statement may run (PostgreSQL and MySQL).
+    pub statement_timeout: std::time::Duration,
 }
 
 impl Default for ConnectOptions {
@@ -139,6 +151,8 @@ impl Default for ConnectOptions {
         ConnectOptions {
             max_connections: 4,
             busy_timeout: std::time::Duration::from_secs(5),
+            acquire_timeout: std::time::Duration::from_secs(3),
+            statement_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! from the client), and migration steps become DDL. What differs between
 //! databases is behind [`Dialect`], implemented once per database.
 
+pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 
@@ -37,8 +39,9 @@ pub trait Dialect: Send + Sync + 'static {
     fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues);
     /// Renders a delete.
     fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues);
-    /// A value as this database binds it.
-    fn bind(&self, value: &Value) -> sea_query::Value;
+    /// A value as this database binds it; `scalar` types NULLs, which strict
+    /// databases need (a text NULL is not a bigint NULL to PostgreSQL).
+    fn bind(&self, value: &Value, scalar: Scalar) -> sea_query::Value;
     /// A column as it is compared and sorted. `exact` is set for equality
     /// (`eq`, `ne`, `in`) and unset for ordering (`gt`…, `sort`), so a dialect
     /// may order decimals stored as text numerically yet match them exactly.
@@ -48,8 +51,8 @@ pub trait Dialect: Send + Sync + 'static {
     }
     /// A value as it is compared against [`Dialect::column_expr`].
     fn compare_value(&self, value: &Value, scalar: Scalar, exact: bool) -> Expr {
-        let _ = (scalar, exact);
-        Expr::val(self.bind(value))
+        let _ = exact;
+        Expr::val(self.bind(value, scalar))
     }
     /// Case-insensitive LIKE.
     fn ilike(&self, column: Expr, pattern: String) -> Expr;
@@ -63,6 +66,33 @@ pub trait Dialect: Send + Sync + 'static {
     fn column_type(&self, spec: &ColumnSpec) -> String;
     /// The primary key column definition for an id kind.
     fn id_definition(&self, name: &str, kind: &str, spec: &ColumnSpec) -> String;
+    /// Appended after `CREATE TABLE … (…)` (MySQL: engine and collation).
+    fn table_options(&self) -> &'static str {
+        ""
+    }
+    /// `ALTER TABLE … ADD COLUMN` with an optional foreign key clause
+    /// (`REFERENCES t (id) ON DELETE …`); inline by default.
+    fn add_column(
+        &self,
+        table: &str,
+        definition: &str,
+        foreign_key: Option<(String, String)>,
+    ) -> Vec<String> {
+        let mut def = definition.to_owned();
+        if let Some((_, references)) = foreign_key {
+            def.push(' ');
+            def.push_str(&references);
+        }
+        vec![format!(
+            "ALTER TABLE {} ADD COLUMN {def}",
+            self.quote(table)
+        )]
+    }
+    /// `DROP INDEX`.
+    fn drop_index(&self, table: &str, name: &str) -> String {
+        let _ = table;
+        format!("DROP INDEX {}", self.quote(name))
+    }
     /// A `DEFAULT` literal for an added column (values come from the schema file only).
     fn default_literal(&self, value: &serde_json::Value, spec: &ColumnSpec) -> String {
         match value {
@@ -282,7 +312,10 @@ pub fn insert<D: Dialect + ?Sized>(
     let mut stmt = Query::insert();
     let mut columns: Vec<Alias> = row.keys().map(|k| col(k)).collect();
     columns.push(col(VERSION_COLUMN));
-    let mut values: Vec<Expr> = row.values().map(|v| Expr::val(d.bind(v))).collect();
+    let mut values: Vec<Expr> = row
+        .iter()
+        .map(|(name, v)| Expr::val(d.bind(v, scalar_of(resource, name))))
+        .collect();
     values.push(Expr::val(1i64));
     stmt.into_table(col(&resource.name))
         .columns(columns)
@@ -304,7 +337,8 @@ fn version_condition(expect: &Expect) -> Option<Expr> {
 }
 
 fn id_expr<D: Dialect + ?Sized>(d: &D, resource: &Resource, id: &Value) -> Expr {
-    Expr::col(col(&resource.id_column().name)).eq(Expr::val(d.bind(id)))
+    let id_column = resource.id_column();
+    Expr::col(col(&id_column.name)).eq(Expr::val(d.bind(id, id_column.scalar())))
 }
 
 /// `UPDATE resource SET … , _version = _version + 1 WHERE id = ? [AND _version IN (…)] RETURNING …`.
@@ -319,7 +353,10 @@ pub fn update<D: Dialect + ?Sized>(
     let mut stmt = Query::update();
     stmt.table(col(&resource.name));
     for (name, value) in set {
-        stmt.value(col(name), Expr::val(d.bind(value)));
+        stmt.value(
+            col(name),
+            Expr::val(d.bind(value, scalar_of(resource, name))),
+        );
     }
     stmt.value(col(VERSION_COLUMN), Expr::col(col(VERSION_COLUMN)).add(1));
     stmt.and_where(id_expr(d, resource, id));
@@ -363,11 +400,12 @@ pub fn exists<D: Dialect + ?Sized>(
     table: &str,
     column: &str,
     value: &Value,
+    scalar: Scalar,
 ) -> SelectStatement {
     let mut stmt = Query::select();
     stmt.expr(Expr::val(1i64))
         .from(col(table))
-        .and_where(Expr::col(col(column)).eq(Expr::val(d.bind(value))))
+        .and_where(Expr::col(col(column)).eq(Expr::val(d.bind(value, scalar))))
         .limit(1);
     stmt
 }

@@ -46,7 +46,7 @@ impl Dialect for SqliteDialect {
         stmt.build_sqlx(SqliteQueryBuilder)
     }
 
-    fn bind(&self, value: &Value) -> sea_query::Value {
+    fn bind(&self, value: &Value, _scalar: Scalar) -> sea_query::Value {
         match value {
             Value::Null => sea_query::Value::String(None),
             Value::Bool(b) => sea_query::Value::BigInt(Some(i64::from(*b))),
@@ -77,7 +77,7 @@ impl Dialect for SqliteDialect {
             (Value::Decimal(d), Scalar::Decimal) if !exact => {
                 Expr::val(d.to_string().parse::<f64>().unwrap_or(0.0))
             }
-            _ => Expr::val(self.bind(value)),
+            _ => Expr::val(self.bind(value, scalar)),
         }
     }
 

@@ -143,7 +143,7 @@ where
                     .resource(&r.to)
                     .map(|t| t.id_column().name.clone())?;
                 if !self
-                    .exists_where(&r.to, &target_id, value)
+                    .exists_where(&r.to, &target_id, value, column.scalar())
                     .await
                     .unwrap_or(true)
                 {
@@ -159,10 +159,11 @@ where
         table: &str,
         column: &str,
         value: &Value,
+        scalar: crate::schema::Scalar,
     ) -> Result<bool, ApiError> {
-        let (q, v) = self
-            .backend
-            .build_select(&super::exists(&self.backend, table, column, value));
+        let (q, v) =
+            self.backend
+                .build_select(&super::exists(&self.backend, table, column, value, scalar));
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&self.readers)
             .await
@@ -190,7 +191,7 @@ where
                     continue;
                 }
                 if self
-                    .exists_where(&child.name, &column.name, id)
+                    .exists_where(&child.name, &column.name, id, column.scalar())
                     .await
                     .unwrap_or(false)
                 {
