@@ -173,6 +173,15 @@ impl Backend {
         }
     }
 
+    /// The name `/health` reports for this backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+
     /// The server URL of a client-server backend, if configured.
     pub fn server_url(self) -> Option<String> {
         let var = match self {
@@ -188,6 +197,54 @@ impl Backend {
 }
 
 static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Databases of servers that were restarted: kept until the process ends, and
+/// swept by the next run (see [`sweep_stale_databases`]).
+static KEEP_ALIVE: Mutex<Vec<Arc<TestDatabase>>> = Mutex::new(Vec::new());
+
+static SWEEP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Drops test databases left by earlier runs whose process is gone.
+async fn sweep_stale_databases(backend: Backend, admin: &str) {
+    use sqlx::Connection;
+    let list = match backend {
+        Backend::Postgres => "SELECT datname FROM pg_database WHERE datname LIKE 'anteroom_t_%'",
+        Backend::Mysql => {
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'anteroom_t_%'"
+        }
+        Backend::Sqlite => return,
+    };
+    let names: Vec<String> = match backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(admin).await.expect("connect");
+            sqlx::query_scalar(list)
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default()
+        }
+        _ => {
+            let mut c = sqlx::MySqlConnection::connect(admin)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(list)
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default()
+        }
+    };
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid
+            .is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let drop = match backend {
+                Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            exec_admin(backend, admin, &drop).await;
+        }
+    }
+}
 
 /// A database created for one test (dropped with it on PostgreSQL and MySQL).
 pub struct TestDatabase {
@@ -226,6 +283,9 @@ impl TestDatabase {
                 name: String::new(),
             };
         };
+        SWEEP
+            .get_or_init(|| sweep_stale_databases(backend, &admin))
+            .await;
         let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("anteroom_t_{}_{n}", std::process::id());
         exec_admin(backend, &admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
@@ -314,6 +374,10 @@ impl Server {
     pub async fn restart_with_schema(mut self, schema: &str) -> Started {
         self.stop();
         std::fs::write(self.schema_path(), schema).expect("write schema");
+        // A refused start must not drop the database the test goes on to reopen.
+        if let Some(db) = &self.database {
+            KEEP_ALIVE.lock().unwrap().push(db.clone());
+        }
         Self::spawn_with(
             self.dir.clone(),
             self.database_url.clone(),
@@ -543,6 +607,11 @@ impl Server {
             let mut c = sqlx::MySqlConnection::connect(url)
                 .await
                 .expect("open the test database");
+            // Tests quote identifiers the standard way ("table").
+            sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+                .execute(&mut c)
+                .await
+                .expect("ANSI_QUOTES");
             sqlx::query_scalar(sql)
                 .fetch_one(&mut c)
                 .await

@@ -425,6 +425,14 @@ fn column_definition<D: Dialect + ?Sized>(
     def
 }
 
+fn action(on_delete: crate::schema::OnDelete) -> &'static str {
+    match on_delete {
+        crate::schema::OnDelete::Restrict => "RESTRICT",
+        crate::schema::OnDelete::Cascade => "CASCADE",
+        crate::schema::OnDelete::SetNull => "SET NULL",
+    }
+}
+
 fn foreign_key<D: Dialect + ?Sized>(
     d: &D,
     table: &str,
@@ -433,11 +441,7 @@ fn foreign_key<D: Dialect + ?Sized>(
     target_id: &str,
     on_delete: crate::schema::OnDelete,
 ) -> String {
-    let action = match on_delete {
-        crate::schema::OnDelete::Restrict => "RESTRICT",
-        crate::schema::OnDelete::Cascade => "CASCADE",
-        crate::schema::OnDelete::SetNull => "SET NULL",
-    };
+    let action = action(on_delete);
     format!(
         "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
         d.quote(&super::migrate::fk_name(table, column)),
@@ -460,23 +464,22 @@ pub fn ddl<D: Dialect + ?Sized>(
             column,
             spec,
         } => {
-            let mut def = column_definition(d, column, spec, true);
-            if let Some((to, on_delete)) = &spec.references {
-                let action = match on_delete {
-                    crate::schema::OnDelete::Restrict => "RESTRICT",
-                    crate::schema::OnDelete::Cascade => "CASCADE",
-                    crate::schema::OnDelete::SetNull => "SET NULL",
-                };
-                def.push_str(&format!(
-                    " REFERENCES {} ({}) ON DELETE {action}",
-                    d.quote(to),
-                    d.quote(&target_id(to))
-                ));
-            }
-            vec![format!("ALTER TABLE {} ADD COLUMN {def}", d.quote(table))]
+            let def = column_definition(d, column, spec, true);
+            let fk = spec.references.as_ref().map(|(to, on_delete)| {
+                (
+                    super::migrate::fk_name(table, column),
+                    format!(
+                        "REFERENCES {} ({}) ON DELETE {}",
+                        d.quote(to),
+                        d.quote(&target_id(to)),
+                        action(*on_delete)
+                    ),
+                )
+            });
+            d.add_column(table, &def, fk)
         }
         Step::CreateIndex { table, name, spec } => vec![create_index(d, table, name, spec)],
-        Step::DropIndex { name, .. } => vec![format!("DROP INDEX {}", d.quote(name))],
+        Step::DropIndex { table, name } => vec![d.drop_index(table, name)],
     }
 }
 
@@ -504,9 +507,10 @@ fn create_table<D: Dialect + ?Sized>(
         }
     }
     format!(
-        "CREATE TABLE {} (\n  {}\n)",
+        "CREATE TABLE {} (\n  {}\n){}",
         d.quote(table),
-        parts.join(",\n  ")
+        parts.join(",\n  "),
+        d.table_options()
     )
 }
 
