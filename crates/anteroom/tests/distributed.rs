@@ -1,0 +1,358 @@
+//! Many stateless instances on one database, and database outages.
+//!
+//! Runs on the backend of `ANTEROOM_TEST_BACKEND` like the other conformance
+//! suites. Three server processes share one database; concurrent creates,
+//! updates and deletes through all of them must leave exactly the
+//! acknowledged effects, and concurrent `If-Match` writes of one row must have
+//! exactly one winner. The outage test puts a TCP proxy between the server and
+//! PostgreSQL/MySQL and cuts it under load (the shared database server itself
+//! is never stopped); SQLite has no network to cut, so that test says so and
+//! returns.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server, Started, TestDatabase, id_of, schema_dir};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+const SCHEMA: &str = r#"
+[app]
+name = "ledger"
+
+[resources.accounts]
+id = { type = "integer" }
+fields.owner   = { type = "string", required = true, unique = true }
+fields.balance = { type = "integer", required = true, default = 0 }
+"#;
+
+async fn instances(n: usize, database_url: Option<String>) -> (Vec<Server>, Arc<TestDatabase>) {
+    let (dir, _) = schema_dir(SCHEMA);
+    let dir = Arc::new(dir);
+    let db = Arc::new(TestDatabase::create(dir.path()).await);
+    let url = database_url.unwrap_or_else(|| db.url.clone());
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        match Server::spawn_with(dir.clone(), url.clone(), &[], Some(db.clone())).await {
+            Started::Up(s) => servers.push(s),
+            Started::Exited(code, log) => panic!("instance exited with {code}:\n{log}"),
+        }
+    }
+    (servers, db)
+}
+
+#[tokio::test]
+async fn three_instances_leave_exactly_the_acknowledged_creates_updates_and_deletes() {
+    let (servers, _db) = instances(3, None).await;
+    let servers = Arc::new(servers);
+    // 3 instances x 4 clients x 15 creates, each client then updates and deletes some of its rows.
+    let mut tasks = Vec::new();
+    for client in 0..12usize {
+        let servers = servers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut created = BTreeMap::new();
+            let mut deleted = BTreeSet::new();
+            for i in 0..15usize {
+                let server = &servers[(client + i) % 3];
+                let owner = format!("c{client}-{i}");
+                let reply = server
+                    .post("/accounts", json!({"owner": owner, "balance": i}))
+                    .await;
+                if reply.status == 201 {
+                    created.insert(id_of(&reply.json()["id"]), (owner, i as i64));
+                }
+            }
+            for (n, (id, (_, balance))) in created.iter_mut().enumerate() {
+                let server = &servers[(client + n + 1) % 3];
+                if n % 3 == 0 {
+                    if server.delete(&format!("/accounts/{id}")).await.status == 204 {
+                        deleted.insert(id.clone());
+                    }
+                } else {
+                    let reply = server
+                        .patch(
+                            &format!("/accounts/{id}"),
+                            json!({"balance": *balance + 1000}),
+                        )
+                        .await;
+                    if reply.status == 200 {
+                        *balance += 1000;
+                    }
+                }
+            }
+            (created, deleted)
+        }));
+    }
+    let mut expected = BTreeMap::new();
+    for task in tasks {
+        let (created, deleted) = task.await.expect("client");
+        for (id, row) in created {
+            if !deleted.contains(&id) {
+                expected.insert(id, row);
+            }
+        }
+    }
+    assert_eq!(
+        expected.len(),
+        12 * 15 - 12 * 5,
+        "every request was acknowledged"
+    );
+    // Every instance sees exactly the acknowledged state.
+    for server in servers.iter() {
+        let rows = server.all("accounts").await;
+        let actual: BTreeMap<String, (String, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    id_of(&r["id"]),
+                    (
+                        r["owner"].as_str().unwrap().to_owned(),
+                        r["balance"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(actual, expected);
+    }
+    assert_eq!(
+        servers[0].count_in_database("accounts").await,
+        expected.len() as i64
+    );
+}
+
+#[tokio::test]
+async fn concurrent_if_match_updates_of_one_row_have_exactly_one_winner() {
+    let (servers, _db) = instances(3, None).await;
+    let servers = Arc::new(servers);
+    let row = servers[0]
+        .post("/accounts", json!({"owner": "contended"}))
+        .await
+        .expect(201);
+    let path = format!("/accounts/{}", id_of(&row["id"]));
+    for round in 0..3 {
+        let etag = servers[0].get(&path).await.header("etag").expect("etag");
+        let mut tasks = Vec::new();
+        for writer in 0..9usize {
+            let servers = servers.clone();
+            let path = path.clone();
+            let etag = etag.clone();
+            tasks.push(tokio::spawn(async move {
+                let reply = servers[writer % 3]
+                    .send(
+                        "PATCH",
+                        &path,
+                        Some(json!({"balance": writer})),
+                        &[("if-match", &etag)],
+                    )
+                    .await;
+                (writer, reply.status)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (writer, status) = task.await.expect("writer");
+            match status {
+                200 => winners.push(writer as i64),
+                412 => {}
+                other => panic!("round {round}: writer {writer} got {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
+        let now = servers[1].get(&path).await.expect(200);
+        assert_eq!(
+            now["balance"], winners[0],
+            "the winner's write is the one stored"
+        );
+    }
+}
+
+/// A TCP proxy the test can cut (every connection dropped, new ones refused)
+/// and restore, standing in for a database outage.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (cut2, gen2) = (cut.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if cut2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cancelled = gen2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cancelled.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_fast_503_and_the_service_recovers_without_losing_acknowledged_writes()
+ {
+    let backend = Backend::current();
+    let Some(_) = backend.server_url() else {
+        println!(
+            "skipped: SQLite is embedded, there is no connection to cut (run with ANTEROOM_TEST_BACKEND=postgres or mysql)"
+        );
+        return;
+    };
+    // The server reaches its database through the proxy.
+    let (dir, _) = schema_dir(SCHEMA);
+    let db = TestDatabase::create(dir.path()).await;
+    let direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let mut through = direct.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+    let server =
+        match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await
+        {
+            Started::Up(s) => Arc::new(s),
+            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+        };
+
+    // Load: a writer that records every acknowledged create.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut statuses = BTreeMap::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let reply = server
+                    .post("/accounts", json!({"owner": format!("w{i}")}))
+                    .await;
+                *statuses.entry(reply.status).or_insert(0) += 1;
+                if reply.status == 201 {
+                    acked.push(reply.json()["owner"].as_str().unwrap().to_owned());
+                }
+                if reply.status == 503 {
+                    assert!(
+                        reply.header("retry-after").is_some(),
+                        "503 without Retry-After"
+                    );
+                    reply.expect_problem(503, "database_unavailable");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acked, statuses)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Requests fail fast with 503 while the database is unreachable.
+    let mut saw_503 = false;
+    let mut saw_503_after = Duration::ZERO;
+    while cut_at.elapsed() < Duration::from_secs(10) {
+        let started = Instant::now();
+        let health = server.get("/health").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "health took {:?}",
+            started.elapsed()
+        );
+        if health.status == 503 {
+            health.expect_problem(503, "database_unavailable");
+            assert!(health.header("retry-after").is_some());
+            let read = server.get("/accounts").await;
+            read.expect_problem(503, "database_unavailable");
+            saw_503 = true;
+            saw_503_after = cut_at.elapsed();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_503, "no 503 within 10 s of the outage");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    proxy.restore();
+    let restored_at = Instant::now();
+    // Recovers by itself.
+    loop {
+        if server.get("/health").await.status == 200 {
+            break;
+        }
+        assert!(
+            restored_at.elapsed() < Duration::from_secs(20),
+            "no recovery within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered_after = restored_at.elapsed();
+    let after = server
+        .post("/accounts", json!({"owner": "after-recovery"}))
+        .await;
+    after.expect(201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (acked, statuses) = writer.await.expect("writer");
+    println!(
+        "writer statuses {statuses:?}; 503 seen {saw_503_after:?} after the cut; recovered {recovered_after:?} after restore"
+    );
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) > 0 || saw_503,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.keys().all(|s| [201, 503].contains(s)),
+        "only 201 and 503 during the outage: {statuses:?}"
+    );
+
+    // Every acknowledged write is in the database.
+    let stored: BTreeSet<String> = server
+        .all("accounts")
+        .await
+        .iter()
+        .map(|r| r["owner"].as_str().unwrap().to_owned())
+        .collect();
+    for owner in &acked {
+        assert!(
+            stored.contains(owner),
+            "acknowledged write {owner} is missing"
+        );
+    }
+    assert!(stored.contains("after-recovery"));
+}
