@@ -28,6 +28,10 @@ name = "ledger"
 id = { type = "integer" }
 fields.owner   = { type = "string", required = true, unique = true }
 fields.balance = { type = "integer", required = true, default = 0 }
+
+[resources.tags]
+id = { type = "string", name = "slug", max_length = 64 }
+fields.label = { type = "string", required = true }
 "#;
 
 async fn instances(n: usize, database_url: Option<String>) -> (Vec<Server>, Arc<TestDatabase>) {
@@ -168,6 +172,41 @@ async fn concurrent_if_match_updates_of_one_row_have_exactly_one_winner() {
             "the winner's write is the one stored"
         );
     }
+}
+
+#[tokio::test]
+async fn concurrent_puts_creating_one_key_give_one_201_and_the_rest_200() {
+    let (servers, _db) = instances(3, None).await;
+    let servers = Arc::new(servers);
+    for round in 0..3 {
+        let path = format!("/tags/key-{round}");
+        let mut tasks = Vec::new();
+        for writer in 0..9usize {
+            let (servers, path) = (servers.clone(), path.clone());
+            tasks.push(tokio::spawn(async move {
+                servers[writer % 3]
+                    .put(&path, json!({"label": format!("writer {writer}")}))
+                    .await
+                    .status
+            }));
+        }
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.expect("writer"));
+        }
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 201),
+            "{statuses:?}"
+        );
+        servers[0].get(&path).await.expect(200);
+    }
+    assert_eq!(servers[0].count_in_database("tags").await, 3);
 }
 
 /// A TCP proxy the test can cut (every connection dropped, new ones refused)

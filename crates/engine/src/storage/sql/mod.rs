@@ -114,6 +114,8 @@ pub enum Failure {
     Unique {
         /// The field the index is on.
         field: Option<String>,
+        /// The primary key itself (the field is the id of the written resource).
+        primary_key: bool,
     },
     /// A foreign key refused the write or delete; the field when the backend can tell.
     ForeignKey {
@@ -122,6 +124,8 @@ pub enum Failure {
     },
     /// The database cannot be reached (503, retry later).
     Unavailable,
+    /// The transaction lost a deadlock or serialization race: running it again may succeed.
+    Transient,
     /// Anything else (500, logged).
     Other,
 }
@@ -180,9 +184,6 @@ pub fn field_of_constraint(
             if super::migrate::fk_name(tname, column) == name {
                 return Some(column.clone());
             }
-        }
-        if name == format!("{tname}_pkey") || name == "PRIMARY" {
-            return Some(spec.id.clone());
         }
     }
     None

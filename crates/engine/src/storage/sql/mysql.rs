@@ -235,17 +235,21 @@ impl Backend for MysqlDialect {
                     .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
                     .map(sqlx::mysql::MySqlDatabaseError::number);
                 match mysql_number.map(u32::from).or(number) {
-                    Some(1062) => Failure::Unique {
-                        field: quoted_after(message, "for key ")
-                            .and_then(|k| field_of_constraint(model, None, k)),
-                    },
+                    Some(1062) => {
+                        let key = quoted_after(message, "for key ");
+                        Failure::Unique {
+                            field: key.and_then(|k| field_of_constraint(model, None, k)),
+                            primary_key: key == Some("PRIMARY"),
+                        }
+                    }
                     Some(1451 | 1452) => Failure::ForeignKey {
                         field: quoted_after(message, "CONSTRAINT ")
                             .and_then(|k| field_of_constraint(model, None, k)),
                     },
+                    Some(1213) => Failure::Transient,
                     // gone away, lost connection, shutdown, too many connections,
-                    // lock wait timeout, deadlock, statement timeouts (MySQL, MariaDB)
-                    Some(2002 | 2006 | 2013 | 1053 | 1040 | 1205 | 1213 | 3024 | 1969) => {
+                    // lock wait timeout, statement timeouts (MySQL, MariaDB)
+                    Some(2002 | 2006 | 2013 | 1053 | 1040 | 1205 | 3024 | 1969) => {
                         Failure::Unavailable
                     }
                     _ => Failure::Other,

@@ -198,8 +198,12 @@ impl Backend for PostgresDialect {
                         .and_then(|c| field_of_constraint(model, d.table(), c))
                 };
                 match code.as_ref() {
-                    "23505" => Failure::Unique { field: field() },
+                    "23505" => Failure::Unique {
+                        field: field(),
+                        primary_key: d.constraint().is_some_and(|c| c.ends_with("_pkey")),
+                    },
                     "23503" => Failure::ForeignKey { field: field() },
+                    "40001" | "40P01" => Failure::Transient,
                     // connection exceptions, shutdown, too many connections, statement timeout
                     c if c.starts_with("08")
                         || c.starts_with("57P")

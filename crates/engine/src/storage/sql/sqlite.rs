@@ -185,7 +185,11 @@ impl Backend for SqliteDialect {
                         .next()
                         .and_then(|c| c.trim().split_once('.'))
                         .map(|(_, f)| f.to_owned());
-                    Failure::Unique { field }
+                    // The store compares the field with the resource's key.
+                    Failure::Unique {
+                        field,
+                        primary_key: false,
+                    }
                 } else if message.contains("FOREIGN KEY constraint failed") {
                     // SQLite does not say which key: the store finds the dangling one.
                     Failure::ForeignKey { field: None }

@@ -64,7 +64,7 @@ where
 {
     fn unavailable_or_internal(&self, e: sqlx::Error) -> ApiError {
         match self.backend.classify(&self.model, &e) {
-            Failure::Unavailable => ApiError::Unavailable {
+            Failure::Unavailable | Failure::Transient => ApiError::Unavailable {
                 cause: e.to_string(),
             },
             _ => ApiError::internal(e),
@@ -82,8 +82,12 @@ where
     /// A failed write becomes the 409 that names its field, or 503/500.
     async fn write_error(&self, e: sqlx::Error, resource: &Resource, rows: &[&Record]) -> ApiError {
         match self.backend.classify(&self.model, &e) {
-            Failure::Unique { field } => {
-                let field = field.unwrap_or_default();
+            Failure::Unique { field, primary_key } => {
+                let field = if primary_key {
+                    resource.id_column().name.clone()
+                } else {
+                    field.unwrap_or_default()
+                };
                 let detail = if field == resource.id_column().name {
                     format!("a {} row with this {field} already exists", resource.name)
                 } else if field.is_empty() {
@@ -121,7 +125,7 @@ where
                     field,
                 }
             }
-            Failure::Unavailable => ApiError::Unavailable {
+            Failure::Unavailable | Failure::Transient => ApiError::Unavailable {
                 cause: e.to_string(),
             },
             Failure::Other => ApiError::internal(e),
@@ -175,7 +179,7 @@ where
     async fn delete_error(&self, e: sqlx::Error, resource: &Resource, id: &Value) -> ApiError {
         match self.backend.classify(&self.model, &e) {
             Failure::ForeignKey { .. } => {}
-            Failure::Unavailable => {
+            Failure::Unavailable | Failure::Transient => {
                 return ApiError::Unavailable {
                     cause: e.to_string(),
                 };
@@ -239,6 +243,96 @@ where
         row.map(|r| self.backend.decode(resource, &r))
             .transpose()
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+    }
+
+    /// One attempt of an update or upsert; `None` when a concurrent insert of
+    /// the same key won the race and the whole write must be retried.
+    async fn update_once(&self, plan: &UpdatePlan<'_>) -> Result<Option<UpdateOutcome>, ApiError> {
+        let d = &self.backend;
+        let mut tx = self.begin_write().await?;
+        let (q, v) = d.build_update(&super::update(
+            d,
+            plan.resource,
+            &plan.id,
+            &plan.set,
+            &plan.expect,
+            B::RETURNING,
+        ));
+        let updated = if B::RETURNING {
+            match sqlx::query_with(sql(q), v).fetch_optional(&mut *tx).await {
+                Ok(r) => r.map(|r| d.decode(plan.resource, &r)).transpose()?,
+                Err(e) => {
+                    drop(tx);
+                    if self.backend.classify(&self.model, &e) == Failure::Transient {
+                        return Ok(None);
+                    }
+                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
+                }
+            }
+        } else {
+            match sqlx::query_with(sql(q), v).execute(&mut *tx).await {
+                Ok(done) if B::rows_affected(&done) > 0 => self
+                    .reread(&mut tx, plan.resource, &plan.id)
+                    .await
+                    .map_err(|e| self.unavailable_or_internal(e))?,
+                Ok(_) => None,
+                Err(e) => {
+                    drop(tx);
+                    if self.backend.classify(&self.model, &e) == Failure::Transient {
+                        return Ok(None);
+                    }
+                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
+                }
+            }
+        };
+        if let Some(row) = updated {
+            tx.commit()
+                .await
+                .map_err(|e| self.unavailable_or_internal(e))?;
+            return Ok(Some(UpdateOutcome::Updated(row)));
+        }
+        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
+        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        if current.is_some() {
+            // Our UPDATE matched nothing but the row exists: either its version
+            // differs (412), or it was inserted since by a concurrent PUT (retry).
+            return Ok(match plan.expect {
+                Expect::Nothing => None,
+                _ => Some(UpdateOutcome::PreconditionFailed),
+            });
+        }
+        match (&plan.insert, &plan.expect) {
+            (Some(_), Expect::Exists | Expect::Versions(_)) => {
+                Ok(Some(UpdateOutcome::PreconditionFailed))
+            }
+            (Some(row), Expect::Nothing) => {
+                match self.insert_one(&mut tx, plan.resource, row).await {
+                    Ok(stored) => {
+                        tx.commit()
+                            .await
+                            .map_err(|e| self.unavailable_or_internal(e))?;
+                        Ok(Some(UpdateOutcome::Created(stored)))
+                    }
+                    Err(e) => {
+                        drop(tx);
+                        let key = &plan.resource.id_column().name;
+                        match self.backend.classify(&self.model, &e) {
+                            Failure::Unique { field, primary_key }
+                                if primary_key || field.as_ref() == Some(key) =>
+                            {
+                                Ok(None)
+                            }
+                            Failure::Transient => Ok(None),
+                            _ => Err(self.write_error(e, plan.resource, &[row]).await),
+                        }
+                    }
+                }
+            }
+            (None, _) => Ok(Some(UpdateOutcome::NotFound)),
+        }
     }
 
     /// Inserts one row inside `conn`, returning it as stored.
@@ -402,71 +496,16 @@ where
     }
 
     async fn update(&self, plan: &UpdatePlan<'_>) -> Result<UpdateOutcome, ApiError> {
-        let d = &self.backend;
-        let mut tx = self.begin_write().await?;
-        let (q, v) = d.build_update(&super::update(
-            d,
-            plan.resource,
-            &plan.id,
-            &plan.set,
-            &plan.expect,
-            B::RETURNING,
-        ));
-        let updated = if B::RETURNING {
-            match sqlx::query_with(sql(q), v).fetch_optional(&mut *tx).await {
-                Ok(r) => r.map(|r| d.decode(plan.resource, &r)).transpose()?,
-                Err(e) => {
-                    drop(tx);
-                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
-                }
+        // A PUT that creates a key can race another PUT creating the same key:
+        // the loser's insert hits the primary key, and it retries as an update.
+        for _ in 0..3 {
+            if let Some(outcome) = self.update_once(plan).await? {
+                return Ok(outcome);
             }
-        } else {
-            match sqlx::query_with(sql(q), v).execute(&mut *tx).await {
-                Ok(done) if B::rows_affected(&done) > 0 => self
-                    .reread(&mut tx, plan.resource, &plan.id)
-                    .await
-                    .map_err(|e| self.unavailable_or_internal(e))?,
-                Ok(_) => None,
-                Err(e) => {
-                    drop(tx);
-                    return Err(self.write_error(e, plan.resource, &[&plan.set]).await);
-                }
-            }
-        };
-        if let Some(row) = updated {
-            tx.commit()
-                .await
-                .map_err(|e| self.unavailable_or_internal(e))?;
-            return Ok(UpdateOutcome::Updated(row));
         }
-        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
-        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        if current.is_some() {
-            return Ok(UpdateOutcome::PreconditionFailed);
-        }
-        match (&plan.insert, &plan.expect) {
-            (Some(_), Expect::Exists | Expect::Versions(_)) => {
-                Ok(UpdateOutcome::PreconditionFailed)
-            }
-            (Some(row), Expect::Nothing) => {
-                match self.insert_one(&mut tx, plan.resource, row).await {
-                    Ok(stored) => {
-                        tx.commit()
-                            .await
-                            .map_err(|e| self.unavailable_or_internal(e))?;
-                        Ok(UpdateOutcome::Created(stored))
-                    }
-                    Err(e) => {
-                        drop(tx);
-                        Err(self.write_error(e, plan.resource, &[row]).await)
-                    }
-                }
-            }
-            (None, _) => Ok(UpdateOutcome::NotFound),
-        }
+        Err(ApiError::Unavailable {
+            cause: "PUT upsert kept racing concurrent inserts of the same key".to_owned(),
+        })
     }
 
     async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError> {
