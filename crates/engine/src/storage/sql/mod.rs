@@ -14,7 +14,7 @@ use sea_query::{
     Alias, Cond, Condition as SqlCondition, DeleteStatement, Expr, ExprTrait, InsertStatement,
     LikeExpr, NullOrdering, Order, Query, SelectStatement, UpdateStatement,
 };
-use sea_query_sqlx::SqlxValues;
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
 use crate::plan::{Compare, Condition, Expect};
 use crate::request::{Direction, SortKey};
@@ -31,14 +31,24 @@ pub const SCHEMA_TABLE: &str = "_anteroom_schema";
 
 /// What one SQL database does differently.
 pub trait Dialect: Send + Sync + 'static {
-    /// Renders a statement with its bound values.
-    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues);
+    /// sea-query's renderer for this database.
+    type Builder: sea_query::QueryBuilder + Default;
+    /// Renders a select with its bound values.
+    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues) {
+        stmt.build_sqlx(Self::Builder::default())
+    }
     /// Renders an insert.
-    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues);
+    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues) {
+        stmt.build_sqlx(Self::Builder::default())
+    }
     /// Renders an update.
-    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues);
+    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues) {
+        stmt.build_sqlx(Self::Builder::default())
+    }
     /// Renders a delete.
-    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues);
+    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues) {
+        stmt.build_sqlx(Self::Builder::default())
+    }
     /// A value as this database binds it; `scalar` types NULLs, which strict
     /// databases need (a text NULL is not a bigint NULL to PostgreSQL).
     fn bind(&self, value: &Value, scalar: Scalar) -> sea_query::Value;

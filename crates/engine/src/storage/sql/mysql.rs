@@ -9,11 +9,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sea_query::{
-    DeleteStatement, Expr, ExprTrait, Func, InsertStatement, LikeExpr, MysqlQueryBuilder,
-    SelectStatement, UpdateStatement,
-};
-use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sea_query::{Expr, ExprTrait, Func, LikeExpr, MysqlQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
 use sqlx::{Executor, MySql, Row};
@@ -34,18 +30,7 @@ const MAX_VARCHAR: usize = 768;
 pub struct MysqlDialect;
 
 impl Dialect for MysqlDialect {
-    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(MysqlQueryBuilder)
-    }
-    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(MysqlQueryBuilder)
-    }
-    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(MysqlQueryBuilder)
-    }
-    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(MysqlQueryBuilder)
-    }
+    type Builder = MysqlQueryBuilder;
 
     fn bind(&self, value: &Value, scalar: Scalar) -> sea_query::Value {
         use sea_query::Value as V;

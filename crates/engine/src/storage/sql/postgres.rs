@@ -7,11 +7,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sea_query::{
-    BinOper, DeleteStatement, Expr, ExprTrait, InsertStatement, LikeExpr, PostgresQueryBuilder,
-    SelectStatement, UpdateStatement,
-};
-use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sea_query::{BinOper, Expr, ExprTrait, LikeExpr, PostgresQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row};
@@ -37,18 +33,7 @@ pub(super) fn literal_backslashes(pattern: &str) -> String {
 }
 
 impl Dialect for PostgresDialect {
-    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(PostgresQueryBuilder)
-    }
-    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(PostgresQueryBuilder)
-    }
-    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(PostgresQueryBuilder)
-    }
-    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(PostgresQueryBuilder)
-    }
+    type Builder = PostgresQueryBuilder;
 
     fn bind(&self, value: &Value, scalar: Scalar) -> sea_query::Value {
         use sea_query::Value as V;

@@ -9,11 +9,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sea_query::{
-    BinOper, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, SelectStatement,
-    SqliteQueryBuilder, UpdateStatement,
-};
-use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sea_query::{BinOper, Expr, ExprTrait, Func, SqliteQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteRow,
@@ -33,18 +29,7 @@ use crate::value::{Value, format_timestamp};
 pub struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
-    fn build_select(&self, stmt: &SelectStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(SqliteQueryBuilder)
-    }
-    fn build_insert(&self, stmt: &InsertStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(SqliteQueryBuilder)
-    }
-    fn build_update(&self, stmt: &UpdateStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(SqliteQueryBuilder)
-    }
-    fn build_delete(&self, stmt: &DeleteStatement) -> (String, SqlxValues) {
-        stmt.build_sqlx(SqliteQueryBuilder)
-    }
+    type Builder = SqliteQueryBuilder;
 
     fn bind(&self, value: &Value, _scalar: Scalar) -> sea_query::Value {
         match value {

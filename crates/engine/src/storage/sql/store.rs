@@ -217,6 +217,23 @@ where
         }
     }
 
+    /// Whether the row exists, read inside the write transaction after a
+    /// conditional write matched nothing (tells 404 from 412).
+    async fn exists_in(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        resource: &Resource,
+        id: &Value,
+    ) -> Result<bool, ApiError> {
+        let d = &self.backend;
+        let (q, v) = d.build_select(&super::version_of(d, resource, id));
+        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(current.is_some())
+    }
+
     /// Reads one row by id inside `conn` (after writes on databases without RETURNING).
     async fn reread(
         &self,
@@ -291,12 +308,7 @@ where
                 .map_err(|e| self.unavailable_or_internal(e))?;
             return Ok(Some(UpdateOutcome::Updated(row)));
         }
-        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
-        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        if current.is_some() {
+        if self.exists_in(&mut tx, plan.resource, &plan.id).await? {
             // Our UPDATE matched nothing but the row exists: either its version
             // differs (412), or it was inserted since by a concurrent PUT (retry).
             return Ok(match plan.expect {
@@ -525,12 +537,7 @@ where
                 .map_err(|e| self.unavailable_or_internal(e))?;
             return Ok(DeleteOutcome::Deleted);
         }
-        let (q, v) = d.build_select(&super::version_of(d, plan.resource, &plan.id));
-        let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        Ok(if current.is_some() {
+        Ok(if self.exists_in(&mut tx, plan.resource, &plan.id).await? {
             DeleteOutcome::PreconditionFailed
         } else {
             DeleteOutcome::NotFound
