@@ -212,10 +212,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
-    tracing::warn!(
-        "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",
-        args.db.schema.display()
-    );
+    if state.model.auth.is_none() {
+        tracing::warn!(
+            "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",
+            args.db.schema.display()
+        );
+    }
     let listener = match tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await {
         Ok(l) => l,
         Err(e) => {

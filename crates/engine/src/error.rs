@@ -19,6 +19,20 @@ pub enum ApiError {
         /// Human-readable explanation naming the offending part.
         detail: String,
     },
+    /// 401 with `WWW-Authenticate`: no or invalid credentials.
+    #[error("{detail}")]
+    Unauthorized {
+        /// What is missing or wrong (never the token itself).
+        detail: String,
+        /// Credentials were presented and refused (`error="invalid_token"`).
+        invalid_token: bool,
+    },
+    /// 403: authenticated, but not allowed.
+    #[error("{detail}")]
+    Forbidden {
+        /// What is not allowed.
+        detail: String,
+    },
     /// 404: no such route or row.
     #[error("{detail}")]
     NotFound {
@@ -100,6 +114,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -117,6 +133,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::NotFound { .. } => "not_found",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PreconditionFailed => "precondition_failed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -172,6 +190,16 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized { invalid_token, .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(if *invalid_token {
+                        "Bearer realm=\"anteroom\", error=\"invalid_token\""
+                    } else {
+                        "Bearer realm=\"anteroom\""
+                    }),
+                );
             }
             _ => {}
         }

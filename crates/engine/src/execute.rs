@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::ApiError;
 use crate::plan::Plan;
 use crate::request::query::encode_cursor;
-use crate::schema::{FieldType, Resource};
+use crate::schema::Resource;
 use crate::storage::{DeleteOutcome, Storage, StoredRow, UpdateOutcome};
 use crate::value::{self, Value};
 
@@ -103,11 +103,7 @@ fn id_key(json: &Json) -> Option<String> {
 }
 
 /// Runs a plan.
-pub async fn execute<'m>(
-    storage: &dyn Storage,
-    model: &'m crate::schema::AppModel,
-    plan: Plan<'m>,
-) -> Result<Outcome<'m>, ApiError> {
+pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcome<'m>, ApiError> {
     match plan {
         Plan::List(p) => {
             require_parent(storage, &p.parent).await?;
@@ -117,7 +113,9 @@ pub async fn execute<'m>(
             } else {
                 None
             };
-            let expansions = expand_rows(storage, model, p.resource, &page.rows, &p.expand).await?;
+            let expansions = expand_rows(storage, &page.rows, &p.expand).await?;
+            let mut page = page;
+            strip_hidden(p.resource, &mut page.rows);
             Ok(Outcome::Page {
                 resource: p.resource,
                 rows: page.rows,
@@ -131,18 +129,12 @@ pub async fn execute<'m>(
         }
         Plan::Read(p) => {
             require_parent(storage, &p.parent).await?;
-            let row = storage
+            let mut row = storage
                 .read(&p)
                 .await?
                 .ok_or_else(|| missing(p.resource, &p.id))?;
-            let expansions = expand_rows(
-                storage,
-                model,
-                p.resource,
-                std::slice::from_ref(&row),
-                &p.expand,
-            )
-            .await?;
+            let expansions = expand_rows(storage, std::slice::from_ref(&row), &p.expand).await?;
+            strip_hidden(p.resource, std::slice::from_mut(&mut row));
             Ok(Outcome::Row {
                 resource: p.resource,
                 row,
@@ -155,6 +147,7 @@ pub async fn execute<'m>(
         }
         Plan::Insert(p) => {
             let mut rows = storage.insert(&p).await?;
+            strip_hidden(p.resource, &mut rows);
             if p.bulk {
                 Ok(Outcome::Rows {
                     resource: p.resource,
@@ -172,12 +165,13 @@ pub async fn execute<'m>(
             }
         }
         Plan::Update(p) => {
-            let (row, status) = match storage.update(&p).await? {
+            let (mut row, status) = match storage.update(&p).await? {
                 UpdateOutcome::Updated(row) => (row, RowStatus::Updated),
                 UpdateOutcome::Created(row) => (row, RowStatus::Created),
                 UpdateOutcome::NotFound => return Err(missing(p.resource, &p.id)),
                 UpdateOutcome::PreconditionFailed => return Err(ApiError::PreconditionFailed),
             };
+            strip_hidden(p.resource, std::slice::from_mut(&mut row));
             Ok(Outcome::Row {
                 resource: p.resource,
                 row,
@@ -200,7 +194,7 @@ async fn require_parent(
 ) -> Result<(), ApiError> {
     if let Some(p) = parent
         && storage
-            .fetch_by_ids(p.resource, std::slice::from_ref(&p.id))
+            .fetch_by_ids(p.resource, std::slice::from_ref(&p.id), p.scope.as_ref())
             .await?
             .is_empty()
     {
@@ -209,30 +203,21 @@ async fn require_parent(
     Ok(())
 }
 
-/// One `WHERE id IN (…)` query per expanded column for all `rows`.
+/// One `WHERE id IN (…)` query per expanded reference for all `rows`,
+/// restricted by the target's read rule; hidden fields are removed.
 async fn expand_rows(
     storage: &dyn Storage,
-    model: &crate::schema::AppModel,
-    resource: &Resource,
     rows: &[StoredRow],
-    columns: &[String],
+    expansions: &[crate::plan::Expansion<'_>],
 ) -> Result<Expansions, ApiError> {
     let mut out = Expansions::new();
-    for name in columns {
-        let Some(column) = resource.column(name) else {
-            continue;
-        };
-        let FieldType::Ref(r) = &column.ty else {
-            continue;
-        };
-        let Some(target) = model.resource(&r.to) else {
-            continue;
-        };
+    for expansion in expansions {
+        let target = expansion.target;
         let id_column = target.id_column();
         let mut seen = std::collections::HashSet::new();
         let mut ids = Vec::new();
         for row in rows {
-            let Some(json) = row.values.get(name) else {
+            let Some(json) = row.values.get(&expansion.column) else {
                 continue;
             };
             if let Some(key) = id_key(json)
@@ -242,7 +227,10 @@ async fn expand_rows(
                 ids.push(v);
             }
         }
-        let fetched = storage.fetch_by_ids(target, &ids).await?;
+        let mut fetched = storage
+            .fetch_by_ids(target, &ids, expansion.scope.as_ref())
+            .await?;
+        strip_hidden(target, &mut fetched);
         let by_id = fetched
             .into_iter()
             .filter_map(|r| {
@@ -250,7 +238,25 @@ async fn expand_rows(
                 Some((key, r.values))
             })
             .collect();
-        out.insert(name.clone(), by_id);
+        out.insert(expansion.column.clone(), by_id);
     }
     Ok(out)
+}
+
+/// Removes the resource's hidden fields from rows about to be rendered.
+fn strip_hidden(resource: &Resource, rows: &mut [StoredRow]) {
+    let hidden: Vec<&str> = resource
+        .columns
+        .iter()
+        .filter(|c| c.hidden)
+        .map(|c| c.name.as_str())
+        .collect();
+    if hidden.is_empty() {
+        return;
+    }
+    for row in rows {
+        for name in &hidden {
+            row.values.shift_remove(*name);
+        }
+    }
 }

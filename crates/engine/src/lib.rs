@@ -6,6 +6,7 @@
 //! router that the HTTP server ([`server`]), tests and (later) the Lambda
 //! adapter all serve.
 
+pub mod auth;
 pub mod error;
 pub mod execute;
 pub mod pipeline;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub storage: Arc<dyn storage::Storage>,
     /// Limits and CORS.
     pub settings: Arc<Settings>,
+    /// Credential verification (`[auth]`).
+    pub auth: Arc<auth::Authenticator>,
 }
 
 /// The router every adapter serves: `/health` plus every resource route.

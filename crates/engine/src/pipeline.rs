@@ -57,12 +57,26 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// parse → plan → execute → render.
+/// authenticate, then parse → plan → execute → render.
 pub async fn run(state: &AppState, raw: &RawRequest<'_>) -> Result<Response, ApiError> {
+    let authenticated = state.auth.authenticate(raw.headers, raw.query)?;
+    let raw = RawRequest {
+        query: authenticated.query.as_deref(),
+        ..*raw
+    };
+    run_as(state, &raw, PlanContext::for_caller(authenticated.identity)).await
+}
+
+/// parse → plan → execute → render for an already-established caller.
+pub async fn run_as(
+    state: &AppState,
+    raw: &RawRequest<'_>,
+    ctx: PlanContext,
+) -> Result<Response, ApiError> {
     let request = request::parse(&state.model, raw)?;
     let preconditions = request.preconditions.clone();
     let head = request.head;
-    let plan = plan::plan(request, &PlanContext::now())?;
-    let outcome = execute::execute(&*state.storage, &state.model, plan).await?;
+    let plan = plan::plan(&state.model, request, &ctx)?;
+    let outcome = execute::execute(&*state.storage, plan).await?;
     Ok(response::render(outcome, &preconditions, head))
 }

@@ -99,6 +99,9 @@ pub enum StartError {
     /// The schema file is invalid.
     #[error("{0}")]
     Schema(#[from] schema::SchemaErrors),
+    /// `[auth]` names a secret or key that is missing or unusable.
+    #[error("authentication is misconfigured: {0}")]
+    Auth(String),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Database(String),
@@ -124,6 +127,9 @@ pub async fn prepare(
     settings: Settings,
 ) -> Result<AppState, StartError> {
     let model = Arc::new(schema::load_file(schema_path)?);
+    let base = schema_path.parent().unwrap_or(Path::new("."));
+    let auth =
+        crate::auth::Authenticator::new(model.auth.as_ref(), base).map_err(StartError::Auth)?;
     let storage = storage::connect(database_url, connect, model.clone())
         .await
         .map_err(StartError::Database)?;
@@ -141,6 +147,7 @@ pub async fn prepare(
         model,
         storage,
         settings: Arc::new(settings),
+        auth: Arc::new(auth),
     })
 }
 

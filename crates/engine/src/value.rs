@@ -349,6 +349,8 @@ mod tests {
             ty,
             role: ColumnRole::Field,
             constraints,
+            writable: None,
+            hidden: false,
         }
     }
 

@@ -8,12 +8,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::auth::{Identity, rules};
 use crate::error::ApiError;
 use crate::request::{
     ApiRequest, Body, Direction, EntityTags, Filter, ListQuery, Op, Operand, Operation, Record,
     SortKey, query,
 };
-use crate::schema::{ColumnRole, IdKind, Resource};
+use crate::schema::{Column, ColumnRole, FieldType, IdKind, Resource, Rule};
 use crate::value::{self, Value};
 
 /// A boolean condition over one resource's columns.
@@ -74,13 +75,26 @@ pub enum Compare {
     Lte,
 }
 
-/// A parent row that must exist for a nested route to answer.
+/// A parent row that must exist (and be readable) for a nested route to answer.
 #[derive(Debug, Clone)]
 pub struct ParentCheck<'m> {
     /// The parent resource.
     pub resource: &'m Resource,
     /// The parent id from the path.
     pub id: Value,
+    /// The caller's read restriction on the parent.
+    pub scope: Option<Condition>,
+}
+
+/// A reference to expand: fetched for the whole page in one query.
+#[derive(Debug, Clone)]
+pub struct Expansion<'m> {
+    /// The ref column.
+    pub column: String,
+    /// The referenced resource.
+    pub target: &'m Resource,
+    /// The caller's read restriction on the target (unreadable rows expand to null).
+    pub scope: Option<Condition>,
 }
 
 /// Read a page of rows.
@@ -102,8 +116,8 @@ pub struct ListPlan<'m> {
     pub offset: u64,
     /// Projection applied when rendering.
     pub fields: Option<Vec<String>>,
-    /// Ref columns to expand.
-    pub expand: Vec<String>,
+    /// References to expand.
+    pub expand: Vec<Expansion<'m>>,
 }
 
 /// Read one row.
@@ -119,8 +133,8 @@ pub struct ReadPlan<'m> {
     pub id: Value,
     /// Projection applied when rendering.
     pub fields: Option<Vec<String>>,
-    /// Ref columns to expand.
-    pub expand: Vec<String>,
+    /// References to expand.
+    pub expand: Vec<Expansion<'m>>,
 }
 
 /// Insert rows, all or none.
@@ -158,6 +172,8 @@ pub struct UpdatePlan<'m> {
     pub expect: Expect,
     /// The complete row to insert if the id does not exist (PUT upsert).
     pub insert: Option<Record>,
+    /// Access restriction (`owner` rules): rows outside it answer as missing.
+    pub scope: Option<Condition>,
 }
 
 /// Delete one row.
@@ -169,6 +185,8 @@ pub struct DeletePlan<'m> {
     pub id: Value,
     /// Version precondition.
     pub expect: Expect,
+    /// Access restriction (`owner` rules): rows outside it answer as missing.
+    pub scope: Option<Condition>,
 }
 
 /// What storage must do for one request.
@@ -191,17 +209,86 @@ pub enum Plan<'m> {
 pub struct PlanContext {
     /// The request's timestamp.
     pub now: DateTime<Utc>,
-    /// The authenticated subject, for `created_by`/`updated_by` (none until auth exists).
+    /// The authenticated subject, for `created_by`/`updated_by`.
     pub subject: Option<String>,
+    /// The caller, for access rules.
+    pub identity: Option<Identity>,
+    /// Engine-internal work (seeding): rules do not apply.
+    pub system: bool,
 }
 
 impl PlanContext {
-    /// A context stamped with the current time and no subject.
-    pub fn now() -> Self {
+    /// A context for a caller, stamped with the current time.
+    pub fn for_caller(identity: Option<Identity>) -> Self {
+        PlanContext {
+            now: value::now(),
+            subject: identity.as_ref().map(|i| i.subject.clone()),
+            identity,
+            system: false,
+        }
+    }
+
+    /// A context for the engine itself (seed data): no rules, no subject.
+    pub fn system() -> Self {
         PlanContext {
             now: value::now(),
             subject: None,
+            identity: None,
+            system: true,
         }
+    }
+
+    /// Applies a resource's rule for one operation (see [`rules::check`]).
+    fn allow(
+        &self,
+        rule: &Rule,
+        resource: &Resource,
+        what: &str,
+    ) -> Result<Option<Condition>, ApiError> {
+        if self.system {
+            return Ok(None);
+        }
+        rules::check(rule, self.identity.as_ref(), resource, what)
+    }
+
+    /// Whether the caller may set `column`.
+    fn may_write(&self, column: &Column) -> bool {
+        self.system
+            || column
+                .writable
+                .as_ref()
+                .is_none_or(|rule| rules::may_write(rule, self.identity.as_ref()))
+    }
+}
+
+/// Fields in `records` the caller may not set: a 422 listing each.
+fn check_writable(
+    resource: &Resource,
+    records: &[&Record],
+    ctx: &PlanContext,
+    bulk: bool,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        for column in resource.writable_columns() {
+            if record.contains_key(&column.name) && !ctx.may_write(column) {
+                let field = if bulk {
+                    format!("[{i}].{}", column.name)
+                } else {
+                    column.name.clone()
+                };
+                errors.push(value::FieldError::new(
+                    &field,
+                    "read_only",
+                    "you may not set this field",
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation { errors })
     }
 }
 
@@ -331,8 +418,9 @@ fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContext) -> Recor
 
 fn list_plan<'m>(
     resource: &'m Resource,
-    scope: Option<Condition>,
+    scope: Vec<Condition>,
     parent: Option<ParentCheck<'m>>,
+    expand: Vec<Expansion<'m>>,
     query: ListQuery,
 ) -> ListPlan<'m> {
     let sort = query::total_sort(resource, &query.sort);
@@ -352,12 +440,42 @@ fn list_plan<'m>(
         limit: query.limit,
         offset: query.offset,
         fields: query.fields,
-        expand: query.expand,
+        expand,
     }
 }
 
+/// The expansions a query asks for, each restricted by the target's read rule.
+fn expansions<'m>(
+    model_lookup: &dyn Fn(&str) -> Option<&'m Resource>,
+    resource: &'m Resource,
+    names: &[String],
+    ctx: &PlanContext,
+) -> Result<Vec<Expansion<'m>>, ApiError> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(FieldType::Ref(r)) = resource.column(name).map(|c| &c.ty) else {
+            continue;
+        };
+        let Some(target) = model_lookup(&r.to) else {
+            continue;
+        };
+        let scope = ctx.allow(&target.rules.read, target, &format!("read {}", target.name))?;
+        out.push(Expansion {
+            column: name.clone(),
+            target,
+            scope,
+        });
+    }
+    Ok(out)
+}
+
 /// Plans a parsed request.
-pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, ApiError> {
+pub fn plan<'m>(
+    model: &'m crate::schema::AppModel,
+    request: ApiRequest<'m>,
+    ctx: &PlanContext,
+) -> Result<Plan<'m>, ApiError> {
+    let lookup = &|name: &str| model.resource(name);
     let ApiRequest {
         operation,
         query,
@@ -373,12 +491,23 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
         })
     };
     Ok(match operation {
-        Operation::List { resource, scope } => Plan::List(list_plan(
-            resource,
-            scope_condition(&scope),
-            parent_check(&scope),
-            query,
-        )),
+        Operation::List { resource, scope } => {
+            // A list shows only rows the caller may read: both rules filter in SQL.
+            let mut conditions: Vec<Condition> = scope_condition(&scope).into_iter().collect();
+            conditions.extend(ctx.allow(
+                &resource.rules.list,
+                resource,
+                &format!("list {}", resource.name),
+            )?);
+            conditions.extend(ctx.allow(
+                &resource.rules.read,
+                resource,
+                &format!("read {}", resource.name),
+            )?);
+            let expand = expansions(lookup, resource, &query.expand, ctx)?;
+            let parent = parent_check(&scope, ctx)?;
+            Plan::List(list_plan(resource, conditions, parent, expand, query))
+        }
         Operation::Get {
             resource,
             id,
@@ -386,13 +515,18 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
         } => {
             let mut all = vec![id_condition(resource, &id)];
             all.extend(scope_condition(&scope));
+            all.extend(ctx.allow(
+                &resource.rules.read,
+                resource,
+                &format!("read {}", resource.name),
+            )?);
             Plan::Read(ReadPlan {
                 resource,
-                parent: parent_check(&scope),
+                parent: parent_check(&scope, ctx)?,
                 condition: Condition::All(all),
                 id,
+                expand: expansions(lookup, resource, &query.expand, ctx)?,
                 fields: query.fields,
-                expand: query.expand,
             })
         }
         Operation::Create { resource } => {
@@ -406,6 +540,12 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
                     ));
                 }
             };
+            ctx.allow(
+                &resource.rules.create,
+                resource,
+                &format!("create {}", resource.name),
+            )?;
+            check_writable(resource, &records.iter().collect::<Vec<_>>(), ctx, bulk)?;
             Plan::Insert(InsertPlan {
                 resource,
                 rows: records
@@ -416,7 +556,13 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
             })
         }
         Operation::Update { resource, id } => {
+            let scope = ctx.allow(
+                &resource.rules.update,
+                resource,
+                &format!("update {}", resource.name),
+            )?;
             let given = single(body)?;
+            check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
             for column in resource.writable_columns() {
                 if let Some(v) = given.get(&column.name) {
@@ -430,12 +576,20 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
                 set,
                 expect: expect(&preconditions.if_match),
                 insert: None,
+                scope,
             })
         }
         Operation::Replace { resource, id } => {
+            let scope = ctx.allow(
+                &resource.rules.update,
+                resource,
+                &format!("update {}", resource.name),
+            )?;
             let mut given = single(body)?;
+            check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
-            for column in resource.writable_columns() {
+            // A replace resets what the caller may write; fields it may not write keep their value.
+            for column in resource.writable_columns().filter(|c| ctx.may_write(c)) {
                 let value = match given.get(&column.name) {
                     Some(v) => v.clone(),
                     None => match &column.constraints.default {
@@ -446,7 +600,15 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
                 set.insert(column.name.clone(), value);
             }
             stamp_update(resource, &mut set, ctx);
-            let insert = resource.has_client_key().then(|| {
+            // PUT creates a client key only for callers who may create.
+            let may_create = ctx
+                .allow(
+                    &resource.rules.create,
+                    resource,
+                    &format!("create {}", resource.name),
+                )
+                .is_ok();
+            let insert = (resource.has_client_key() && may_create).then(|| {
                 given.insert(resource.id_column().name.clone(), id.clone());
                 complete_row(resource, &given, ctx)
             });
@@ -456,9 +618,15 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
                 set,
                 expect: expect(&preconditions.if_match),
                 insert,
+                scope,
             })
         }
         Operation::Delete { resource, id } => Plan::Delete(DeletePlan {
+            scope: ctx.allow(
+                &resource.rules.delete,
+                resource,
+                &format!("delete {}", resource.name),
+            )?,
             resource,
             id,
             expect: expect(&preconditions.if_match),
@@ -466,11 +634,36 @@ pub fn plan<'m>(request: ApiRequest<'m>, ctx: &PlanContext) -> Result<Plan<'m>, 
     })
 }
 
-fn parent_check<'m>(scope: &Option<crate::request::Scope<'m>>) -> Option<ParentCheck<'m>> {
-    scope.as_ref().map(|s| ParentCheck {
+fn parent_check<'m>(
+    scope: &Option<crate::request::Scope<'m>>,
+    ctx: &PlanContext,
+) -> Result<Option<ParentCheck<'m>>, ApiError> {
+    let Some(s) = scope else { return Ok(None) };
+    // A parent the caller may not read answers like a missing one.
+    let read = ctx.allow(
+        &s.parent.rules.read,
+        s.parent,
+        &format!("read {}", s.parent.name),
+    );
+    let scope = match read {
+        Ok(scope) => scope,
+        Err(_) => {
+            return Err(ApiError::not_found(format!(
+                "no {} with {} {}",
+                s.parent.name,
+                s.parent.id_column().name,
+                match value::to_json(&s.parent_id) {
+                    serde_json::Value::String(t) => t,
+                    other => other.to_string(),
+                }
+            )));
+        }
+    };
+    Ok(Some(ParentCheck {
         resource: s.parent,
         id: s.parent_id.clone(),
-    })
+        scope,
+    }))
 }
 
 fn single(body: Option<Body>) -> Result<Record, ApiError> {
@@ -538,7 +731,7 @@ mod tests {
             headers: &headers,
             body,
         };
-        plan(parse(model, &raw)?, &PlanContext::now())
+        plan(model, parse(model, &raw)?, &PlanContext::for_caller(None))
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub struct ApiRequest<'m> {
 }
 
 /// The raw parts of an HTTP request that resource routes read.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct RawRequest<'a> {
     /// Method.
     pub method: &'a Method,

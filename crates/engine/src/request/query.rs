@@ -130,8 +130,10 @@ fn unknown_field(resource: &Resource, name: &str) -> ApiError {
 }
 
 fn column<'r>(resource: &'r Resource, name: &str) -> Result<&'r Column, ApiError> {
+    // Hidden fields do not exist for clients: not filterable, sortable or selectable.
     resource
         .column(name)
+        .filter(|c| !c.hidden)
         .ok_or_else(|| unknown_field(resource, name))
 }
 

@@ -73,6 +73,53 @@ struct RawSchema {
     app: RawApp,
     #[serde(default)]
     resources: IndexMap<String, RawResource>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAuth {
+    jwt: Option<RawJwt>,
+    api_keys: Option<RawApiKeys>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawJwt {
+    algorithms: Vec<String>,
+    secret_env: Option<String>,
+    public_key_file: Option<String>,
+    jwks_file: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_s: Option<u64>,
+    subject_claim: Option<String>,
+    role_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawApiKeys {
+    env: String,
+    header: Option<String>,
+    query: Option<String>,
+    role: Option<String>,
+    subject: Option<String>,
+}
+
+/// A rule as written: `"public"`, `"role:admin"`, or a list of roles.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRule {
+    One(String),
+    Many(Vec<String>),
+    Flag(bool),
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRules {
+    list: Option<RawRule>,
+    read: Option<RawRule>,
+    create: Option<RawRule>,
+    update: Option<RawRule>,
+    delete: Option<RawRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +135,7 @@ struct RawResource {
     cache_control: Option<String>,
     #[serde(default)]
     indexes: Vec<Vec<String>>,
+    rules: Option<RawRules>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +166,9 @@ struct RawField {
     values: Option<Vec<String>>,
     to: Option<String>,
     on_delete: Option<String>,
+    writable: Option<RawRule>,
+    #[serde(default)]
+    hidden: bool,
 }
 
 /// Reads and validates a schema file.
@@ -214,6 +265,7 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         errs.add("resources", "declare at least one resource");
     }
 
+    let auth_on = raw.auth.is_some();
     // Id kinds first: ref fields need their target's key type.
     let mut id_kinds: BTreeMap<String, (IdKind, String)> = BTreeMap::new();
     for (rname, res) in &raw.resources {
@@ -282,6 +334,8 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 },
                 ..Constraints::default()
             },
+            writable: None,
+            hidden: false,
         }];
         if res.fields.is_empty() {
             errs.add(format!("{path}.fields"), "declare at least one field");
@@ -303,7 +357,9 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                     format!("\"{fname}\" is a reserved query parameter; choose another name"),
                 );
             }
-            if let Some(column) = build_field(&fname, raw_field, &fpath, &id_kinds, &mut errs) {
+            if let Some(column) =
+                build_field(&fname, raw_field, &fpath, &id_kinds, auth_on, &mut errs)
+            {
                 columns.push(column);
             }
         }
@@ -327,6 +383,8 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                     index: name == "created_at",
                     ..Constraints::default()
                 },
+                writable: None,
+                hidden: false,
             });
         }
         for (i, index) in res.indexes.iter().enumerate() {
@@ -353,6 +411,7 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 "must be a non-empty ASCII header value",
             );
         }
+        let rules = build_rules(res.rules, &path, auth_on, &mut errs);
         resources.insert(
             rname.clone(),
             Resource {
@@ -361,14 +420,17 @@ fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 columns,
                 cache_control: res.cache_control,
                 indexes: res.indexes,
+                rules,
             },
         );
     }
 
+    let auth = raw.auth.map(|a| build_auth(a, &mut errs));
     if errs.0.is_empty() {
         Ok(AppModel {
             name: raw.app.name,
             resources,
+            auth,
         })
     } else {
         Err(errs.0)
@@ -380,6 +442,7 @@ fn build_field(
     raw: RawField,
     path: &str,
     id_kinds: &BTreeMap<String, (IdKind, String)>,
+    auth_on: bool,
     errs: &mut Errors,
 ) -> Option<Column> {
     let ty = match raw.ty.as_str() {
@@ -574,11 +637,16 @@ fn build_field(
         pattern,
         format,
     };
+    let writable = raw
+        .writable
+        .map(|w| parse_rule(w, &format!("{path}.writable"), auth_on, errs));
     let column = Column {
         name: name.to_owned(),
         ty,
         role: ColumnRole::Field,
         constraints: constraints.clone(),
+        writable,
+        hidden: raw.hidden,
     };
     if let Some(default) = raw.default {
         let json = toml_to_json(default);
@@ -592,6 +660,154 @@ fn build_field(
         constraints,
         ..column
     })
+}
+
+/// Parses one rule. Without `[auth]` every rule is public (a prototype), but
+/// the rules written are still checked so adding `[auth]` later holds no surprise.
+fn parse_rule(raw: RawRule, path: &str, auth_on: bool, errs: &mut Errors) -> Rule {
+    let rule = match raw {
+        RawRule::Flag(true) => Rule::Public,
+        RawRule::Flag(false) => Rule::Denied,
+        RawRule::One(text) => match text.as_str() {
+            "public" => Rule::Public,
+            "authenticated" => Rule::Authenticated,
+            "owner" => Rule::Owner,
+            "none" | "denied" => Rule::Denied,
+            other => match other.strip_prefix("role:") {
+                Some(roles) if !roles.is_empty() => {
+                    Rule::Roles(roles.split('|').map(|r| r.trim().to_owned()).collect())
+                }
+                _ => {
+                    errs.add(
+                        path,
+                        format!(
+                            "unknown rule \"{other}\"; expected public, authenticated, owner, none or role:NAME"
+                        ),
+                    );
+                    Rule::Denied
+                }
+            },
+        },
+        RawRule::Many(items) => {
+            let mut roles = Vec::new();
+            for item in items {
+                match item.strip_prefix("role:") {
+                    Some(r) if !r.is_empty() => roles.push(r.to_owned()),
+                    _ => errs.add(
+                        path,
+                        format!("a list of rules holds roles only (\"role:NAME\"), not \"{item}\""),
+                    ),
+                }
+            }
+            Rule::Roles(roles)
+        }
+    };
+    if auth_on { rule } else { Rule::Public }
+}
+
+fn build_rules(raw: Option<RawRules>, path: &str, auth_on: bool, errs: &mut Errors) -> Rules {
+    if !auth_on {
+        if raw.is_some() {
+            // Checked, then relaxed: a prototype is public.
+            let raw = raw.unwrap_or_default();
+            for (op, rule) in [
+                ("list", raw.list),
+                ("read", raw.read),
+                ("create", raw.create),
+                ("update", raw.update),
+                ("delete", raw.delete),
+            ] {
+                if let Some(r) = rule {
+                    parse_rule(r, &format!("{path}.rules.{op}"), false, errs);
+                }
+            }
+        }
+        return Rules::public();
+    }
+    let raw = raw.unwrap_or_default();
+    let mut one = |rule: Option<RawRule>, op: &str| match rule {
+        Some(r) => parse_rule(r, &format!("{path}.rules.{op}"), true, errs),
+        None => Rule::Denied,
+    };
+    Rules {
+        list: one(raw.list, "list"),
+        read: one(raw.read, "read"),
+        create: one(raw.create, "create"),
+        update: one(raw.update, "update"),
+        delete: one(raw.delete, "delete"),
+    }
+}
+
+const HMAC: [&str; 3] = ["HS256", "HS384", "HS512"];
+const ASYMMETRIC: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn build_auth(raw: RawAuth, errs: &mut Errors) -> AuthModel {
+    let jwt = raw.jwt.and_then(|j| {
+        let path = "auth.jwt";
+        if j.algorithms.is_empty() {
+            errs.add(format!("{path}.algorithms"), "pin at least one algorithm");
+        }
+        for alg in &j.algorithms {
+            if !HMAC.contains(&alg.as_str()) && !ASYMMETRIC.contains(&alg.as_str()) {
+                errs.add(
+                    format!("{path}.algorithms"),
+                    format!("unknown or unsupported algorithm \"{alg}\" (\"none\" is never accepted)"),
+                );
+            }
+        }
+        let hmac = j.algorithms.iter().any(|a| HMAC.contains(&a.as_str()));
+        let asymmetric = j.algorithms.iter().any(|a| ASYMMETRIC.contains(&a.as_str()));
+        if hmac && asymmetric {
+            errs.add(
+                format!("{path}.algorithms"),
+                "do not mix HMAC and public-key algorithms: a public key must never be usable as an HMAC secret",
+            );
+        }
+        let sources = [j.secret_env.is_some(), j.public_key_file.is_some(), j.jwks_file.is_some()];
+        let key = match (j.secret_env, j.public_key_file, j.jwks_file) {
+            (Some(env), None, None) if hmac => JwtKeySource::SecretEnv(env),
+            (None, Some(file), None) if asymmetric => JwtKeySource::PublicKeyFile(file),
+            (None, None, Some(file)) if asymmetric => JwtKeySource::JwksFile(file),
+            _ => {
+                errs.add(
+                    path,
+                    if sources.iter().filter(|s| **s).count() != 1 {
+                        "give exactly one of secret_env, public_key_file or jwks_file"
+                    } else {
+                        "secret_env goes with HS* algorithms; public_key_file and jwks_file with RS*, PS*, ES* or EdDSA"
+                    },
+                );
+                return None;
+            }
+        };
+        Some(JwtSettings {
+            algorithms: j.algorithms,
+            key,
+            issuer: j.issuer,
+            audience: j.audience,
+            leeway_s: j.leeway_s.unwrap_or(30),
+            subject_claim: j.subject_claim.unwrap_or_else(|| "sub".to_owned()),
+            role_claim: j.role_claim.unwrap_or_else(|| "role".to_owned()),
+        })
+    });
+    let api_key = raw.api_keys.map(|k| {
+        if k.header.is_none() && k.query.is_none() {
+            errs.add(
+                "auth.api_keys",
+                "say where the key is sent: header, query or both",
+            );
+        }
+        ApiKeySettings {
+            env: k.env,
+            header: k.header.map(|h| h.to_ascii_lowercase()),
+            query: k.query,
+            role: k.role,
+            subject: k.subject.unwrap_or_else(|| "api-key".to_owned()),
+        }
+    });
+    AuthModel { jwt, api_key }
 }
 
 fn toml_to_json(v: toml::Value) -> Json {

@@ -13,6 +13,106 @@ pub struct AppModel {
     pub name: String,
     /// Resources in file order, keyed by their URL name (`/students`).
     pub resources: IndexMap<String, Resource>,
+    /// `[auth]`; `None` is a prototype where every operation is public.
+    pub auth: Option<AuthModel>,
+}
+
+/// `[auth]`: how callers prove who they are. Secrets are named here (env
+/// variables, key files) and read when the server starts.
+#[derive(Debug, Clone, Default)]
+pub struct AuthModel {
+    /// JWT bearer tokens.
+    pub jwt: Option<JwtSettings>,
+    /// Shared API keys.
+    pub api_key: Option<ApiKeySettings>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Accepted `alg` values (`HS256`, `RS256`, `ES256`, `EdDSA`, …); nothing else is.
+    pub algorithms: Vec<String>,
+    /// Where the verification key comes from.
+    pub key: JwtKeySource,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Allowed clock skew for `exp`/`nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Dotted path of the subject claim (default `sub`).
+    pub subject_claim: String,
+    /// Dotted path of the role claim (a string or an array of strings; default `role`).
+    pub role_claim: String,
+}
+
+/// A JWT verification key source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKeySource {
+    /// HMAC secret read from this environment variable.
+    SecretEnv(String),
+    /// A PEM public key file (RSA, EC or Ed25519), relative to the schema file.
+    PublicKeyFile(String),
+    /// A JWKS document on disk, keys chosen by `kid`, relative to the schema file.
+    JwksFile(String),
+}
+
+/// `[auth.api_keys]`.
+#[derive(Debug, Clone)]
+pub struct ApiKeySettings {
+    /// Environment variable holding the key.
+    pub env: String,
+    /// Header carrying the key.
+    pub header: Option<String>,
+    /// Query parameter carrying the key.
+    pub query: Option<String>,
+    /// Role granted to callers with the key.
+    pub role: Option<String>,
+    /// Subject recorded in `created_by`/`updated_by`.
+    pub subject: String,
+}
+
+/// Who may perform an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone, authenticated or not.
+    Public,
+    /// Any authenticated caller.
+    Authenticated,
+    /// The caller whose subject is the row's `created_by`.
+    Owner,
+    /// Callers with any of these roles.
+    Roles(Vec<String>),
+    /// Nobody (an operation without a rule once `[auth]` exists).
+    Denied,
+}
+
+/// Rules per operation of one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// `GET /{res}`.
+    pub list: Rule,
+    /// `GET /{res}/{id}`.
+    pub read: Rule,
+    /// `POST /{res}` (and PUT creating a key).
+    pub create: Rule,
+    /// `PATCH`/`PUT`.
+    pub update: Rule,
+    /// `DELETE`.
+    pub delete: Rule,
+}
+
+impl Rules {
+    /// Every operation public (no `[auth]`).
+    pub fn public() -> Self {
+        Rules {
+            list: Rule::Public,
+            read: Rule::Public,
+            create: Rule::Public,
+            update: Rule::Public,
+            delete: Rule::Public,
+        }
+    }
 }
 
 impl AppModel {
@@ -50,6 +150,8 @@ pub struct Resource {
     pub cache_control: Option<String>,
     /// Composite (non-unique) indexes declared with `indexes = [[...]]`.
     pub indexes: Vec<Vec<String>>,
+    /// Who may list, read, create, update and delete.
+    pub rules: Rules,
 }
 
 impl Resource {
@@ -109,6 +211,11 @@ pub struct Column {
     pub role: ColumnRole,
     /// Validation and storage constraints.
     pub constraints: Constraints,
+    /// Who may set this field beyond the operation's rule (`writable = false`
+    /// is [`Rule::Denied`]: only its default ever applies).
+    pub writable: Option<Rule>,
+    /// Never rendered, filtered or sorted on.
+    pub hidden: bool,
 }
 
 impl Column {

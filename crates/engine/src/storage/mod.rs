@@ -90,6 +90,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         resource: &Resource,
         ids: &[Value],
+        scope: Option<&crate::plan::Condition>,
     ) -> Result<Vec<StoredRow>, ApiError>;
 
     /// Inserts every row or none.

@@ -359,6 +359,7 @@ pub fn update<D: Dialect + ?Sized>(
     id: &Value,
     set: &crate::request::Record,
     expect: &Expect,
+    scope: Option<&Condition>,
     returning: bool,
 ) -> UpdateStatement {
     let mut stmt = Query::update();
@@ -374,6 +375,9 @@ pub fn update<D: Dialect + ?Sized>(
     if let Some(v) = version_condition(expect) {
         stmt.and_where(v);
     }
+    if let Some(scope) = scope {
+        stmt.cond_where(condition(d, resource, scope));
+    }
     if returning {
         stmt.returning(Query::returning().columns(select_columns(resource)));
     }
@@ -386,6 +390,7 @@ pub fn delete<D: Dialect + ?Sized>(
     resource: &Resource,
     id: &Value,
     expect: &Expect,
+    scope: Option<&Condition>,
 ) -> DeleteStatement {
     let mut stmt = Query::delete();
     stmt.from_table(col(&resource.name))
@@ -393,15 +398,27 @@ pub fn delete<D: Dialect + ?Sized>(
     if let Some(v) = version_condition(expect) {
         stmt.and_where(v);
     }
+    if let Some(scope) = scope {
+        stmt.cond_where(condition(d, resource, scope));
+    }
     stmt
 }
 
-/// `SELECT _version FROM resource WHERE id = ?`: tells 404 from 412 after a write matched nothing.
-pub fn version_of<D: Dialect + ?Sized>(d: &D, resource: &Resource, id: &Value) -> SelectStatement {
+/// `SELECT _version FROM resource WHERE id = ? [AND scope]`: tells 404 from
+/// 412 after a write matched nothing.
+pub fn version_of<D: Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    id: &Value,
+    scope: Option<&Condition>,
+) -> SelectStatement {
     let mut stmt = Query::select();
     stmt.column(col(VERSION_COLUMN))
         .from(col(&resource.name))
         .and_where(id_expr(d, resource, id));
+    if let Some(scope) = scope {
+        stmt.cond_where(condition(d, resource, scope));
+    }
     stmt
 }
 

@@ -224,9 +224,10 @@ where
         conn: &mut <B::Db as Database>::Connection,
         resource: &Resource,
         id: &Value,
+        scope: Option<&Condition>,
     ) -> Result<bool, ApiError> {
         let d = &self.backend;
-        let (q, v) = d.build_select(&super::version_of(d, resource, id));
+        let (q, v) = d.build_select(&super::version_of(d, resource, id, scope));
         let current: Option<i64> = sqlx::query_scalar_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await
@@ -273,6 +274,7 @@ where
             &plan.id,
             &plan.set,
             &plan.expect,
+            plan.scope.as_ref(),
             B::RETURNING,
         ));
         let updated = if B::RETURNING {
@@ -308,13 +310,26 @@ where
                 .map_err(|e| self.unavailable_or_internal(e))?;
             return Ok(Some(UpdateOutcome::Updated(row)));
         }
-        if self.exists_in(&mut tx, plan.resource, &plan.id).await? {
+        let scope = plan.scope.as_ref();
+        if self
+            .exists_in(&mut tx, plan.resource, &plan.id, scope)
+            .await?
+        {
             // Our UPDATE matched nothing but the row exists: either its version
             // differs (412), or it was inserted since by a concurrent PUT (retry).
             return Ok(match plan.expect {
                 Expect::Nothing => None,
                 _ => Some(UpdateOutcome::PreconditionFailed),
             });
+        }
+        if plan.insert.is_some()
+            && scope.is_some()
+            && self
+                .exists_in(&mut tx, plan.resource, &plan.id, None)
+                .await?
+        {
+            // Someone else's row: answered as missing, never overwritten.
+            return Ok(Some(UpdateOutcome::NotFound));
         }
         match (&plan.insert, &plan.expect) {
             (Some(_), Expect::Exists | Expect::Versions(_)) => {
@@ -471,15 +486,18 @@ where
         &self,
         resource: &Resource,
         ids: &[Value],
+        scope: Option<&Condition>,
     ) -> Result<Vec<StoredRow>, ApiError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let d = &self.backend;
-        let cond = Condition::In {
+        let mut all = vec![Condition::In {
             column: resource.id_column().name.clone(),
             values: ids.to_vec(),
-        };
+        }];
+        all.extend(scope.cloned());
+        let cond = Condition::All(all);
         let (q, v) = d.build_select(&super::select(d, resource, &cond, &[], None, 0));
         let rows = sqlx::query_with(sql(q), v)
             .fetch_all(&self.readers)
@@ -523,7 +541,13 @@ where
     async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError> {
         let d = &self.backend;
         let mut tx = self.begin_write().await?;
-        let (q, v) = d.build_delete(&super::delete(d, plan.resource, &plan.id, &plan.expect));
+        let (q, v) = d.build_delete(&super::delete(
+            d,
+            plan.resource,
+            &plan.id,
+            &plan.expect,
+            plan.scope.as_ref(),
+        ));
         let done = match sqlx::query_with(sql(q), v).execute(&mut *tx).await {
             Ok(done) => done,
             Err(e) => {
@@ -537,11 +561,16 @@ where
                 .map_err(|e| self.unavailable_or_internal(e))?;
             return Ok(DeleteOutcome::Deleted);
         }
-        Ok(if self.exists_in(&mut tx, plan.resource, &plan.id).await? {
-            DeleteOutcome::PreconditionFailed
-        } else {
-            DeleteOutcome::NotFound
-        })
+        Ok(
+            if self
+                .exists_in(&mut tx, plan.resource, &plan.id, plan.scope.as_ref())
+                .await?
+            {
+                DeleteOutcome::PreconditionFailed
+            } else {
+                DeleteOutcome::NotFound
+            },
+        )
     }
 
     async fn migrate(

@@ -1,0 +1,162 @@
+//! JWT bearer verification with `jsonwebtoken`: the accepted algorithms are
+//! the pinned list (a token's own `alg` never widens it, `none` is never
+//! accepted), keys come from an HMAC secret, a PEM public key or a JWKS file
+//! (chosen by `kid`), `exp` is required, `exp`/`nbf` get a small leeway, and
+//! `iss`/`aud` are checked when configured. Subject and roles are read from
+//! configurable claim paths.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value as Json;
+
+use super::{Identity, Secret, unauthorized};
+use crate::error::ApiError;
+use crate::schema::{JwtKeySource, JwtSettings};
+
+#[derive(Debug)]
+enum Keys {
+    One(DecodingKey),
+    ByKid(Vec<(String, DecodingKey)>),
+}
+
+/// A configured verifier.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    keys: Keys,
+    validation: Validation,
+    subject_claim: String,
+    role_claim: String,
+}
+
+fn algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::from_str(name).map_err(|_| format!("unsupported JWT algorithm {name}"))
+}
+
+fn read(base: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let path = base.join(file);
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, String> {
+    use Algorithm::*;
+    let key = match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+        ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+        EdDSA => DecodingKey::from_ed_pem(pem),
+        _ => return Err("a public key file needs an RS*, PS*, ES* or EdDSA algorithm".to_owned()),
+    };
+    key.map_err(|e| format!("invalid public key: {e}"))
+}
+
+/// Follows a dotted path (`realm_access.roles`, `cognito:groups`) into the claims.
+fn claim<'a>(claims: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+impl JwtVerifier {
+    /// Loads the key and builds the validation rules.
+    pub fn new(settings: &JwtSettings, base: &Path) -> Result<JwtVerifier, String> {
+        let algorithms = settings
+            .algorithms
+            .iter()
+            .map(|a| algorithm(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = *algorithms.first().ok_or("no JWT algorithm pinned")?;
+        let keys = match &settings.key {
+            JwtKeySource::SecretEnv(var) => {
+                Keys::One(DecodingKey::from_secret(Secret::from_env(var)?.expose()))
+            }
+            JwtKeySource::PublicKeyFile(file) => Keys::One(pem_key(first, &read(base, file)?)?),
+            JwtKeySource::JwksFile(file) => {
+                let set: JwkSet = serde_json::from_slice(&read(base, file)?)
+                    .map_err(|e| format!("invalid JWKS file {file}: {e}"))?;
+                let mut keys = Vec::new();
+                for jwk in &set.keys {
+                    let kid = jwk
+                        .common
+                        .key_id
+                        .clone()
+                        .ok_or_else(|| format!("a key in {file} has no kid"))?;
+                    let key = DecodingKey::from_jwk(jwk)
+                        .map_err(|e| format!("key {kid} in {file}: {e}"))?;
+                    keys.push((kid, key));
+                }
+                if keys.is_empty() {
+                    return Err(format!("{file} holds no keys"));
+                }
+                Keys::ByKid(keys)
+            }
+        };
+        let mut validation = Validation::new(first);
+        validation.algorithms = algorithms;
+        validation.leeway = settings.leeway_s;
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &settings.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Ok(JwtVerifier {
+            keys,
+            validation,
+            subject_claim: settings.subject_claim.clone(),
+            role_claim: settings.role_claim.clone(),
+        })
+    }
+
+    /// Verifies a token and reads its identity.
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the bearer token is malformed"))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(unauthorized("the token's algorithm is not accepted"));
+        }
+        let key = match &self.keys {
+            Keys::One(key) => key,
+            Keys::ByKid(keys) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| unauthorized("the token names no key (kid)"))?;
+                &keys
+                    .iter()
+                    .find(|(k, _)| k == kid)
+                    .ok_or_else(|| unauthorized("the token's key (kid) is unknown"))?
+                    .1
+            }
+        };
+        let data = jsonwebtoken::decode::<Json>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind::*;
+            unauthorized(match e.kind() {
+                ExpiredSignature => "the token has expired",
+                ImmatureSignature => "the token is not valid yet",
+                InvalidIssuer => "the token's issuer is not accepted",
+                InvalidAudience => "the token's audience is not accepted",
+                InvalidSignature => "the token's signature is not valid",
+                MissingRequiredClaim(_) => "the token lacks a required claim (exp)",
+                _ => "the bearer token is not valid",
+            })
+        })?;
+        let subject = match claim(&data.claims, &self.subject_claim) {
+            Some(Json::String(s)) if !s.is_empty() => s.clone(),
+            Some(Json::Number(n)) => n.to_string(),
+            _ => return Err(unauthorized("the token has no subject")),
+        };
+        let roles = match claim(&data.claims, &self.role_claim) {
+            Some(Json::String(s)) => vec![s.clone()],
+            Some(Json::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Identity { subject, roles })
+    }
+}

@@ -1,0 +1,207 @@
+//! Authentication and access rules. [`Authenticator`] turns a request's
+//! credentials (a JWT bearer token, an API key) into an [`Identity`], or
+//! refuses them with 401; [`rules`] decides what an identity may do and turns
+//! `owner` rules into SQL conditions. Secrets are read once at start-up from
+//! the places `[auth]` names, and never logged.
+
+pub mod jwt;
+pub mod rules;
+
+use std::path::Path;
+
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::schema::{ApiKeySettings, AuthModel};
+
+/// Shortest accepted API key or HMAC secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Recorded in `created_by`/`updated_by` and compared by `owner` rules.
+    pub subject: String,
+    /// Matched by `role:NAME` rules.
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    /// Whether the identity holds any of `roles`.
+    pub fn has_any_role(&self, roles: &[String]) -> bool {
+        self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl Secret {
+    /// Reads a secret from an environment variable, refusing an empty or short one.
+    pub fn from_env(var: &str) -> Result<Secret, String> {
+        let value = std::env::var(var).unwrap_or_default();
+        if value.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "{var} must hold a secret of at least {MIN_SECRET_BYTES} bytes (it is {})",
+                if value.is_empty() {
+                    "empty or unset".to_owned()
+                } else {
+                    format!("{} bytes", value.len())
+                }
+            ));
+        }
+        Ok(Secret(value.into_bytes()))
+    }
+
+    /// The bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Constant-time comparison with a presented value.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        // Lengths are not secret (the key is fixed); contents are compared in constant time.
+        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
+    }
+}
+
+#[derive(Debug)]
+struct ApiKey {
+    settings: ApiKeySettings,
+    secret: Secret,
+}
+
+/// Verifies credentials; built once at start-up from `[auth]`.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    jwt: Option<jwt::JwtVerifier>,
+    api_key: Option<ApiKey>,
+}
+
+/// What authentication found.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The caller, when credentials were presented and valid.
+    pub identity: Option<Identity>,
+    /// The query string without the API key parameter (so it is not read as a filter).
+    pub query: Option<String>,
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::Unauthorized {
+        detail: detail.to_owned(),
+        invalid_token: true,
+    }
+}
+
+impl Authenticator {
+    /// Loads keys and secrets; `base` is the schema file's directory (for key files).
+    pub fn new(model: Option<&AuthModel>, base: &Path) -> Result<Authenticator, String> {
+        let Some(model) = model else {
+            return Ok(Authenticator::default());
+        };
+        let jwt = model
+            .jwt
+            .as_ref()
+            .map(|settings| jwt::JwtVerifier::new(settings, base))
+            .transpose()?;
+        let api_key = model
+            .api_key
+            .as_ref()
+            .map(|settings| {
+                Ok::<_, String>(ApiKey {
+                    secret: Secret::from_env(&settings.env)?,
+                    settings: settings.clone(),
+                })
+            })
+            .transpose()?;
+        Ok(Authenticator { jwt, api_key })
+    }
+
+    /// The identity behind a request's credentials. No credentials is an
+    /// anonymous caller (rules decide); invalid credentials are a 401.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Authenticated, ApiError> {
+        let mut identity = None;
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let text = value
+                .to_str()
+                .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
+            let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(unauthorized(
+                    "only Bearer tokens are accepted in Authorization",
+                ));
+            }
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(unauthorized("the bearer token is empty"));
+            }
+            let verifier = self
+                .jwt
+                .as_ref()
+                .ok_or_else(|| unauthorized("this API does not accept bearer tokens"))?;
+            identity = Some(verifier.verify(token)?);
+        }
+        let mut remaining_query = query.map(str::to_owned);
+        if let Some(key) = &self.api_key {
+            let from_header = key
+                .settings
+                .header
+                .as_ref()
+                .and_then(|h| headers.get(h.as_str()))
+                .map(|v| v.as_bytes().to_vec());
+            let mut from_query = None;
+            if let (Some(param), Some(q)) = (&key.settings.query, query) {
+                let mut kept = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                    if k == param.as_str() {
+                        from_query = Some(v.into_owned().into_bytes());
+                    } else {
+                        kept.append_pair(&k, &v);
+                    }
+                }
+                let kept = kept.finish();
+                remaining_query = (!kept.is_empty()).then_some(kept);
+            }
+            for presented in [from_header, from_query].into_iter().flatten() {
+                if !key.secret.matches(&presented) {
+                    return Err(unauthorized("the API key is not valid"));
+                }
+                identity.get_or_insert_with(|| Identity {
+                    subject: key.settings.subject.clone(),
+                    roles: key.settings.role.iter().cloned().collect(),
+                });
+            }
+        }
+        Ok(Authenticated {
+            identity,
+            query: remaining_query,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole_values_only() {
+        let s = Secret(b"0123456789abcdef0123456789abcdef".to_vec());
+        assert!(s.matches(b"0123456789abcdef0123456789abcdef"));
+        assert!(!s.matches(b"0123456789abcdef0123456789abcdeF"));
+        assert!(!s.matches(b"0123456789abcdef"));
+        assert_eq!(format!("{s:?}"), "Secret(…)");
+    }
+}
