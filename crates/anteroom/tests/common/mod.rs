@@ -356,10 +356,15 @@ impl Server {
 
     /// Starts a server with extra command-line arguments.
     pub async fn start_with_args(schema: &str, args: &[&str]) -> Server {
+        Self::start_with_env(schema, args, &[]).await
+    }
+
+    /// Starts a server with extra arguments and environment variables (secrets).
+    pub async fn start_with_env(schema: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let (dir, _) = schema_dir(schema);
         let db = TestDatabase::create(dir.path()).await;
         let url = db.url.clone();
-        match Self::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
+        match Self::spawn_env(Arc::new(dir), url, args, env, Some(Arc::new(db))).await {
             Started::Up(s) => s,
             Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
         }
@@ -403,6 +408,17 @@ impl Server {
         args: &[&str],
         database: Option<Arc<TestDatabase>>,
     ) -> Started {
+        Self::spawn_env(dir, database_url, args, &[], database).await
+    }
+
+    /// Spawns the binary with extra environment variables.
+    pub async fn spawn_env(
+        dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        args: &[&str],
+        env: &[(&str, &str)],
+        database: Option<Arc<TestDatabase>>,
+    ) -> Started {
         let schema = dir.path().join("anteroom.toml");
         let mut child = Command::new(binary())
             .arg("serve")
@@ -410,6 +426,7 @@ impl Server {
             .args(["--port", "0", "--database-url", &database_url])
             .args(args)
             .env("ANTEROOM_LOG", "info,sqlx=warn")
+            .envs(env.iter().copied())
             .env_remove("PORT")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
@@ -643,4 +660,9 @@ pub fn id_of(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Absolute path of a test fixture (keys for the auth suites).
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
