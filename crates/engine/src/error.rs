@@ -27,6 +27,9 @@ pub enum ApiError {
         /// Credentials were presented and refused (`error="invalid_token"`).
         invalid_token: bool,
     },
+    /// 401 from a login: unknown user and wrong password answer the same.
+    #[error("invalid username or password")]
+    BadCredentials,
     /// 403: authenticated, but not allowed.
     #[error("{detail}")]
     Forbidden {
@@ -114,7 +117,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -134,6 +137,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::NotFound { .. } => "not_found",
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::BadCredentials => "invalid_credentials",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PreconditionFailed => "precondition_failed",
@@ -190,6 +194,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::BadCredentials => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"anteroom\", charset=\"UTF-8\""),
+                );
             }
             ApiError::Unauthorized { invalid_token, .. } => {
                 headers.insert(

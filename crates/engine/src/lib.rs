@@ -47,10 +47,14 @@ pub struct AppState {
 /// The router every adapter serves: `/health` plus every resource route.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let router = Router::new()
-        .route("/health", any(health))
-        .fallback(pipeline::handle)
-        .with_state(state);
+    let mut router = Router::new().route("/health", any(health));
+    if state.auth.accounts.is_some() {
+        router = router
+            .route("/auth/signup", any(auth::accounts::signup))
+            .route("/auth/login", any(auth::accounts::login))
+            .route("/auth/me", any(auth::accounts::me));
+    }
+    let router = router.fallback(pipeline::handle).with_state(state);
     server::with_middleware(router, &settings)
 }
 

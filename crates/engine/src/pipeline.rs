@@ -14,7 +14,7 @@ use crate::request::RawRequest;
 use crate::{execute, plan, request, response};
 
 /// Reads the body, refusing it with 413 past `limit` bytes.
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
     limit: usize,

@@ -4,6 +4,7 @@
 //! `owner` rules into SQL conditions. Secrets are read once at start-up from
 //! the places `[auth]` names, and never logged.
 
+pub mod accounts;
 pub mod jwt;
 pub mod rules;
 
@@ -84,6 +85,8 @@ struct ApiKey {
 pub struct Authenticator {
     jwt: Option<jwt::JwtVerifier>,
     api_key: Option<ApiKey>,
+    /// Built-in accounts, when enabled.
+    pub accounts: Option<std::sync::Arc<accounts::Accounts>>,
 }
 
 /// What authentication found.
@@ -123,7 +126,16 @@ impl Authenticator {
                 })
             })
             .transpose()?;
-        Ok(Authenticator { jwt, api_key })
+        let accounts = model
+            .accounts
+            .as_ref()
+            .map(|settings| accounts::Accounts::new(settings).map(std::sync::Arc::new))
+            .transpose()?;
+        Ok(Authenticator {
+            jwt,
+            api_key,
+            accounts,
+        })
     }
 
     /// The identity behind a request's credentials. No credentials is an
@@ -148,11 +160,15 @@ impl Authenticator {
             if token.is_empty() {
                 return Err(unauthorized("the bearer token is empty"));
             }
-            let verifier = self
-                .jwt
-                .as_ref()
-                .ok_or_else(|| unauthorized("this API does not accept bearer tokens"))?;
-            identity = Some(verifier.verify(token)?);
+            let own = self.accounts.as_ref().filter(|_| {
+                jsonwebtoken::decode_header(token)
+                    .is_ok_and(|h| h.kid.as_deref() == Some(accounts::ACCOUNTS_KID))
+            });
+            identity = Some(match (own, &self.jwt) {
+                (Some(accounts), _) => accounts.verify(token)?,
+                (None, Some(verifier)) => verifier.verify(token)?,
+                (None, None) => return Err(unauthorized("this API does not accept bearer tokens")),
+            });
         }
         let mut remaining_query = query.map(str::to_owned);
         if let Some(key) = &self.api_key {

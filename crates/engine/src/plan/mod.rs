@@ -390,7 +390,7 @@ fn expect(tags: &EntityTags) -> Expect {
 
 /// Fills in what a create needs beyond the client's fields: id, defaults,
 /// timestamps and subjects, in column order.
-fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContext) -> Record {
+pub(crate) fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContext) -> Record {
     let mut row = Record::new();
     for column in &resource.columns {
         let value = match column.role {
@@ -676,7 +676,7 @@ fn single(body: Option<Body>) -> Result<Record, ApiError> {
     }
 }
 
-fn stamp_update(resource: &Resource, set: &mut Record, ctx: &PlanContext) {
+pub(crate) fn stamp_update(resource: &Resource, set: &mut Record, ctx: &PlanContext) {
     for column in &resource.columns {
         match column.role {
             ColumnRole::UpdatedAt => {

@@ -80,6 +80,62 @@ struct RawSchema {
 struct RawAuth {
     jwt: Option<RawJwt>,
     api_keys: Option<RawApiKeys>,
+    accounts: Option<RawAccounts>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAccounts {
+    resource: Option<String>,
+    secret_env: Option<String>,
+    token_ttl_s: Option<u64>,
+}
+
+/// The accounts resource as the engine needs it; a declared resource of the
+/// same name gets whatever of this it lacks.
+const ACCOUNTS_RESOURCE: &str = r#"
+fields.username      = { type = "string", required = true, unique = true, min_length = 3, max_length = 32, pattern = "[A-Za-z0-9_.-]+" }
+fields.email         = { type = "string", required = true, unique = true, format = "email", max_length = 255 }
+fields.password_hash = { type = "text", required = true, hidden = true, writable = false }
+fields.role          = { type = "string", required = true, default = "user", max_length = 64, writable = false }
+fields.last_login_at = { type = "timestamp", writable = false }
+rules = { list = "role:admin", read = "owner", create = "none", update = "owner", delete = "role:admin" }
+"#;
+
+/// Adds the accounts resource (or its missing fields) before the model is built.
+fn with_accounts(raw: &mut RawSchema, errs: &mut Errors) {
+    let Some(accounts) = raw.auth.as_ref().and_then(|a| a.accounts.as_ref()) else {
+        return;
+    };
+    let name = accounts
+        .resource
+        .clone()
+        .unwrap_or_else(|| "users".to_owned());
+    let defaults: RawResource = match toml::from_str(ACCOUNTS_RESOURCE) {
+        Ok(r) => r,
+        Err(e) => {
+            errs.add("auth.accounts", format!("internal accounts template: {e}"));
+            return;
+        }
+    };
+    match raw.resources.get_mut(&name) {
+        None => {
+            raw.resources.insert(name, defaults);
+        }
+        Some(declared) => {
+            if declared.id.as_ref().is_some_and(|id| id.ty != "uuid") {
+                errs.add(
+                    format!("resources.{name}.id"),
+                    "an accounts resource has uuid ids",
+                );
+            }
+            for (field, spec) in defaults.fields {
+                declared.fields.entry(field).or_insert(spec);
+            }
+            if declared.rules.is_none() {
+                declared.rules = defaults.rules;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,8 +312,9 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-fn build(raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
+fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
     let mut errs = Errors(Vec::new());
+    with_accounts(&mut raw, &mut errs);
     if raw.app.name.trim().is_empty() {
         errs.add("app.name", "must not be empty");
     }
@@ -807,7 +864,18 @@ fn build_auth(raw: RawAuth, errs: &mut Errors) -> AuthModel {
             subject: k.subject.unwrap_or_else(|| "api-key".to_owned()),
         }
     });
-    AuthModel { jwt, api_key }
+    let accounts = raw.accounts.map(|a| AccountsSettings {
+        resource: a.resource.unwrap_or_else(|| "users".to_owned()),
+        secret_env: a
+            .secret_env
+            .unwrap_or_else(|| "ANTEROOM_ACCOUNTS_SECRET".to_owned()),
+        token_ttl_s: a.token_ttl_s.unwrap_or(3600),
+    });
+    AuthModel {
+        jwt,
+        api_key,
+        accounts,
+    }
 }
 
 fn toml_to_json(v: toml::Value) -> Json {

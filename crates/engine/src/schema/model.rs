@@ -25,6 +25,19 @@ pub struct AuthModel {
     pub jwt: Option<JwtSettings>,
     /// Shared API keys.
     pub api_key: Option<ApiKeySettings>,
+    /// Built-in accounts (`/auth/signup`, `/auth/login`, `/auth/me`).
+    pub accounts: Option<AccountsSettings>,
+}
+
+/// `[auth.accounts]`.
+#[derive(Debug, Clone)]
+pub struct AccountsSettings {
+    /// The resource holding accounts (default `users`).
+    pub resource: String,
+    /// Environment variable holding the token signing secret (≥ 32 bytes).
+    pub secret_env: String,
+    /// Lifetime of issued tokens, in seconds.
+    pub token_ttl_s: u64,
 }
 
 /// `[auth.jwt]`.

@@ -1,0 +1,455 @@
+//! Built-in accounts (opt-in with `[auth.accounts]`): `POST /auth/signup`,
+//! `POST /auth/login` (JSON) or `GET /auth/login` (HTTP Basic), and
+//! `GET /auth/me`. Passwords are hashed with argon2id (off the async
+//! threads); hashes live in a hidden, non-writable field and are never
+//! rendered or logged. Login failures are answered identically, and an
+//! unknown user costs the same argon2 verification as a wrong password.
+//! Tokens are HS256 JWTs with `kid = "anteroom-accounts"`, so they are told
+//! apart from tokens of an external issuer.
+
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http::{HeaderMap, Method, StatusCode, header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value as Json, json};
+
+use super::{Identity, Secret};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::plan::{
+    Compare, Condition, Expect, InsertPlan, ListPlan, PlanContext, ReadPlan, UpdatePlan,
+};
+use crate::request::Record;
+use crate::schema::{AccountsSettings, AppModel, Resource};
+use crate::storage::{StoredRow, UpdateOutcome};
+use crate::value::{self, FieldError, Value};
+
+/// The `kid` of tokens this engine issues.
+pub const ACCOUNTS_KID: &str = "anteroom-accounts";
+const ISSUER: &str = "anteroom";
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 128;
+
+/// Signing and verification of account tokens.
+pub struct Accounts {
+    settings: AccountsSettings,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// A real argon2id hash of a random password: unknown users are verified against it.
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("resource", &self.settings.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::BadCredentials
+}
+
+impl Accounts {
+    /// Reads the signing secret and prepares the decoy hash.
+    pub fn new(settings: &AccountsSettings) -> Result<Accounts, String> {
+        let secret = Secret::from_env(&settings.secret_env)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 30;
+        let decoy = uuid::Uuid::new_v4().to_string();
+        Ok(Accounts {
+            settings: settings.clone(),
+            encoding: EncodingKey::from_secret(secret.expose()),
+            decoding: DecodingKey::from_secret(secret.expose()),
+            validation,
+            decoy_hash: hash(&decoy).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Verifies a token this engine issued.
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let data = jsonwebtoken::decode::<Json>(token, &self.decoding, &self.validation)
+            .map_err(|_| super::unauthorized("the bearer token is not valid"))?;
+        let subject = data.claims["sub"]
+            .as_str()
+            .ok_or_else(|| super::unauthorized("the token has no subject"))?
+            .to_owned();
+        let roles = data.claims["role"]
+            .as_str()
+            .map(|r| vec![r.to_owned()])
+            .unwrap_or_default();
+        Ok(Identity { subject, roles })
+    }
+
+    fn issue(&self, subject: &str, role: &str) -> Result<Json, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let ttl = i64::try_from(self.settings.token_ttl_s).unwrap_or(3600);
+        let claims =
+            json!({"sub": subject, "role": role, "iss": ISSUER, "iat": now, "exp": now + ttl});
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(ACCOUNTS_KID.to_owned());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(ApiError::internal)?;
+        Ok(json!({"token": token, "token_type": "Bearer", "expires_in": ttl}))
+    }
+}
+
+fn resource<'m>(model: &'m AppModel, accounts: &Accounts) -> Result<&'m Resource, ApiError> {
+    model
+        .resource(&accounts.settings.resource)
+        .ok_or_else(|| ApiError::internal("the accounts resource is missing from the model"))
+}
+
+fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
+    state
+        .auth
+        .accounts
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("accounts are not enabled"))
+}
+
+/// The account as clients see it: hidden fields removed.
+fn public_view(resource: &Resource, row: &StoredRow) -> Json {
+    let mut values: Map<String, Json> = row.values.clone();
+    for column in resource.columns.iter().filter(|c| c.hidden) {
+        values.shift_remove(&column.name);
+    }
+    Json::Object(values)
+}
+
+fn json_reply(status: StatusCode, body: Json) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn json_body(state: &AppState, req: Request) -> Result<Map<String, Json>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    crate::request::body::check_media_type(content_type)?;
+    let bytes = crate::pipeline::read_body(body, &parts.headers, state.settings.body_limit).await?;
+    match serde_json::from_slice::<Json>(&bytes) {
+        Ok(Json::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "malformed_body",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn string_field(
+    map: &Map<String, Json>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match map.get(name) {
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(FieldError::new(name, "type", "must be a string"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new(name, "required", "is required"));
+            None
+        }
+    }
+}
+
+/// `POST /auth/signup {username, email, password}` → 201 `{user, token, …}`.
+pub async fn signup(State(state): State<AppState>, req: Request) -> Response {
+    signup_inner(&state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed {
+            allow: vec![Method::POST],
+        });
+    }
+    let accounts = accounts(state)?;
+    let resource = resource(&state.model, accounts)?;
+    let body = json_body(state, req).await?;
+    let mut errors = Vec::new();
+    for key in body.keys() {
+        if !["username", "email", "password"].contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                key,
+                "unknown_field",
+                "signup takes username, email and password",
+            ));
+        }
+    }
+    let username = string_field(&body, "username", &mut errors);
+    let email = string_field(&body, "email", &mut errors);
+    let password = string_field(&body, "password", &mut errors);
+    let mut record = Record::new();
+    for (name, text) in [("username", &username), ("email", &email)] {
+        if let (Some(text), Some(column)) = (text, resource.column(name)) {
+            let v = Value::Text(text.clone());
+            match value::check(column, &v) {
+                Ok(()) => {
+                    record.insert(name.to_owned(), v);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if let Some(p) = &password {
+        let n = p.chars().count();
+        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+            errors.push(FieldError::new(
+                "password",
+                "min_length",
+                format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
+            ));
+        }
+    }
+    let Some(password) = password.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation { errors });
+    };
+    let password_hash = tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(ApiError::internal)??;
+    record.insert("password_hash".to_owned(), Value::Text(password_hash));
+    let ctx = PlanContext::system();
+    let mut row = crate::plan::complete_row(resource, &record, &ctx);
+    // The account owns itself: `owner` rules on the accounts resource mean "this user".
+    let id = row.get(&resource.id_column().name).map(value::to_json);
+    let subject = match id {
+        Some(Json::String(s)) => s,
+        _ => return Err(ApiError::internal("accounts need uuid ids")),
+    };
+    row.insert("created_by".to_owned(), Value::Text(subject.clone()));
+    row.insert("updated_by".to_owned(), Value::Text(subject.clone()));
+    let plan = InsertPlan {
+        resource,
+        rows: vec![row],
+        bulk: false,
+    };
+    let stored = state
+        .storage
+        .insert(&plan)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("insert returned no row"))?;
+    let role = stored
+        .values
+        .get("role")
+        .and_then(Json::as_str)
+        .unwrap_or("user")
+        .to_owned();
+    let mut body = accounts.issue(&subject, &role)?;
+    body["user"] = public_view(resource, &stored);
+    let mut response = json_reply(StatusCode::CREATED, body);
+    if let Ok(loc) = http::HeaderValue::from_str(&format!("/{}/{subject}", resource.name)) {
+        response.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(response)
+}
+
+/// Credentials from HTTP Basic.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// `POST /auth/login {username|email, password}` or `GET /auth/login` with Basic → `{token, …}`.
+pub async fn login(State(state): State<AppState>, req: Request) -> Response {
+    login_inner(&state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let accounts = accounts(state)?;
+    let resource = resource(&state.model, accounts)?;
+    let (login, password) = match *req.method() {
+        Method::GET => basic(req.headers()).ok_or_else(bad_credentials)?,
+        Method::POST => {
+            let body = json_body(state, req).await?;
+            let login = body
+                .get("username")
+                .or_else(|| body.get("email"))
+                .and_then(Json::as_str)
+                .map(str::to_owned);
+            let password = body
+                .get("password")
+                .and_then(Json::as_str)
+                .map(str::to_owned);
+            match (login, password) {
+                (Some(l), Some(p)) => (l, p),
+                _ => {
+                    return Err(ApiError::Validation {
+                        errors: vec![FieldError::new(
+                            "password",
+                            "required",
+                            "login takes username (or email) and password",
+                        )],
+                    });
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::MethodNotAllowed {
+                allow: vec![Method::GET, Method::POST],
+            });
+        }
+    };
+    let by = |column: &str| Condition::Compare {
+        column: column.to_owned(),
+        op: Compare::Eq,
+        value: Value::Text(login.clone()),
+    };
+    let plan = ListPlan {
+        resource,
+        parent: None,
+        condition: Condition::Any(vec![by("username"), by("email")]),
+        count_condition: None,
+        sort: crate::request::query::total_sort(resource, &[]),
+        limit: 1,
+        offset: 0,
+        fields: None,
+        expand: Vec::new(),
+    };
+    let found = state.storage.list(&plan).await?.rows.pop();
+    let stored_hash = found
+        .as_ref()
+        .and_then(|r| r.values.get("password_hash"))
+        .and_then(Json::as_str)
+        .map_or_else(|| accounts.decoy_hash.clone(), str::to_owned);
+    // The same argon2 work whether or not the user exists.
+    let ok = tokio::task::spawn_blocking(move || verify(&password, &stored_hash))
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(user) = found.filter(|_| ok) else {
+        return Err(bad_credentials());
+    };
+    let id = user.values[&resource.id_column().name].clone();
+    let id_value =
+        value::from_json(resource.id_column(), &id).map_err(|e| ApiError::internal(e.message))?;
+    let ctx = PlanContext::system();
+    let mut set = Record::new();
+    set.insert("last_login_at".to_owned(), Value::Timestamp(ctx.now));
+    crate::plan::stamp_update(resource, &mut set, &ctx);
+    set.shift_remove("updated_by");
+    let update = UpdatePlan {
+        resource,
+        id: id_value,
+        set,
+        expect: Expect::Nothing,
+        insert: None,
+        scope: None,
+    };
+    let user = match state.storage.update(&update).await? {
+        UpdateOutcome::Updated(row) => row,
+        _ => return Err(bad_credentials()),
+    };
+    let subject = match &id {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let role = user
+        .values
+        .get("role")
+        .and_then(Json::as_str)
+        .unwrap_or("user")
+        .to_owned();
+    let mut body = accounts.issue(&subject, &role)?;
+    body["user"] = public_view(resource, &user);
+    Ok(json_reply(StatusCode::OK, body))
+}
+
+/// `GET /auth/me`: the caller's account.
+pub async fn me(State(state): State<AppState>, req: Request<Body>) -> Response {
+    me_inner(&state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed {
+            allow: vec![Method::GET],
+        });
+    }
+    let accounts = accounts(state)?;
+    let resource = resource(&state.model, accounts)?;
+    let identity = state
+        .auth
+        .authenticate(req.headers(), None)?
+        .identity
+        .ok_or_else(|| ApiError::Unauthorized {
+            detail: "authentication is required".to_owned(),
+            invalid_token: false,
+        })?;
+    let id = value::from_text(resource.id_column(), &identity.subject)
+        .map_err(|_| ApiError::not_found("the caller has no account"))?;
+    let plan = ReadPlan {
+        resource,
+        parent: None,
+        condition: Condition::Compare {
+            column: resource.id_column().name.clone(),
+            op: Compare::Eq,
+            value: id.clone(),
+        },
+        id,
+        fields: None,
+        expand: Vec::new(),
+    };
+    let row = state
+        .storage
+        .read(&plan)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the caller has no account"))?;
+    Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
+}
+
+/// Shared handle for the router.
+pub type Shared = Arc<Accounts>;
