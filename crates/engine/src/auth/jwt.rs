@@ -22,6 +22,9 @@ enum Keys {
     ByKid(Vec<(String, DecodingKey)>),
 }
 
+/// Most verified tokens remembered (the cache is emptied when full).
+const CACHE_LIMIT: usize = 10_000;
+
 /// A configured verifier.
 #[derive(Debug)]
 pub struct JwtVerifier {
@@ -29,6 +32,10 @@ pub struct JwtVerifier {
     validation: Validation,
     subject_claim: String,
     role_claim: String,
+    /// Tokens already verified, with the window (unix seconds, leeway
+    /// included) in which they stay valid: a client reusing its token skips
+    /// the signature check (an RS256 verification halved GET throughput).
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Identity, i64, i64)>>,
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
@@ -108,11 +115,31 @@ impl JwtVerifier {
             validation,
             subject_claim: settings.subject_claim.clone(),
             role_claim: settings.role_claim.clone(),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
-    /// Verifies a token and reads its identity.
+    /// Verifies a token and reads its identity (from the cache when this
+    /// exact token was verified before and is still inside its validity window).
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(cache) = self.verified.lock()
+            && let Some((identity, from, until)) = cache.get(token)
+            && (*from..*until).contains(&now)
+        {
+            return Ok(identity.clone());
+        }
+        let (identity, from, until) = self.verify_signature(token)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), (identity.clone(), from, until));
+        }
+        Ok(identity)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(Identity, i64, i64), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("the bearer token is malformed"))?;
         if !self.validation.algorithms.contains(&header.alg) {
@@ -157,6 +184,10 @@ impl JwtVerifier {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(Identity { subject, roles })
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        let seconds = |name: &str| data.claims.get(name).and_then(Json::as_i64);
+        let from = seconds("nbf").map_or(i64::MIN, |nbf| nbf - leeway);
+        let until = seconds("exp").map_or(i64::MIN, |exp| exp + leeway);
+        Ok((Identity { subject, roles }, from, until))
     }
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The cost of authentication: GET by id on SQLite without auth and with a
+# verified RS256 token, in one run, same data, same machine.
+# Usage: bench/auth.sh [seconds] [connections]   (needs wrk and openssl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-32}
+ROWS=${ROWS:-10000}
+cargo build --release --quiet
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+# An RS256 token signed with the test fixture key (exp in one hour).
+b64() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+header=$(printf '{"alg":"RS256","typ":"JWT"}' | b64)
+payload=$(printf '{"sub":"bench","aud":"bench","exp":%s}' $(( $(date +%s) + 3600 )) | b64)
+signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign crates/anteroom/tests/fixtures/rsa_private.pem | b64)
+export TOKEN="$header.$payload.$signature"
+
+run() { # schema, label, script
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  rm -f "$work"/bench.db*
+  ANTEROOM_LOG=warn ./target/release/anteroom serve "$1" --database-url "sqlite://$work/bench.db" --port "$port" 2>"$work/log" &
+  pid=$!
+  base="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do curl -fsS "$base/health" >/dev/null 2>&1 && break; sleep 0.05; done
+  python3 - "$base" "$ROWS" <<'PY'
+import json, sys, urllib.request
+base, rows = sys.argv[1], int(sys.argv[2])
+def post(path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+post("/majors", [{"name": f"Major {i}"} for i in range(1, 21)])
+for start in range(0, rows, 1000):
+    post("/students", [{"name": f"Student {i}", "email": f"s{i}@bench.example.edu", "major_id": i % 20 + 1} for i in range(start, min(rows, start + 1000))])
+PY
+  echo "== $2"
+  ROWS=$ROWS wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$3" "$base" | grep -E 'Requests/sec|50%|99%|Non-2xx'
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+echo "machine: $(nproc) cores; SQLite; ${DURATION}s per run, ${CONNECTIONS} connections"
+run bench/schema.toml "GET by id, no auth" bench/get_by_id.lua
+run bench/auth_schema.toml "GET by id, RS256 bearer token (signature verified once per token, then cached until exp)" bench/get_by_id_auth.lua
