@@ -5,6 +5,7 @@
 //! the places `[auth]` names, and never logged.
 
 pub mod accounts;
+pub mod gateway;
 pub mod jwt;
 pub mod rules;
 

@@ -81,6 +81,13 @@ struct RawAuth {
     jwt: Option<RawJwt>,
     api_keys: Option<RawApiKeys>,
     accounts: Option<RawAccounts>,
+    gateway_claims: Option<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawGateway {
+    subject_claim: Option<String>,
+    role_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -871,10 +878,15 @@ fn build_auth(raw: RawAuth, errs: &mut Errors) -> AuthModel {
             .unwrap_or_else(|| "ANTEROOM_ACCOUNTS_SECRET".to_owned()),
         token_ttl_s: a.token_ttl_s.unwrap_or(3600),
     });
+    let gateway = raw.gateway_claims.map(|g| GatewaySettings {
+        subject_claim: g.subject_claim.unwrap_or_else(|| "sub".to_owned()),
+        role_claim: g.role_claim.unwrap_or_else(|| "cognito:groups".to_owned()),
+    });
     AuthModel {
         jwt,
         api_key,
         accounts,
+        gateway,
     }
 }
 

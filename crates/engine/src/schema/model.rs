@@ -27,6 +27,19 @@ pub struct AuthModel {
     pub api_key: Option<ApiKeySettings>,
     /// Built-in accounts (`/auth/signup`, `/auth/login`, `/auth/me`).
     pub accounts: Option<AccountsSettings>,
+    /// API Gateway authorizer claims as the identity (Lambda only).
+    pub gateway: Option<GatewaySettings>,
+}
+
+/// `[auth.gateway_claims]`: trust the claims API Gateway's authorizer put in
+/// the request context. Only the Lambda adapter reads them: over plain HTTP
+/// there is no gateway to vouch for them.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Dotted path of the subject claim (default `sub`).
+    pub subject_claim: String,
+    /// Dotted path of the role claim (default `cognito:groups`).
+    pub role_claim: String,
 }
 
 /// `[auth.accounts]`.
