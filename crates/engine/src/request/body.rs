@@ -186,6 +186,9 @@ fn parse_object(
                     Err(e) => push(e),
                 }
             }
+            // Fields guarded by their own `writable` rule (role, password hashes…)
+            // are never demanded from a client that may not be allowed to send them.
+            None if column.writable.is_some() => {}
             None => {
                 let needs_value = match mode {
                     BodyMode::Create => {
