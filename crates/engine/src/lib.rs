@@ -47,6 +47,16 @@ pub struct AppState {
 /// The router every adapter serves: `/health` plus every resource route.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
+    // Browsers may send the API key header only if CORS allows it.
+    let extra_headers: Vec<http::HeaderName> = state
+        .model
+        .auth
+        .as_ref()
+        .and_then(|a| a.api_key.as_ref())
+        .and_then(|k| k.header.as_deref())
+        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+        .into_iter()
+        .collect();
     let mut router = Router::new().route("/health", any(health));
     if state.auth.accounts.is_some() {
         router = router
@@ -55,7 +65,7 @@ pub fn app(state: AppState) -> Router {
             .route("/auth/me", any(auth::accounts::me));
     }
     let router = router.fallback(pipeline::handle).with_state(state);
-    server::with_middleware(router, &settings)
+    server::with_middleware(router, &settings, &extra_headers)
 }
 
 /// `GET /health`: 200 when the database answers, 503 problem+json when not.

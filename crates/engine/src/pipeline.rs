@@ -73,7 +73,7 @@ pub async fn run_as(
     raw: &RawRequest<'_>,
     ctx: PlanContext,
 ) -> Result<Response, ApiError> {
-    let request = request::parse(&state.model, raw)?;
+    let request = request::parse_gated(&state.model, raw, |op| plan::authorize(op, &ctx))?;
     let preconditions = request.preconditions.clone();
     let head = request.head;
     let plan = plan::plan(&state.model, request, &ctx)?;

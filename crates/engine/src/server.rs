@@ -34,7 +34,7 @@ impl MakeRequestId for MakeUuidV7 {
     }
 }
 
-fn cors(settings: &Settings) -> Option<CorsLayer> {
+fn cors(settings: &Settings, extra_headers: &[HeaderName]) -> Option<CorsLayer> {
     if settings.cors_origins.is_empty() {
         return None;
     }
@@ -59,21 +59,30 @@ fn cors(settings: &Settings) -> Option<CorsLayer> {
                 Method::PATCH,
                 Method::DELETE,
             ])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                header::IF_MATCH,
-                header::IF_NONE_MATCH,
-                REQUEST_ID,
-            ])
+            .allow_headers(
+                [
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::IF_MATCH,
+                    header::IF_NONE_MATCH,
+                    REQUEST_ID,
+                ]
+                .into_iter()
+                .chain(extra_headers.iter().cloned())
+                .collect::<Vec<_>>(),
+            )
             .expose_headers([header::ETAG, header::LOCATION, REQUEST_ID])
             .max_age(Duration::from_secs(600)),
     )
 }
 
 /// Wraps a router in the middleware every adapter uses.
-pub fn with_middleware(router: Router, settings: &Settings) -> Router {
-    let router = match cors(settings) {
+pub fn with_middleware(
+    router: Router,
+    settings: &Settings,
+    extra_headers: &[HeaderName],
+) -> Router {
+    let router = match cors(settings, extra_headers) {
         Some(cors) => router.layer(cors),
         None => router,
     };

@@ -102,7 +102,15 @@ impl JwtVerifier {
         validation.leeway = settings.leeway_s;
         validation.validate_nbf = true;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // jsonwebtoken checks iss/aud only when present unless they are required.
+        let mut required = vec!["exp"];
+        if settings.issuer.is_some() {
+            required.push("iss");
+        }
+        if settings.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &settings.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,

@@ -261,6 +261,24 @@ impl PlanContext {
     }
 }
 
+/// Refuses an operation the caller may not perform at all (401/403), before
+/// its query or body are looked at; row-level `owner` conditions come later.
+pub fn authorize(operation: &Operation<'_>, ctx: &PlanContext) -> Result<(), ApiError> {
+    let resource = operation.resource();
+    let rules = &resource.rules;
+    let checks: &[(&Rule, &str)] = match operation {
+        Operation::List { .. } => &[(&rules.list, "list"), (&rules.read, "read")],
+        Operation::Get { .. } => &[(&rules.read, "read")],
+        Operation::Create { .. } => &[(&rules.create, "create")],
+        Operation::Update { .. } | Operation::Replace { .. } => &[(&rules.update, "update")],
+        Operation::Delete { .. } => &[(&rules.delete, "delete")],
+    };
+    for (rule, verb) in checks {
+        ctx.allow(rule, resource, &format!("{verb} {}", resource.name))?;
+    }
+    Ok(())
+}
+
 /// Fields in `records` the caller may not set: a 422 listing each.
 fn check_writable(
     resource: &Resource,

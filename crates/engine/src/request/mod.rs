@@ -131,8 +131,20 @@ fn decode_path(path: &str) -> Result<String, ApiError> {
 
 /// Parses a resource request.
 pub fn parse<'m>(model: &'m AppModel, raw: &RawRequest<'_>) -> Result<ApiRequest<'m>, ApiError> {
+    parse_gated(model, raw, |_| Ok(()))
+}
+
+/// Parses a resource request, asking `gate` about the operation as soon as it
+/// is routed — before the query string or body are read — so a caller who may
+/// not perform it learns nothing about the resource's fields.
+pub fn parse_gated<'m>(
+    model: &'m AppModel,
+    raw: &RawRequest<'_>,
+    gate: impl FnOnce(&Operation<'m>) -> Result<(), ApiError>,
+) -> Result<ApiRequest<'m>, ApiError> {
     let path = decode_path(raw.path)?;
     let operation = route::route(model, raw.method, &path)?;
+    gate(&operation)?;
     let resource = operation.resource();
     let preconditions = Preconditions {
         if_match: EntityTags::parse(raw.headers, header::IF_MATCH)?,

@@ -701,9 +701,11 @@ fn build_field(
         pattern,
         format,
     };
-    let writable = raw
-        .writable
-        .map(|w| parse_rule(w, &format!("{path}.writable"), auth_on, errs));
+    // `writable = false` protects data, not access: it holds in prototypes too.
+    let writable = raw.writable.map(|w| match w {
+        RawRule::Flag(false) => Rule::Denied,
+        other => parse_rule(other, &format!("{path}.writable"), auth_on, errs),
+    });
     let column = Column {
         name: name.to_owned(),
         ty,
