@@ -82,6 +82,12 @@ pub enum ApiError {
         /// The cause, for the log only.
         cause: String,
     },
+    /// 503 with `Retry-After`: the identity provider's keys cannot be fetched.
+    #[error("the identity provider's keys cannot be fetched")]
+    KeysUnavailable {
+        /// The cause, for the log only.
+        cause: String,
+    },
     /// 500: a bug or an unexpected database answer; the cause goes to the log only.
     #[error("internal error")]
     Internal {
@@ -126,7 +132,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +153,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::Unavailable { .. } => "database_unavailable",
+            ApiError::KeysUnavailable { .. } => "keys_unavailable",
             ApiError::Internal { .. } => "internal_error",
         }
     }
@@ -156,6 +165,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal { cause } => tracing::error!(%cause, "internal error"),
             ApiError::Unavailable { cause } => tracing::warn!(%cause, "database unavailable"),
+            ApiError::KeysUnavailable { cause } => tracing::warn!(%cause, "JWKS unavailable"),
             _ => {}
         }
         let mut body = json!({
@@ -192,7 +202,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
-            ApiError::Unavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::BadCredentials => {

@@ -423,7 +423,8 @@ async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> 
     let resource = resource(&state.model, accounts)?;
     let identity = state
         .auth
-        .authenticate(req.headers(), None)?
+        .authenticate(req.headers(), None)
+        .await?
         .identity
         .ok_or_else(|| ApiError::Unauthorized {
             detail: "authentication is required".to_owned(),

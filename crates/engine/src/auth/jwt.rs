@@ -20,6 +20,127 @@ use crate::schema::{JwtKeySource, JwtSettings};
 enum Keys {
     One(DecodingKey),
     ByKid(Vec<(String, DecodingKey)>),
+    Remote(std::sync::Arc<RemoteJwks>),
+}
+
+/// Shortest time between two fetches caused by unknown `kid`s.
+const UNKNOWN_KID_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A JWKS fetched from a URL and kept fresh: on first use, every refresh
+/// interval in the background, and when a token names an unknown `kid` — at
+/// most once per [`UNKNOWN_KID_INTERVAL`], so garbage `kid`s cannot make the
+/// server hammer the identity provider.
+pub struct RemoteJwks {
+    url: String,
+    client: reqwest::Client,
+    keys: std::sync::RwLock<std::collections::HashMap<String, DecodingKey>>,
+    /// When the last fetch started; also serialises fetches.
+    last_fetch: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_set(set: &JwkSet, origin: &str) -> Result<Vec<(String, DecodingKey)>, String> {
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| format!("a key in {origin} has no kid"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid} in {origin}: {e}"))?;
+        keys.push((kid, key));
+    }
+    Ok(keys)
+}
+
+impl RemoteJwks {
+    fn new(url: &str) -> Result<RemoteJwks, String> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+        Ok(RemoteJwks {
+            url: url.to_owned(),
+            client,
+            keys: std::sync::RwLock::new(std::collections::HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn known(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().ok()?.get(kid).cloned()
+    }
+
+    async fn fetch(&self) -> Result<(), String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("fetching {}: {e}", self.url))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading {}: {e}", self.url))?;
+        let set: JwkSet = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a JWKS: {e}", self.url))?;
+        let keys = key_set(&set, &self.url)?;
+        if let Ok(mut current) = self.keys.write() {
+            *current = keys.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    /// Refreshes unless a fetch ran less than `min_interval` ago.
+    async fn refresh(&self, min_interval: std::time::Duration) -> Result<(), String> {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < min_interval) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        self.fetch().await
+    }
+
+    /// The key for `kid`, refreshing (rate-limited) when it is unknown.
+    async fn key(&self, kid: &str) -> Result<DecodingKey, ApiError> {
+        if let Some(key) = self.known(kid) {
+            return Ok(key);
+        }
+        if let Err(e) = self.refresh(UNKNOWN_KID_INTERVAL).await {
+            tracing::warn!(error = %e, "JWKS refresh failed");
+            if self.keys.read().map(|k| k.is_empty()).unwrap_or(true) {
+                // No key was ever fetched: the token cannot be judged yet.
+                return Err(ApiError::KeysUnavailable { cause: e });
+            }
+        }
+        self.known(kid)
+            .ok_or_else(|| unauthorized("the token's key (kid) is unknown"))
+    }
+
+    /// Keeps the keys fresh in the background while the server runs.
+    fn spawn_refresher(self: &std::sync::Arc<Self>, every: std::time::Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let jwks = std::sync::Arc::downgrade(self);
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(jwks) = jwks.upgrade() else { return };
+                if let Err(e) = jwks.refresh(std::time::Duration::ZERO).await {
+                    tracing::warn!(error = %e, "JWKS refresh failed");
+                }
+            }
+        });
+    }
 }
 
 /// Most verified tokens remembered (the cache is emptied when full).
@@ -80,21 +201,16 @@ impl JwtVerifier {
             JwtKeySource::JwksFile(file) => {
                 let set: JwkSet = serde_json::from_slice(&read(base, file)?)
                     .map_err(|e| format!("invalid JWKS file {file}: {e}"))?;
-                let mut keys = Vec::new();
-                for jwk in &set.keys {
-                    let kid = jwk
-                        .common
-                        .key_id
-                        .clone()
-                        .ok_or_else(|| format!("a key in {file} has no kid"))?;
-                    let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| format!("key {kid} in {file}: {e}"))?;
-                    keys.push((kid, key));
-                }
+                let keys = key_set(&set, file)?;
                 if keys.is_empty() {
                     return Err(format!("{file} holds no keys"));
                 }
                 Keys::ByKid(keys)
+            }
+            JwtKeySource::JwksUrl { url, refresh_s } => {
+                let remote = std::sync::Arc::new(RemoteJwks::new(url)?);
+                remote.spawn_refresher(std::time::Duration::from_secs(*refresh_s));
+                Keys::Remote(remote)
             }
         };
         let mut validation = Validation::new(first);
@@ -129,7 +245,7 @@ impl JwtVerifier {
 
     /// Verifies a token and reads its identity (from the cache when this
     /// exact token was verified before and is still inside its validity window).
-    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+    pub async fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let now = chrono::Utc::now().timestamp();
         if let Ok(cache) = self.verified.lock()
             && let Some((identity, from, until)) = cache.get(token)
@@ -137,7 +253,21 @@ impl JwtVerifier {
         {
             return Ok(identity.clone());
         }
-        let (identity, from, until) = self.verify_signature(token)?;
+        let remote_key = match &self.keys {
+            Keys::Remote(remote) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| unauthorized("the bearer token is malformed"))?;
+                if !self.validation.algorithms.contains(&header.alg) {
+                    return Err(unauthorized("the token's algorithm is not accepted"));
+                }
+                let kid = header
+                    .kid
+                    .ok_or_else(|| unauthorized("the token names no key (kid)"))?;
+                Some(remote.key(&kid).await?)
+            }
+            _ => None,
+        };
+        let (identity, from, until) = self.verify_signature(token, remote_key.as_ref())?;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
@@ -147,13 +277,20 @@ impl JwtVerifier {
         Ok(identity)
     }
 
-    fn verify_signature(&self, token: &str) -> Result<(Identity, i64, i64), ApiError> {
+    fn verify_signature(
+        &self,
+        token: &str,
+        remote_key: Option<&DecodingKey>,
+    ) -> Result<(Identity, i64, i64), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("the bearer token is malformed"))?;
         if !self.validation.algorithms.contains(&header.alg) {
             return Err(unauthorized("the token's algorithm is not accepted"));
         }
         let key = match &self.keys {
+            Keys::Remote(_) => {
+                remote_key.ok_or_else(|| unauthorized("the token's key (kid) is unknown"))?
+            }
             Keys::One(key) => key,
             Keys::ByKid(keys) => {
                 let kid = header

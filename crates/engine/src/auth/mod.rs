@@ -141,7 +141,7 @@ impl Authenticator {
 
     /// The identity behind a request's credentials. No credentials is an
     /// anonymous caller (rules decide); invalid credentials are a 401.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
@@ -172,7 +172,7 @@ impl Authenticator {
             });
             identity = Some(match (own, &self.jwt) {
                 (Some(accounts), _) => accounts.verify(token)?,
-                (None, Some(verifier)) => verifier.verify(token)?,
+                (None, Some(verifier)) => verifier.verify(token).await?,
                 (None, None) => return Err(unauthorized("this API does not accept bearer tokens")),
             });
         }

@@ -151,6 +151,8 @@ struct RawJwt {
     secret_env: Option<String>,
     public_key_file: Option<String>,
     jwks_file: Option<String>,
+    jwks_url: Option<String>,
+    jwks_refresh_s: Option<u64>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_s: Option<u64>,
@@ -831,18 +833,32 @@ fn build_auth(raw: RawAuth, errs: &mut Errors) -> AuthModel {
                 "do not mix HMAC and public-key algorithms: a public key must never be usable as an HMAC secret",
             );
         }
-        let sources = [j.secret_env.is_some(), j.public_key_file.is_some(), j.jwks_file.is_some()];
-        let key = match (j.secret_env, j.public_key_file, j.jwks_file) {
-            (Some(env), None, None) if hmac => JwtKeySource::SecretEnv(env),
-            (None, Some(file), None) if asymmetric => JwtKeySource::PublicKeyFile(file),
-            (None, None, Some(file)) if asymmetric => JwtKeySource::JwksFile(file),
+        let sources = [
+            j.secret_env.is_some(),
+            j.public_key_file.is_some(),
+            j.jwks_file.is_some(),
+            j.jwks_url.is_some(),
+        ];
+        if let Some(url) = &j.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            errs.add(format!("{path}.jwks_url"), "must be an http(s) URL");
+        }
+        let key = match (j.secret_env, j.public_key_file, j.jwks_file, j.jwks_url) {
+            (Some(env), None, None, None) if hmac => JwtKeySource::SecretEnv(env),
+            (None, Some(file), None, None) if asymmetric => JwtKeySource::PublicKeyFile(file),
+            (None, None, Some(file), None) if asymmetric => JwtKeySource::JwksFile(file),
+            (None, None, None, Some(url)) if asymmetric => JwtKeySource::JwksUrl {
+                url,
+                refresh_s: j.jwks_refresh_s.unwrap_or(300).max(10),
+            },
             _ => {
                 errs.add(
                     path,
                     if sources.iter().filter(|s| **s).count() != 1 {
-                        "give exactly one of secret_env, public_key_file or jwks_file"
+                        "give exactly one of secret_env, public_key_file, jwks_file or jwks_url"
                     } else {
-                        "secret_env goes with HS* algorithms; public_key_file and jwks_file with RS*, PS*, ES* or EdDSA"
+                        "secret_env goes with HS* algorithms; public_key_file, jwks_file and jwks_url with RS*, PS*, ES* or EdDSA"
                     },
                 );
                 return None;

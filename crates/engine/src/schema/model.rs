@@ -81,6 +81,14 @@ pub enum JwtKeySource {
     PublicKeyFile(String),
     /// A JWKS document on disk, keys chosen by `kid`, relative to the schema file.
     JwksFile(String),
+    /// A JWKS URL: fetched on first use, refreshed every `refresh_s` and on an
+    /// unknown `kid` (at most once per 5 s).
+    JwksUrl {
+        /// The `https://…/.well-known/jwks.json` address.
+        url: String,
+        /// Seconds between background refreshes.
+        refresh_s: u64,
+    },
 }
 
 /// `[auth.api_keys]`.
