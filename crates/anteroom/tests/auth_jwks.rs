@@ -123,7 +123,7 @@ async fn keys_are_fetched_on_first_use_and_a_rotated_kid_triggers_one_refresh() 
         "one fetch serves many tokens"
     );
 
-        // The provider rotates to k2. Refreshes for unknown kids are at most one per
+    // The provider rotates to k2. Refreshes for unknown kids are at most one per
     // 5 s, so a rotation right after a fetch is picked up once that has passed.
     *provider.jwks.lock().unwrap() = jwks(&["k2"]);
     tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
