@@ -49,16 +49,7 @@ PY
   pid=$!
   base="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do curl -fsS "$base/health" >/dev/null 2>&1 && break; sleep 0.05; done
-  python3 - "$base" "$ROWS" <<'PY'
-import json, sys, urllib.request
-base, rows = sys.argv[1], int(sys.argv[2])
-def post(path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
-    urllib.request.urlopen(req).read()
-post("/majors", [{"name": f"Major {i}"} for i in range(1, 21)])
-for start in range(0, rows, 1000):
-    post("/students", [{"name": f"Student {i}", "email": f"s{i}@bench.example.edu", "is_undergraduate": i % 3 != 0, "major_id": i % 20 + 1} for i in range(start, min(rows, start + 1000))])
-PY
+  python3 bench/seed.py "$base" "$ROWS"
   echo
   echo "######## $backend: $ROWS students"
   for scenario in get_by_id list_filtered post; do
