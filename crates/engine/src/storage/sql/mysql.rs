@@ -292,6 +292,10 @@ pub async fn connect(
         .acquire_timeout(options.acquire_timeout)
         .after_connect(move |conn, _| {
             Box::pin(async move {
+                // READ COMMITTED, as PostgreSQL: no gap locks, so writers racing on
+                // a new key do not deadlock (the upsert race retries instead).
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
                 // MariaDB and MySQL name the statement timeout differently; each ignores the other's.
                 let _ = conn
                     .execute(sqlx::AssertSqlSafe(format!(

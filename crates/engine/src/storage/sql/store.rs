@@ -528,10 +528,18 @@ where
     async fn update(&self, plan: &UpdatePlan<'_>) -> Result<UpdateOutcome, ApiError> {
         // A PUT that creates a key can race another PUT creating the same key:
         // the loser's insert hits the primary key, and it retries as an update.
-        for _ in 0..3 {
+        for attempt in 0..8u64 {
             if let Some(outcome) = self.update_once(plan).await? {
                 return Ok(outcome);
             }
+            // Jittered backoff so racing writers stop colliding in lockstep.
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+                    % 7,
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1 + attempt * 3 + jitter)).await;
         }
         Err(ApiError::Unavailable {
             cause: "PUT upsert kept racing concurrent inserts of the same key".to_owned(),
