@@ -88,6 +88,9 @@ pub enum ApiError {
         /// The cause, for the log only.
         cause: String,
     },
+    /// 503 with `Retry-After`: too many expensive requests (password hashing) at once.
+    #[error("the server is busy; retry shortly")]
+    Busy,
     /// 500: a bug or an unexpected database answer; the cause goes to the log only.
     #[error("internal error")]
     Internal {
@@ -132,7 +135,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } | ApiError::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,6 +157,7 @@ impl ApiError {
             ApiError::Validation { .. } => "validation_failed",
             ApiError::Unavailable { .. } => "database_unavailable",
             ApiError::KeysUnavailable { .. } => "keys_unavailable",
+            ApiError::Busy => "busy",
             ApiError::Internal { .. } => "internal_error",
         }
     }
@@ -202,7 +206,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
-            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } | ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::BadCredentials => {

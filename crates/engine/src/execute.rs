@@ -79,6 +79,8 @@ pub enum Outcome<'m> {
     },
     /// 204.
     Deleted,
+    /// 204: written, but the caller may not read the result.
+    Written,
 }
 
 fn missing(resource: &Resource, id: &Value) -> ApiError {
@@ -146,7 +148,11 @@ pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcom
             })
         }
         Plan::Insert(p) => {
+            check_refs(storage, &p.ref_checks, p.rows.iter()).await?;
             let mut rows = storage.insert(&p).await?;
+            if !rows.iter().all(|r| visible(&p.readback, r)) {
+                return Ok(Outcome::Written);
+            }
             strip_hidden(p.resource, &mut rows);
             if p.bulk {
                 Ok(Outcome::Rows {
@@ -165,12 +171,21 @@ pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcom
             }
         }
         Plan::Update(p) => {
+            check_refs(
+                storage,
+                &p.ref_checks,
+                std::iter::once(&p.set).chain(p.insert.as_ref()),
+            )
+            .await?;
             let (mut row, status) = match storage.update(&p).await? {
                 UpdateOutcome::Updated(row) => (row, RowStatus::Updated),
                 UpdateOutcome::Created(row) => (row, RowStatus::Created),
                 UpdateOutcome::NotFound => return Err(missing(p.resource, &p.id)),
                 UpdateOutcome::PreconditionFailed => return Err(ApiError::PreconditionFailed),
             };
+            if !visible(&p.readback, &row) {
+                return Ok(Outcome::Written);
+            }
             strip_hidden(p.resource, std::slice::from_mut(&mut row));
             Ok(Outcome::Row {
                 resource: p.resource,
@@ -184,6 +199,53 @@ pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcom
             DeleteOutcome::NotFound => Err(missing(p.resource, &p.id)),
             DeleteOutcome::PreconditionFailed => Err(ApiError::PreconditionFailed),
         },
+    }
+}
+
+/// Refuses references to rows the caller may not read, exactly as references
+/// to rows that do not exist (409 naming the field).
+async fn check_refs<'a>(
+    storage: &dyn Storage,
+    checks: &[crate::plan::RefCheck<'_>],
+    rows: impl Iterator<Item = &'a crate::request::Record> + Clone,
+) -> Result<(), ApiError> {
+    for check in checks {
+        let mut ids: Vec<Value> = Vec::new();
+        for row in rows.clone() {
+            if let Some(v) = row.get(&check.column).filter(|v| **v != Value::Null)
+                && !ids.contains(v)
+            {
+                ids.push(v.clone());
+            }
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        let found = storage
+            .fetch_by_ids(check.target, &ids, Some(&check.scope))
+            .await?;
+        if found.len() < ids.len() {
+            return Err(ApiError::Conflict {
+                code: "foreign_key_violation",
+                detail: format!(
+                    "{} refers to a {} row that does not exist",
+                    check.column, check.target.name
+                ),
+                field: Some(check.column.clone()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the caller may see a row it just wrote.
+fn visible(readback: &crate::plan::Readback, row: &StoredRow) -> bool {
+    match readback {
+        crate::plan::Readback::All => true,
+        crate::plan::Readback::Nothing => false,
+        crate::plan::Readback::OwnedBy(subject) => {
+            row.values.get("created_by").and_then(Json::as_str) == Some(subject.as_str())
+        }
     }
 }
 

@@ -100,6 +100,7 @@ fn set(response: &mut Response, name: header::HeaderName, value: &str) {
 /// A read response with ETag, Cache-Control and If-None-Match handling.
 fn cacheable(
     resource: &Resource,
+    shared: bool,
     body: Vec<u8>,
     etag: String,
     preconditions: &Preconditions,
@@ -119,9 +120,33 @@ fn cacheable(
     };
     set(&mut response, header::ETAG, &etag);
     if let Some(cc) = &resource.cache_control {
-        set(&mut response, header::CACHE_CONTROL, cc);
+        if shared {
+            set(&mut response, header::CACHE_CONTROL, cc);
+        } else {
+            // The answer depends on who asks: no shared cache may keep it.
+            let own: Vec<&str> = cc
+                .split(',')
+                .map(str::trim)
+                .filter(|d| {
+                    !d.eq_ignore_ascii_case("public")
+                        && !d.to_ascii_lowercase().starts_with("s-maxage")
+                })
+                .collect();
+            let value = std::iter::once("private")
+                .chain(own)
+                .collect::<Vec<_>>()
+                .join(", ");
+            set(&mut response, header::CACHE_CONTROL, &value);
+            set(&mut response, header::VARY, "Authorization");
+        }
     }
     response
+}
+
+/// Whether every caller gets the same answer from reads of `resource`.
+fn publicly_readable(resource: &Resource, list: bool) -> bool {
+    use crate::schema::Rule;
+    resource.rules.read == Rule::Public && (!list || resource.rules.list == Rule::Public)
 }
 
 /// Renders an outcome.
@@ -144,7 +169,14 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
             }
             let bytes = body.to_string().into_bytes();
             let etag = weak_etag(&bytes);
-            cacheable(resource, bytes, etag, preconditions, head)
+            cacheable(
+                resource,
+                publicly_readable(resource, true),
+                bytes,
+                etag,
+                preconditions,
+                head,
+            )
         }
         Outcome::Row {
             resource,
@@ -161,7 +193,14 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
                 weak_etag(&bytes)
             };
             match status {
-                RowStatus::Read => cacheable(resource, bytes, etag, preconditions, head),
+                RowStatus::Read => cacheable(
+                    resource,
+                    publicly_readable(resource, false),
+                    bytes,
+                    etag,
+                    preconditions,
+                    head,
+                ),
                 RowStatus::Updated => {
                     let mut response = json_response(StatusCode::OK, bytes);
                     set(&mut response, header::ETAG, &etag);
@@ -184,7 +223,7 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
                 Json::Array(items).to_string().into_bytes(),
             )
         }
-        Outcome::Deleted => {
+        Outcome::Deleted | Outcome::Written => {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             r

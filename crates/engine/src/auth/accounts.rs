@@ -35,6 +35,8 @@ use crate::value::{self, FieldError, Value};
 pub const ACCOUNTS_KID: &str = "anteroom-accounts";
 const ISSUER: &str = "anteroom";
 const MIN_PASSWORD: usize = 8;
+/// Concurrent argon2 computations (memory-hard: ~19 MiB each).
+const HASHING_SLOTS: usize = 4;
 const MAX_PASSWORD: usize = 128;
 
 /// Signing and verification of account tokens.
@@ -45,6 +47,9 @@ pub struct Accounts {
     validation: Validation,
     /// A real argon2id hash of a random password: unknown users are verified against it.
     decoy_hash: String,
+    /// Bounds concurrent argon2 work: each hash holds ~19 MiB, and unbounded
+    /// logins once pushed the server to gigabytes.
+    hashing: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -89,7 +94,30 @@ impl Accounts {
             decoding: DecodingKey::from_secret(secret.expose()),
             validation,
             decoy_hash: hash(&decoy).map_err(|e| e.to_string())?,
+            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
         })
+    }
+
+    /// Runs argon2 work off the async threads, at most [`HASHING_SLOTS`] at a
+    /// time; a caller that cannot get a slot within 5 s gets a 503.
+    async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.hashing.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ApiError::Busy)?
+        .map_err(ApiError::internal)?;
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        Ok(result)
     }
 
     /// Verifies a token this engine issued.
@@ -245,9 +273,7 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
     let Some(password) = password.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation { errors });
     };
-    let password_hash = tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .map_err(ApiError::internal)??;
+    let password_hash = accounts.argon2(move || hash(&password)).await??;
     record.insert("password_hash".to_owned(), Value::Text(password_hash));
     let ctx = PlanContext::system();
     let mut row = crate::plan::complete_row(resource, &record, &ctx);
@@ -260,6 +286,8 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
     row.insert("created_by".to_owned(), Value::Text(subject.clone()));
     row.insert("updated_by".to_owned(), Value::Text(subject.clone()));
     let plan = InsertPlan {
+        ref_checks: Vec::new(),
+        readback: crate::plan::Readback::All,
         resource,
         rows: vec![row],
         bulk: false,
@@ -365,9 +393,9 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
         .and_then(Json::as_str)
         .map_or_else(|| accounts.decoy_hash.clone(), str::to_owned);
     // The same argon2 work whether or not the user exists.
-    let ok = tokio::task::spawn_blocking(move || verify(&password, &stored_hash))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = accounts
+        .argon2(move || verify(&password, &stored_hash))
+        .await?;
     let Some(user) = found.filter(|_| ok) else {
         return Err(bad_credentials());
     };
@@ -380,6 +408,8 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     crate::plan::stamp_update(resource, &mut set, &ctx);
     set.shift_remove("updated_by");
     let update = UpdatePlan {
+        ref_checks: Vec::new(),
+        readback: crate::plan::Readback::All,
         resource,
         id: id_value,
         set,

@@ -312,7 +312,7 @@ impl JwtVerifier {
                 InvalidIssuer => "the token's issuer is not accepted",
                 InvalidAudience => "the token's audience is not accepted",
                 InvalidSignature => "the token's signature is not valid",
-                MissingRequiredClaim(_) => "the token lacks a required claim (exp)",
+                MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss or aud)",
                 _ => "the bearer token is not valid",
             })
         })?;

@@ -184,12 +184,12 @@ impl Authenticator {
                 .as_ref()
                 .and_then(|h| headers.get(h.as_str()))
                 .map(|v| v.as_bytes().to_vec());
-            let mut from_query = None;
+            let mut from_query = Vec::new();
             if let (Some(param), Some(q)) = (&key.settings.query, query) {
                 let mut kept = form_urlencoded::Serializer::new(String::new());
                 for (k, v) in form_urlencoded::parse(q.as_bytes()) {
                     if k == param.as_str() {
-                        from_query = Some(v.into_owned().into_bytes());
+                        from_query.push(v.into_owned().into_bytes());
                     } else {
                         kept.append_pair(&k, &v);
                     }
@@ -197,7 +197,8 @@ impl Authenticator {
                 let kept = kept.finish();
                 remaining_query = (!kept.is_empty()).then_some(kept);
             }
-            for presented in [from_header, from_query].into_iter().flatten() {
+            // Every presented copy must be right: a good key never launders a bad one.
+            for presented in from_header.into_iter().chain(from_query) {
                 if !key.secret.matches(&presented) {
                     return Err(unauthorized("the API key is not valid"));
                 }

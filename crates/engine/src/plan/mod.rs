@@ -137,9 +137,77 @@ pub struct ReadPlan<'m> {
     pub expand: Vec<Expansion<'m>>,
 }
 
+/// Whether the caller may see what it wrote (a write rule can be wider than the read rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readback {
+    /// Render the written row.
+    All,
+    /// Render it only if its `created_by` is this subject.
+    OwnedBy(String),
+    /// Never render it: answer 204.
+    Nothing,
+}
+
+impl Readback {
+    fn for_caller(resource: &Resource, ctx: &PlanContext) -> Readback {
+        match ctx.allow(&resource.rules.read, resource, "read") {
+            Ok(None) => Readback::All,
+            Ok(Some(_)) => ctx
+                .subject
+                .clone()
+                .map_or(Readback::Nothing, Readback::OwnedBy),
+            Err(_) => Readback::Nothing,
+        }
+    }
+}
+
+/// A reference the caller is writing to a resource it may not fully read:
+/// the referenced rows must be ones it can read, or the write answers as if
+/// they did not exist (409), so references cannot probe hidden rows.
+#[derive(Debug, Clone)]
+pub struct RefCheck<'m> {
+    /// The ref column written.
+    pub column: String,
+    /// The referenced resource.
+    pub target: &'m Resource,
+    /// The caller's read restriction on it (`Any([])` when it may read none).
+    pub scope: Condition,
+}
+
+fn ref_checks<'m>(
+    model: &'m crate::schema::AppModel,
+    resource: &'m Resource,
+    ctx: &PlanContext,
+) -> Vec<RefCheck<'m>> {
+    let mut checks = Vec::new();
+    for column in &resource.columns {
+        let FieldType::Ref(r) = &column.ty else {
+            continue;
+        };
+        let Some(target) = model.resource(&r.to) else {
+            continue;
+        };
+        let scope = match ctx.allow(&target.rules.read, target, "read") {
+            Ok(None) => continue,
+            Ok(Some(scope)) => scope,
+            Err(_) => Condition::Any(Vec::new()),
+        };
+        checks.push(RefCheck {
+            column: column.name.clone(),
+            target,
+            scope,
+        });
+    }
+    checks
+}
+
 /// Insert rows, all or none.
 #[derive(Debug, Clone)]
 pub struct InsertPlan<'m> {
+    /// References to check against what the caller may read.
+    pub ref_checks: Vec<RefCheck<'m>>,
+    /// Whether the caller may see the inserted rows.
+    pub readback: Readback,
     /// The resource written.
     pub resource: &'m Resource,
     /// Complete rows (every column but an autoincrement id).
@@ -162,6 +230,10 @@ pub enum Expect {
 /// Update one row; for PUT on client-key resources, insert it when absent.
 #[derive(Debug, Clone)]
 pub struct UpdatePlan<'m> {
+    /// References to check against what the caller may read.
+    pub ref_checks: Vec<RefCheck<'m>>,
+    /// Whether the caller may see the updated row.
+    pub readback: Readback,
     /// The resource written.
     pub resource: &'m Resource,
     /// The row's id.
@@ -477,7 +549,10 @@ fn expansions<'m>(
         let Some(target) = model_lookup(&r.to) else {
             continue;
         };
-        let scope = ctx.allow(&target.rules.read, target, &format!("read {}", target.name))?;
+        // Rows the caller may not read expand to null, like missing ones.
+        let scope = ctx
+            .allow(&target.rules.read, target, &format!("read {}", target.name))
+            .unwrap_or(Some(Condition::Any(Vec::new())));
         out.push(Expansion {
             column: name.clone(),
             target,
@@ -565,6 +640,8 @@ pub fn plan<'m>(
             )?;
             check_writable(resource, &records.iter().collect::<Vec<_>>(), ctx, bulk)?;
             Plan::Insert(InsertPlan {
+                ref_checks: ref_checks(model, resource, ctx),
+                readback: Readback::for_caller(resource, ctx),
                 resource,
                 rows: records
                     .iter()
@@ -589,6 +666,8 @@ pub fn plan<'m>(
             }
             stamp_update(resource, &mut set, ctx);
             Plan::Update(UpdatePlan {
+                ref_checks: ref_checks(model, resource, ctx),
+                readback: Readback::for_caller(resource, ctx),
                 resource,
                 id,
                 set,
@@ -631,6 +710,8 @@ pub fn plan<'m>(
                 complete_row(resource, &given, ctx)
             });
             Plan::Update(UpdatePlan {
+                ref_checks: ref_checks(model, resource, ctx),
+                readback: Readback::for_caller(resource, ctx),
                 resource,
                 id,
                 set,

@@ -374,7 +374,15 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
                     ));
                 }
             }
-            "offset" => q.offset = parse_number("offset", &raw)?,
+            "offset" => {
+                q.offset = parse_number("offset", &raw)?;
+                if i64::try_from(q.offset).is_err() {
+                    return Err(ApiError::bad_request(
+                        "malformed_query",
+                        format!("\"offset\" is too large: {}", q.offset),
+                    ));
+                }
+            }
             "cursor" => cursor = Some(raw.into_owned()),
             "count" => {
                 q.count = match raw.as_ref() {
@@ -472,7 +480,9 @@ fn parse_expand(resource: &Resource, raw: &str) -> Result<Vec<String>, ApiError>
             .columns
             .iter()
             .find(|c| {
-                matches!(c.ty, FieldType::Ref(_)) && (c.name == name || expand_key(&c.name) == name)
+                !c.hidden
+                    && matches!(c.ty, FieldType::Ref(_))
+                    && (c.name == name || expand_key(&c.name) == name)
             })
             .ok_or_else(|| {
                 ApiError::bad_request(

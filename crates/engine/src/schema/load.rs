@@ -102,8 +102,8 @@ struct RawAccounts {
 const ACCOUNTS_RESOURCE: &str = r#"
 fields.username      = { type = "string", required = true, unique = true, min_length = 3, max_length = 32, pattern = "[A-Za-z0-9_.-]+" }
 fields.email         = { type = "string", required = true, unique = true, format = "email", max_length = 255 }
-fields.password_hash = { type = "text", required = true, hidden = true, writable = false }
-fields.role          = { type = "string", required = true, default = "user", max_length = 64, writable = false }
+fields.password_hash = { type = "text", hidden = true, writable = false }
+fields.role          = { type = "string", required = true, default = "user", max_length = 64, writable = "role:admin" }
 fields.last_login_at = { type = "timestamp", writable = false }
 rules = { list = "role:admin", read = "owner", create = "none", update = "owner", delete = "role:admin" }
 "#;
@@ -134,6 +134,14 @@ fn with_accounts(raw: &mut RawSchema, errs: &mut Errors) {
                     format!("resources.{name}.id"),
                     "an accounts resource has uuid ids",
                 );
+            }
+            for (field, spec) in &declared.fields {
+                if spec.required && spec.default.is_none() && !defaults.fields.contains_key(field) {
+                    errs.add(
+                        format!("resources.{name}.fields.{field}"),
+                        "signup cannot fill this field: give it a default or make it optional",
+                    );
+                }
             }
             for (field, spec) in defaults.fields {
                 declared.fields.entry(field).or_insert(spec);
@@ -706,8 +714,24 @@ fn build_field(
     // `writable = false` protects data, not access: it holds in prototypes too.
     let writable = raw.writable.map(|w| match w {
         RawRule::Flag(false) => Rule::Denied,
+        RawRule::One(o) if o == "owner" => {
+            errs.add(
+                format!("{path}.writable"),
+                "\"owner\" is not a field rule: use false, true, authenticated or role:NAME",
+            );
+            Rule::Denied
+        }
         other => parse_rule(other, &format!("{path}.writable"), auth_on, errs),
     });
+    if raw.required
+        && raw.default.is_none()
+        && writable.as_ref().is_some_and(|w| *w != Rule::Public)
+    {
+        errs.add(
+            path,
+            "a required field guarded by `writable` needs a default (callers who may not write it cannot supply it)",
+        );
+    }
     let column = Column {
         name: name.to_owned(),
         ty,
@@ -839,10 +863,35 @@ fn build_auth(raw: RawAuth, errs: &mut Errors) -> AuthModel {
             j.jwks_file.is_some(),
             j.jwks_url.is_some(),
         ];
-        if let Some(url) = &j.jwks_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+                if let Some(url) = &j.jwks_url {
+            let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !url.starts_with("https://") && !local {
+                errs.add(
+                    format!("{path}.jwks_url"),
+                    "must be an https:// URL (plain http only for localhost): keys fetched in the clear could be swapped",
+                );
+            }
+        }
+        // jsonwebtoken checks a key against every pinned algorithm: they must share one family.
+        let family = |a: &str| match a {
+            a if a.starts_with("HS") => "HMAC",
+            a if a.starts_with("RS") || a.starts_with("PS") => "RSA",
+            a if a.starts_with("ES") => "EC",
+            _ => "EdDSA",
+        };
+                if j.algorithms
+            .first()
+            .is_some_and(|first| j.algorithms.iter().any(|a| family(a) != family(first)))
         {
-            errs.add(format!("{path}.jwks_url"), "must be an http(s) URL");
+            errs.add(
+                format!("{path}.algorithms"),
+                "pin algorithms of one key family (HS*, RS*/PS*, ES* or EdDSA)",
+            );
+        }
+        if j.leeway_s.is_some_and(|l| l > 300) {
+            errs.add(format!("{path}.leeway_s"), "a clock skew above 300 seconds defeats exp and nbf");
         }
         let key = match (j.secret_env, j.public_key_file, j.jwks_file, j.jwks_url) {
             (Some(env), None, None, None) if hmac => JwtKeySource::SecretEnv(env),

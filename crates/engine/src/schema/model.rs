@@ -208,7 +208,7 @@ impl Resource {
     pub fn refs_to<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = &'a Column> + 'a {
         self.columns
             .iter()
-            .filter(move |c| matches!(&c.ty, FieldType::Ref(r) if r.to == parent))
+            .filter(move |c| !c.hidden && matches!(&c.ty, FieldType::Ref(r) if r.to == parent))
     }
 
     /// Whether the client chooses the id (PUT may create).

@@ -1,4 +1,4 @@
-//! MySQL 8 and MariaDB 10.6+: InnoDB tables in `utf8mb4_bin` (case-sensitive
+//! MySQL 8 and MariaDB 10.6+: InnoDB tables in a binary no-pad collation (case-sensitive
 //! equality and uniqueness, as on the other backends), no `RETURNING` (rows
 //! are re-read by id inside the write transaction), timestamps as UTC
 //! `DATETIME(6)`, UUIDs as `CHAR(36)`, and migrations under `GET_LOCK` (DDL is
@@ -26,8 +26,16 @@ use crate::value::{Value, format_timestamp};
 const MAX_VARCHAR: usize = 768;
 
 /// MySQL's SQL flavour.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MysqlDialect;
+#[derive(Debug, Clone, Copy)]
+pub struct MysqlDialect {
+    /// A binary collation without trailing-space padding, so `'alice'` and
+    /// `'alice '` differ as on the other backends (MariaDB and MySQL name it
+    /// differently).
+    table_options: &'static str,
+}
+
+const MARIADB_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin";
+const MYSQL_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_bin";
 
 impl Dialect for MysqlDialect {
     type Builder = MysqlQueryBuilder;
@@ -61,7 +69,7 @@ impl Dialect for MysqlDialect {
         column.like(LikeExpr::new(literal_backslashes(&pattern)))
     }
 
-    /// Columns are `utf8mb4_bin`; LOWER() folds with the character set's Unicode rules.
+    /// Columns are binary-collated; LOWER() folds with the character set's Unicode rules.
     fn ilike(&self, column: Expr, pattern: String) -> Expr {
         Expr::expr(Func::lower(column))
             .like(LikeExpr::new(literal_backslashes(&pattern.to_lowercase())))
@@ -104,7 +112,7 @@ impl Dialect for MysqlDialect {
     }
 
     fn table_options(&self) -> &'static str {
-        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        self.table_options
     }
 
     /// MySQL ignores inline `REFERENCES` on a column: add a named constraint.
@@ -268,7 +276,8 @@ impl Backend for MysqlDialect {
 
     fn schema_table_ddl(&self) -> String {
         format!(
-            "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version BIGINT PRIMARY KEY, applied_at VARCHAR(64) NOT NULL, snapshot LONGTEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+            "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version BIGINT PRIMARY KEY, applied_at VARCHAR(64) NOT NULL, snapshot LONGTEXT NOT NULL){}",
+            self.table_options
         )
     }
 }
@@ -314,7 +323,18 @@ pub async fn connect(
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(SqlStorage::new(MysqlDialect, model, pool.clone(), pool))
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dialect = MysqlDialect {
+        table_options: if version.contains("MariaDB") {
+            MARIADB_TABLES
+        } else {
+            MYSQL_TABLES
+        },
+    };
+    Ok(SqlStorage::new(dialect, model, pool.clone(), pool))
 }
 
 #[cfg(test)]

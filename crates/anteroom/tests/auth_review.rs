@@ -1,0 +1,318 @@
+//! Regressions from the security review of the auth code: caching of
+//! per-caller answers, write responses the caller may not read, references
+//! probing unreadable rows, hidden refs through nested routes and expand,
+//! API key laundering, oversized offsets, trailing-space subjects, and schema
+//! rules that could never work. Runs on every backend.
+
+mod common;
+
+use common::{Server, id_of, schema_dir};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SECRET: &str = "review-secret-review-secret-review-secret";
+const APP_TOKEN: &str = "app-token-app-token-app-token-app-token";
+
+const SCHEMA: &str = r#"
+[app]
+name = "review"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET" }
+api_keys = { env = "APP_TOKEN", header = "x-api-key", query = "app_token", role = "service" }
+
+[resources.notes]
+cache_control = "public, max-age=300"
+fields.title = { type = "string", required = true }
+rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
+
+[resources.docs]
+fields.body = { type = "string", required = true }
+rules = { list = "owner", read = "owner", create = "authenticated", update = "authenticated", delete = "owner" }
+
+[resources.comments]
+fields.text    = { type = "string", required = true }
+fields.note_id = { type = "ref", to = "notes" }
+rules = { list = "public", read = "public", create = "authenticated", update = "owner", delete = "owner" }
+
+[resources.secrets]
+fields.value = { type = "string", required = true }
+rules = { list = "role:admin", read = "role:admin", create = "role:admin", update = "none", delete = "none" }
+
+[resources.links]
+fields.label     = { type = "string", required = true }
+fields.secret_id = { type = "ref", to = "secrets" }
+rules = { list = "public", read = "public", create = "role:admin", update = "none", delete = "none" }
+
+[resources.reviewers]
+fields.name = { type = "string", required = true }
+rules = { list = "public", read = "public", create = "authenticated", update = "none", delete = "none" }
+
+[resources.papers]
+fields.title       = { type = "string", required = true }
+fields.reviewer_id = { type = "ref", to = "reviewers", hidden = true }
+rules = { list = "public", read = "public", create = "authenticated", update = "none", delete = "none" }
+"#;
+
+fn token(sub: &str, role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": sub, "role": role, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn start() -> Server {
+    Server::start_with_env(
+        SCHEMA,
+        &[],
+        &[("JWT_SECRET", SECRET), ("APP_TOKEN", APP_TOKEN)],
+    )
+    .await
+}
+
+async fn as_user(
+    server: &Server,
+    who: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> common::Reply {
+    let bearer = format!("Bearer {}", token(who, "user"));
+    server
+        .send(method, path, body, &[("authorization", &bearer)])
+        .await
+}
+
+#[tokio::test]
+async fn answers_that_depend_on_the_caller_are_never_publicly_cacheable() {
+    let server = start().await;
+    let note = as_user(
+        &server,
+        "alice",
+        "POST",
+        "/notes",
+        Some(json!({"title": "mine"})),
+    )
+    .await
+    .expect(201);
+    for path in [
+        "/notes".to_owned(),
+        format!("/notes/{}", id_of(&note["id"])),
+    ] {
+        let reply = as_user(&server, "alice", "GET", &path, None).await;
+        reply.expect(200);
+        assert_eq!(
+            reply.header("cache-control").as_deref(),
+            Some("private, max-age=300"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("vary").as_deref(),
+            Some("Authorization"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_write_the_caller_may_not_read_back_answers_204_without_the_row() {
+    let server = start().await;
+    let doc = as_user(
+        &server,
+        "alice",
+        "POST",
+        "/docs",
+        Some(json!({"body": "alice's"})),
+    )
+    .await
+    .expect(201);
+    let path = format!("/docs/{}", id_of(&doc["id"]));
+    let reply = as_user(&server, "bob", "PATCH", &path, Some(json!({}))).await;
+    assert_eq!(reply.status, 204);
+    assert!(
+        reply.bytes.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&reply.bytes)
+    );
+    as_user(&server, "bob", "GET", &path, None)
+        .await
+        .expect_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_reference_to_a_row_the_caller_cannot_read_answers_like_a_missing_one() {
+    let server = start().await;
+    let note = as_user(
+        &server,
+        "alice",
+        "POST",
+        "/notes",
+        Some(json!({"title": "hidden"})),
+    )
+    .await
+    .expect(201);
+    let hidden = as_user(
+        &server,
+        "bob",
+        "POST",
+        "/comments",
+        Some(json!({"text": "x", "note_id": note["id"]})),
+    )
+    .await;
+    let missing = as_user(
+        &server,
+        "bob",
+        "POST",
+        "/comments",
+        Some(json!({"text": "x", "note_id": "01a20a4f-7af9-731e-b1c3-be31d25197fd"})),
+    )
+    .await;
+    let a = hidden.expect_problem(409, "foreign_key_violation");
+    let b = missing.expect_problem(409, "foreign_key_violation");
+    assert_eq!(
+        a, b,
+        "the two answers must not tell a hidden row from a missing one"
+    );
+    assert_eq!(server.count_in_database("comments").await, 0);
+    as_user(
+        &server,
+        "alice",
+        "POST",
+        "/comments",
+        Some(json!({"text": "mine", "note_id": note["id"]})),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn hidden_references_cannot_be_reached_through_nested_routes_or_expand() {
+    let server = start().await;
+    let reviewer = as_user(
+        &server,
+        "alice",
+        "POST",
+        "/reviewers",
+        Some(json!({"name": "R"})),
+    )
+    .await
+    .expect(201);
+    let rid = id_of(&reviewer["id"]);
+    as_user(
+        &server,
+        "alice",
+        "POST",
+        "/papers",
+        Some(json!({"title": "P", "reviewer_id": reviewer["id"]})),
+    )
+    .await
+    .expect(201);
+    server
+        .get(&format!("/reviewers/{rid}/papers"))
+        .await
+        .expect_problem(404, "not_found");
+    server
+        .get("/papers?expand=reviewer")
+        .await
+        .expect_problem(400, "unknown_expand");
+}
+
+#[tokio::test]
+async fn expanding_into_an_unreadable_resource_renders_null() {
+    let server = start().await;
+    let admin = format!("Bearer {}", token("root", "admin"));
+    let secret = server
+        .send(
+            "POST",
+            "/secrets",
+            Some(json!({"value": "s3cret"})),
+            &[("authorization", &admin)],
+        )
+        .await
+        .expect(201);
+    server
+        .send(
+            "POST",
+            "/links",
+            Some(json!({"label": "l", "secret_id": secret["id"]})),
+            &[("authorization", &admin)],
+        )
+        .await
+        .expect(201);
+    let page = server.get("/links?expand=secret").await.expect(200);
+    assert_eq!(page["items"][0]["secret"], Value::Null);
+    assert!(!page.to_string().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_good_api_key_never_launders_a_bad_one() {
+    let server = start().await;
+    let good = format!("/comments?app_token={APP_TOKEN}");
+    server.get(&good).await.expect(200);
+    server
+        .get(&format!("/comments?app_token=wrong&app_token={APP_TOKEN}"))
+        .await
+        .expect_problem(401, "unauthorized");
+    server
+        .get(&format!("/comments?app_token={APP_TOKEN}&app_token=wrong"))
+        .await
+        .expect_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn an_offset_beyond_what_a_database_can_take_is_a_400() {
+    let server = start().await;
+    server
+        .get("/comments?offset=18446744073709551615")
+        .await
+        .expect_problem(400, "malformed_query");
+    server
+        .get("/comments?offset=9223372036854775807")
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn a_subject_with_trailing_spaces_is_another_subject() {
+    let server = start().await;
+    let note = as_user(
+        &server,
+        "alice",
+        "POST",
+        "/notes",
+        Some(json!({"title": "mine"})),
+    )
+    .await
+    .expect(201);
+    let path = format!("/notes/{}", id_of(&note["id"]));
+    as_user(&server, "alice  ", "GET", &path, None)
+        .await
+        .expect_problem(404, "not_found");
+    let page = as_user(&server, "alice  ", "GET", "/notes?count=true", None)
+        .await
+        .expect(200);
+    assert_eq!(page["total"], 0);
+}
+
+#[tokio::test]
+async fn rules_that_could_never_work_are_schema_errors() {
+    for (schema, needle) in [
+        (SCHEMA.replace("fields.title = { type = \"string\", required = true }\nrules = { list = \"owner\"", "fields.title = { type = \"string\", required = true, writable = \"owner\" }\nrules = { list = \"owner\""), "not a field rule"),
+        (SCHEMA.replace("fields.body = { type = \"string\", required = true }", "fields.body = { type = \"string\", required = true, writable = false }"), "needs a default"),
+        (SCHEMA.replace("algorithms = [\"HS256\"]", "algorithms = [\"HS256\", \"HS384\"], leeway_s = 100000"), "300 seconds"),
+    ] {
+        assert_ne!(schema, SCHEMA, "the replacement applied");
+        let (dir, path) = schema_dir(&schema);
+        let out = common::cli(&["check", path.to_str().unwrap()]);
+        assert_ne!(out.code, 0, "{schema}");
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+        drop(dir);
+    }
+}
