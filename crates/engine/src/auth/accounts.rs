@@ -35,8 +35,36 @@ use crate::value::{self, FieldError, Value};
 pub const ACCOUNTS_KID: &str = "anteroom-accounts";
 const ISSUER: &str = "anteroom";
 const MIN_PASSWORD: usize = 8;
-/// Concurrent argon2 computations (memory-hard: ~19 MiB each).
-const HASHING_SLOTS: usize = 4;
+/// Threads computing argon2 (memory-hard: ~19 MiB each).
+const HASHING_THREADS: usize = 2;
+/// Hash requests that may wait for a thread before new ones get 503.
+const HASHING_QUEUE: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts the argon2 threads and returns their queue.
+fn hashers() -> std::sync::mpsc::SyncSender<Job> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(HASHING_QUEUE);
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..HASHING_THREADS {
+        let rx = rx.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+    }
+    tx
+}
 const MAX_PASSWORD: usize = 128;
 
 /// Signing and verification of account tokens.
@@ -47,9 +75,10 @@ pub struct Accounts {
     validation: Validation,
     /// A real argon2id hash of a random password: unknown users are verified against it.
     decoy_hash: String,
-    /// Bounds concurrent argon2 work: each hash holds ~19 MiB, and unbounded
-    /// logins once pushed the server to gigabytes.
-    hashing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Queue of the dedicated argon2 threads. Each hash holds ~19 MiB: a few
+    /// long-lived threads keep that memory bounded and reused (unbounded
+    /// logins on the blocking pool once pushed the server to gigabytes).
+    hashing: std::sync::mpsc::SyncSender<Job>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -94,7 +123,7 @@ impl Accounts {
             decoding: DecodingKey::from_secret(secret.expose()),
             validation,
             decoy_hash: hash(&decoy).map_err(|e| e.to_string())?,
-            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
+            hashing: hashers(),
         })
     }
 
@@ -104,20 +133,16 @@ impl Accounts {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.hashing.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| ApiError::Busy)?
-        .map_err(ApiError::internal)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(ApiError::internal)?;
-        Ok(result)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        // A full queue means the hashers are saturated: shed load instead of queueing forever.
+        self.hashing.try_send(job).map_err(|_| ApiError::Busy)?;
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| ApiError::Busy)?
+            .map_err(ApiError::internal)
     }
 
     /// Verifies a token this engine issued.
