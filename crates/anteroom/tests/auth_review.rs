@@ -316,3 +316,46 @@ async fn rules_that_could_never_work_are_schema_errors() {
         drop(dir);
     }
 }
+
+#[tokio::test]
+async fn account_names_and_emails_are_unique_whatever_their_case() {
+    let schema = r#"
+[app]
+name = "acc"
+
+[auth.accounts]
+secret_env = "ACCOUNTS_SECRET"
+"#;
+    let server = Server::start_with_env(schema, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    server
+        .post(
+            "/auth/signup",
+            json!({"username": "alice", "email": "alice@example.com", "password": "correct horse"}),
+        )
+        .await
+        .expect(201);
+    let problem = server
+        .post(
+            "/auth/signup",
+            json!({"username": "ALICE", "email": "other@example.com", "password": "correct horse"}),
+        )
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "username");
+    server
+        .post(
+            "/auth/signup",
+            json!({"username": "bob", "email": "Alice@Example.com", "password": "correct horse"}),
+        )
+        .await
+        .expect_problem(409, "unique_violation");
+    let login = server
+        .post(
+            "/auth/login",
+            json!({"username": "Alice", "password": "correct horse"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(login["user"]["username"], "alice");
+    assert_eq!(server.count_in_database("users").await, 1);
+}

@@ -276,7 +276,8 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
     let mut record = Record::new();
     for (name, text) in [("username", &username), ("email", &email)] {
         if let (Some(text), Some(column)) = (text, resource.column(name)) {
-            let v = Value::Text(text.clone());
+            // One account per name whatever its case: "Alice" cannot squat beside "alice".
+            let v = Value::Text(text.trim().to_lowercase());
             match value::check(column, &v) {
                 Ok(()) => {
                     record.insert(name.to_owned(), v);
@@ -398,7 +399,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     let by = |column: &str| Condition::Compare {
         column: column.to_owned(),
         op: Compare::Eq,
-        value: Value::Text(login.clone()),
+        value: Value::Text(login.trim().to_lowercase()),
     };
     let plan = ListPlan {
         resource,
