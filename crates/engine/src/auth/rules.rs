@@ -10,7 +10,8 @@ use crate::schema::{ColumnRole, Resource, Rule};
 use crate::value::Value;
 
 /// 401 for anonymous callers (with `WWW-Authenticate`), 403 otherwise.
-fn refuse(identity: Option<&Identity>, what: &str) -> ApiError {
+fn refuse(identity: Option<&Identity>, verb: &str, resource: &Resource) -> ApiError {
+    let what = format!("{verb} {}", resource.name);
     match identity {
         None => ApiError::Unauthorized {
             detail: format!("authentication is required to {what}"),
@@ -22,19 +23,22 @@ fn refuse(identity: Option<&Identity>, what: &str) -> ApiError {
     }
 }
 
-/// Applies `rule` to `identity`: `Ok(None)` allows everything, `Ok(Some(c))`
-/// allows only rows matching `c`, `Err` refuses.
+/// Applies `rule` to `identity` for `verb` (`list`, `read`, …) on `resource`:
+/// `Ok(None)` allows everything, `Ok(Some(c))` allows only rows matching `c`,
+/// `Err` refuses. Messages are built only on refusal (this runs per request).
 pub fn check(
     rule: &Rule,
     identity: Option<&Identity>,
     resource: &Resource,
-    what: &str,
+    verb: &str,
 ) -> Result<Option<Condition>, ApiError> {
     match rule {
         Rule::Public => Ok(None),
-        Rule::Authenticated => identity.map(|_| None).ok_or_else(|| refuse(None, what)),
+        Rule::Authenticated => identity
+            .map(|_| None)
+            .ok_or_else(|| refuse(None, verb, resource)),
         Rule::Owner => {
-            let identity = identity.ok_or_else(|| refuse(None, what))?;
+            let identity = identity.ok_or_else(|| refuse(None, verb, resource))?;
             let column = resource
                 .columns
                 .iter()
@@ -48,10 +52,10 @@ pub fn check(
         }
         Rule::Roles(roles) => match identity {
             Some(i) if i.has_any_role(roles) => Ok(None),
-            other => Err(refuse(other, what)),
+            other => Err(refuse(other, verb, resource)),
         },
         Rule::Denied => Err(ApiError::Forbidden {
-            detail: format!("nobody may {what}"),
+            detail: format!("nobody may {verb} {}", resource.name),
         }),
     }
 }

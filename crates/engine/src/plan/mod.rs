@@ -315,12 +315,12 @@ impl PlanContext {
         &self,
         rule: &Rule,
         resource: &Resource,
-        what: &str,
+        verb: &'static str,
     ) -> Result<Option<Condition>, ApiError> {
         if self.system {
             return Ok(None);
         }
-        rules::check(rule, self.identity.as_ref(), resource, what)
+        rules::check(rule, self.identity.as_ref(), resource, verb)
     }
 
     /// Whether the caller may set `column`.
@@ -346,7 +346,7 @@ pub fn authorize(operation: &Operation<'_>, ctx: &PlanContext) -> Result<(), Api
         Operation::Delete { .. } => &[(&rules.delete, "delete")],
     };
     for (rule, verb) in checks {
-        ctx.allow(rule, resource, &format!("{verb} {}", resource.name))?;
+        ctx.allow(rule, resource, verb)?;
     }
     Ok(())
 }
@@ -551,7 +551,7 @@ fn expansions<'m>(
         };
         // Rows the caller may not read expand to null, like missing ones.
         let scope = ctx
-            .allow(&target.rules.read, target, &format!("read {}", target.name))
+            .allow(&target.rules.read, target, "read")
             .unwrap_or(Some(Condition::Any(Vec::new())));
         out.push(Expansion {
             column: name.clone(),
@@ -587,16 +587,8 @@ pub fn plan<'m>(
         Operation::List { resource, scope } => {
             // A list shows only rows the caller may read: both rules filter in SQL.
             let mut conditions: Vec<Condition> = scope_condition(&scope).into_iter().collect();
-            conditions.extend(ctx.allow(
-                &resource.rules.list,
-                resource,
-                &format!("list {}", resource.name),
-            )?);
-            conditions.extend(ctx.allow(
-                &resource.rules.read,
-                resource,
-                &format!("read {}", resource.name),
-            )?);
+            conditions.extend(ctx.allow(&resource.rules.list, resource, "list")?);
+            conditions.extend(ctx.allow(&resource.rules.read, resource, "read")?);
             let expand = expansions(lookup, resource, &query.expand, ctx)?;
             let parent = parent_check(&scope, ctx)?;
             Plan::List(list_plan(resource, conditions, parent, expand, query))
@@ -608,11 +600,7 @@ pub fn plan<'m>(
         } => {
             let mut all = vec![id_condition(resource, &id)];
             all.extend(scope_condition(&scope));
-            all.extend(ctx.allow(
-                &resource.rules.read,
-                resource,
-                &format!("read {}", resource.name),
-            )?);
+            all.extend(ctx.allow(&resource.rules.read, resource, "read")?);
             Plan::Read(ReadPlan {
                 resource,
                 parent: parent_check(&scope, ctx)?,
@@ -633,11 +621,7 @@ pub fn plan<'m>(
                     ));
                 }
             };
-            ctx.allow(
-                &resource.rules.create,
-                resource,
-                &format!("create {}", resource.name),
-            )?;
+            ctx.allow(&resource.rules.create, resource, "create")?;
             check_writable(resource, &records.iter().collect::<Vec<_>>(), ctx, bulk)?;
             Plan::Insert(InsertPlan {
                 ref_checks: ref_checks(model, resource, ctx),
@@ -651,11 +635,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Update { resource, id } => {
-            let scope = ctx.allow(
-                &resource.rules.update,
-                resource,
-                &format!("update {}", resource.name),
-            )?;
+            let scope = ctx.allow(&resource.rules.update, resource, "update")?;
             let given = single(body)?;
             check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
@@ -677,11 +657,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Replace { resource, id } => {
-            let scope = ctx.allow(
-                &resource.rules.update,
-                resource,
-                &format!("update {}", resource.name),
-            )?;
+            let scope = ctx.allow(&resource.rules.update, resource, "update")?;
             let mut given = single(body)?;
             check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
@@ -699,11 +675,7 @@ pub fn plan<'m>(
             stamp_update(resource, &mut set, ctx);
             // PUT creates a client key only for callers who may create.
             let may_create = ctx
-                .allow(
-                    &resource.rules.create,
-                    resource,
-                    &format!("create {}", resource.name),
-                )
+                .allow(&resource.rules.create, resource, "create")
                 .is_ok();
             let insert = (resource.has_client_key() && may_create).then(|| {
                 given.insert(resource.id_column().name.clone(), id.clone());
@@ -721,11 +693,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Delete { resource, id } => Plan::Delete(DeletePlan {
-            scope: ctx.allow(
-                &resource.rules.delete,
-                resource,
-                &format!("delete {}", resource.name),
-            )?,
+            scope: ctx.allow(&resource.rules.delete, resource, "delete")?,
             resource,
             id,
             expect: expect(&preconditions.if_match),
@@ -739,11 +707,7 @@ fn parent_check<'m>(
 ) -> Result<Option<ParentCheck<'m>>, ApiError> {
     let Some(s) = scope else { return Ok(None) };
     // A parent the caller may not read answers like a missing one.
-    let read = ctx.allow(
-        &s.parent.rules.read,
-        s.parent,
-        &format!("read {}", s.parent.name),
-    );
+    let read = ctx.allow(&s.parent.rules.read, s.parent, "read");
     let scope = match read {
         Ok(scope) => scope,
         Err(_) => {

@@ -140,6 +140,18 @@ pub enum Failure {
     Other,
 }
 
+/// Driver errors meaning the database cannot be reached, on every backend (503).
+pub fn is_connection_failure(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// A SQL database: its dialect plus what the generic [`SqlStorage`] needs to
 /// run plans on it. One implementation per database, in its own module.
 pub trait Backend: Dialect {

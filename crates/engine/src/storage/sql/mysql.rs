@@ -216,11 +216,7 @@ impl Backend for MysqlDialect {
 
     fn classify(&self, model: &AppModel, error: &sqlx::Error) -> Failure {
         match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+            e if super::is_connection_failure(e) => Failure::Unavailable,
             sqlx::Error::Database(d) => {
                 let number = d.code().and_then(|c| c.parse::<u32>().ok());
                 let message = d.message();

@@ -171,11 +171,7 @@ impl Backend for PostgresDialect {
 
     fn classify(&self, model: &AppModel, error: &sqlx::Error) -> Failure {
         match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+            e if super::is_connection_failure(e) => Failure::Unavailable,
             sqlx::Error::Database(d) => {
                 let code = d.code().unwrap_or_default();
                 let field = || {

@@ -157,10 +157,7 @@ impl Backend for SqliteDialect {
 
     fn classify(&self, _model: &AppModel, error: &sqlx::Error) -> Failure {
         match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+            e if super::is_connection_failure(e) => Failure::Unavailable,
             sqlx::Error::Database(d) => {
                 let message = d.message();
                 if let Some(rest) = message.strip_prefix("UNIQUE constraint failed: ") {
