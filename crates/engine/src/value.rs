@@ -2,7 +2,7 @@
 //! data become a [`Value`] of a column's type, and where field constraints
 //! (length, range, pattern, format, enum) are checked.
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
 use uuid::Uuid;
@@ -84,42 +84,164 @@ fn type_error(column: &Column) -> FieldError {
     FieldError::new(&column.name, "type", format!("must be {expected}"))
 }
 
-/// Parses a JSON body value into the column's type. `null` becomes [`Value::Null`];
-/// whether null is allowed is [`check`]'s business.
+/// The value domain: what every backend stores and reads back exactly. Every
+/// [`Value`] built by [`from_json`] (bodies, filters, cursors, ids) is inside it,
+/// so no database ever sees a value it would round, move, zero or refuse.
+pub mod domain {
+    /// Earliest year of a date or timestamp (MySQL and MariaDB store years 0001–9999).
+    pub const MIN_YEAR: i32 = 1;
+    /// Latest year of a date or timestamp (RFC 3339 has four-digit years).
+    pub const MAX_YEAR: i32 = 9999;
+    /// Deepest nesting of arrays and objects in a `json` value: MariaDB's
+    /// `JSON_VALID` refuses 32 levels.
+    pub const MAX_JSON_DEPTH: usize = 31;
+    /// Digits before the decimal point of a `decimal` (`NUMERIC(28, 10)` everywhere).
+    pub const DECIMAL_INTEGER_DIGITS: usize = 18;
+    /// Digits after the decimal point of a `decimal`.
+    pub const DECIMAL_SCALE: u32 = 10;
+}
+
+/// Nesting depth of a JSON value: scalars are 0, `[]` and `{}` are 1.
+fn json_depth(j: &Json) -> usize {
+    match j {
+        Json::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Json::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn in_year_range(year: i32) -> bool {
+    (domain::MIN_YEAR..=domain::MAX_YEAR).contains(&year)
+}
+
+/// `YYYY-MM-DD` exactly: four-digit years, no sign, no other spelling.
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|d| in_year_range(d.year()))
+}
+
+/// An RFC 3339 instant in years 0001–9999 (in UTC), without a leap second,
+/// truncated to the microseconds every backend keeps.
+fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s).ok()?;
+    // chrono represents 23:59:60 as a nanosecond count past one second.
+    if t.nanosecond() >= 1_000_000_000 {
+        return None;
+    }
+    let utc = t.with_timezone(&Utc);
+    if !in_year_range(utc.year()) {
+        return None;
+    }
+    DateTime::from_timestamp_micros(utc.timestamp_micros())
+}
+
+/// Whether a decimal fits `NUMERIC(28, 10)`.
+fn decimal_fits(d: &Decimal) -> bool {
+    let digits_before = d.trunc().abs().to_string().trim_start_matches('0').len();
+    d.normalize().scale() <= domain::DECIMAL_SCALE
+        && digits_before <= domain::DECIMAL_INTEGER_DIGITS
+}
+
+/// PostgreSQL's text and jsonb cannot hold `\u0000`; refuse it everywhere alike.
+fn json_has_nul(j: &Json) -> bool {
+    match j {
+        Json::String(s) => s.contains('\0'),
+        Json::Array(items) => items.iter().any(json_has_nul),
+        Json::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+fn nul_error(column: &Column) -> FieldError {
+    FieldError::new(&column.name, "type", "must not contain NUL characters")
+}
+
+/// Parses a JSON value (a body field, a filter value, a cursor position) into
+/// the column's type, inside the value [`domain`]. `null` becomes
+/// [`Value::Null`]; whether null is allowed is [`check`]'s business.
 pub fn from_json(column: &Column, json: &Json) -> Result<Value, FieldError> {
     if json.is_null() {
         return Ok(Value::Null);
     }
     let bad = || type_error(column);
     let value = match column.scalar() {
-        Scalar::Text => Value::Text(json.as_str().ok_or_else(bad)?.to_owned()),
+        Scalar::Text => {
+            let s = json.as_str().ok_or_else(bad)?;
+            if s.contains('\0') {
+                return Err(nul_error(column));
+            }
+            Value::Text(if column.constraints.lowercase {
+                normalize_lowercase(s)
+            } else {
+                s.to_owned()
+            })
+        }
         Scalar::Int => Value::Int(json.as_i64().ok_or_else(bad)?),
-        Scalar::Float => Value::Float(json.as_f64().ok_or_else(bad)?),
-        Scalar::Decimal => Value::Decimal(match json {
-            Json::String(s) => s.trim().parse().map_err(|_| bad())?,
-            Json::Number(n) => n.to_string().parse().map_err(|_| bad())?,
-            _ => return Err(bad()),
-        }),
+        Scalar::Float => Value::Float(json.as_f64().filter(|f| f.is_finite()).ok_or_else(bad)?),
+        Scalar::Decimal => {
+            let d: Decimal = match json {
+                Json::String(s) => s.trim().parse().map_err(|_| bad())?,
+                Json::Number(n) => n.to_string().parse().map_err(|_| bad())?,
+                _ => return Err(bad()),
+            };
+            if !decimal_fits(&d) {
+                return Err(FieldError::new(
+                    &column.name,
+                    "type",
+                    format!(
+                        "must have at most {} digits before the decimal point and {} after",
+                        domain::DECIMAL_INTEGER_DIGITS,
+                        domain::DECIMAL_SCALE
+                    ),
+                ));
+            }
+            Value::Decimal(d)
+        }
         Scalar::Bool => Value::Bool(json.as_bool().ok_or_else(bad)?),
         Scalar::Uuid => Value::Uuid(
             json.as_str()
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or_else(bad)?,
         ),
-        Scalar::Timestamp => Value::Timestamp(
-            json.as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .ok_or_else(bad)?
-                .with_timezone(&Utc),
-        ),
-        Scalar::Date => Value::Date(
-            json.as_str()
-                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-                .ok_or_else(bad)?,
-        ),
-        Scalar::Json => Value::Json(json.clone()),
+        Scalar::Timestamp => {
+            Value::Timestamp(json.as_str().and_then(parse_timestamp).ok_or_else(bad)?)
+        }
+        Scalar::Date => Value::Date(json.as_str().and_then(parse_date).ok_or_else(bad)?),
+        Scalar::Json => {
+            if json_has_nul(json) {
+                return Err(nul_error(column));
+            }
+            if json_depth(json) > domain::MAX_JSON_DEPTH {
+                return Err(FieldError::new(
+                    &column.name,
+                    "type",
+                    format!(
+                        "must not nest arrays and objects more than {} levels deep",
+                        domain::MAX_JSON_DEPTH
+                    ),
+                ));
+            }
+            Value::Json(json.clone())
+        }
     };
     Ok(value)
+}
+
+/// The one spelling of a case-insensitive identifier (account usernames and
+/// emails, `lowercase = true` fields): trimmed and lowercased.
+pub fn normalize_lowercase(s: &str) -> String {
+    s.trim().to_lowercase()
 }
 
 /// Parses query-string text (a filter value or a path id) into the column's type.
@@ -174,13 +296,6 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             }
         }
         Value::Text(s) => {
-            if s.contains('\0') {
-                return Err(FieldError::new(
-                    name,
-                    "type",
-                    "must not contain NUL characters",
-                ));
-            }
             let len = s.chars().count();
             if let Some(min) = c.min_length
                 && len < min
@@ -231,41 +346,10 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
                 _ => Ok(()),
             }
         }
-        Value::Json(j) if json_has_nul(j) => Err(FieldError::new(
-            name,
-            "type",
-            "must not contain NUL characters",
-        )),
-        Value::Int(i) => check_range(column, *i as f64),
-        Value::Float(f) => {
-            if !f.is_finite() {
-                return Err(FieldError::new(name, "type", "must be a finite number"));
-            }
-            check_range(column, *f)
-        }
-        Value::Decimal(d) => {
-            // Every backend stores decimals as NUMERIC(28, 10).
-            let digits_before = d.trunc().abs().to_string().trim_start_matches('0').len();
-            if d.normalize().scale() > 10 || digits_before > 18 {
-                return Err(FieldError::new(
-                    name,
-                    "type",
-                    "must have at most 18 digits before the decimal point and 10 after",
-                ));
-            }
-            check_decimal_range(column, *d)
-        }
+        Value::Int(i) => check_int_range(column, *i),
+        Value::Float(f) => check_range(column, *f),
+        Value::Decimal(d) => check_decimal_range(column, *d),
         _ => Ok(()),
-    }
-}
-
-/// PostgreSQL's jsonb cannot hold `\u0000`; refuse it everywhere alike.
-fn json_has_nul(j: &Json) -> bool {
-    match j {
-        Json::String(s) => s.contains('\0'),
-        Json::Array(items) => items.iter().any(json_has_nul),
-        Json::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
-        _ => false,
     }
 }
 
@@ -289,6 +373,42 @@ fn check_decimal_range(column: &Column, d: Decimal) -> Result<(), FieldError> {
     }
     if let Some(max) = c.max
         && as_decimal(max).is_some_and(|m| d > m)
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "max",
+            format!("must be at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// 2^63 as a float: the first value past `i64::MAX`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// Integer bounds compare exactly (an `i64` does not fit a float above 2^53):
+/// `i >= min` is `i >= ceil(min)`, `i <= max` is `i <= floor(max)`.
+fn check_int_range(column: &Column, i: i64) -> Result<(), FieldError> {
+    let c = &column.constraints;
+    let at_least = |min: f64| {
+        let m = min.ceil();
+        m < -TWO_POW_63 || (m < TWO_POW_63 && i >= m as i64)
+    };
+    let at_most = |max: f64| {
+        let m = max.floor();
+        m >= TWO_POW_63 || (m >= -TWO_POW_63 && i <= m as i64)
+    };
+    if let Some(min) = c.min
+        && !at_least(min)
+    {
+        return Err(FieldError::new(
+            &column.name,
+            "min",
+            format!("must be at least {min}"),
+        ));
+    }
+    if let Some(max) = c.max
+        && !at_most(max)
     {
         return Err(FieldError::new(
             &column.name,
@@ -373,8 +493,7 @@ mod tests {
     fn decimals_beyond_numeric_28_10_are_refused() {
         let c = column(FieldType::Decimal, Constraints::default());
         for text in ["0.00000000001", "1234567890123456789"] {
-            let v = from_json(&c, &Json::from(text)).unwrap();
-            assert_eq!(check(&c, &v).unwrap_err().code, "type", "{text}");
+            assert_eq!(code_of(&c, Json::from(text)), "type", "{text}");
         }
     }
 
@@ -427,6 +546,109 @@ mod tests {
                 .unwrap_err()
                 .code,
             "format"
+        );
+    }
+
+    fn code_of(c: &Column, json: Json) -> &'static str {
+        from_json(c, &json).unwrap_err().code
+    }
+
+    #[test]
+    fn dates_are_four_digit_years_from_0001_to_9999_and_nothing_else() {
+        let c = column(FieldType::Date, Constraints::default());
+        for ok in ["0001-01-01", "9999-12-31", "2024-02-29"] {
+            assert_eq!(
+                to_json(&from_json(&c, &Json::from(ok)).unwrap()),
+                Json::from(ok)
+            );
+        }
+        for bad in [
+            "+10000-01-01",
+            "-0001-01-01",
+            "0000-01-01",
+            "2023-02-29",
+            "2024-1-05",
+            " 2024-01-05",
+            "20240105",
+        ] {
+            assert_eq!(code_of(&c, Json::from(bad)), "type", "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_years_0001_to_9999_in_utc_are_refused() {
+        let c = column(FieldType::Timestamp, Constraints::default());
+        for bad in [
+            "9999-12-31T23:59:59-05:00",
+            "0001-01-01T00:30:00+01:00",
+            "0000-06-01T00:00:00Z",
+        ] {
+            assert_eq!(code_of(&c, Json::from(bad)), "type", "{bad}");
+        }
+        let last = from_json(&c, &Json::from("9999-12-31T23:59:59.999999Z")).unwrap();
+        assert_eq!(to_json(&last), Json::from("9999-12-31T23:59:59.999999Z"));
+    }
+
+    #[test]
+    fn a_leap_second_is_refused_rather_than_moved() {
+        let c = column(FieldType::Timestamp, Constraints::default());
+        assert_eq!(code_of(&c, Json::from("2016-12-31T23:59:60Z")), "type");
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds_and_truncate_finer_digits() {
+        let c = column(FieldType::Timestamp, Constraints::default());
+        let v = from_json(&c, &Json::from("2026-01-01T00:00:00.9999999Z")).unwrap();
+        assert_eq!(to_json(&v), Json::from("2026-01-01T00:00:00.999999Z"));
+    }
+
+    #[test]
+    fn json_nested_deeper_than_every_backend_accepts_is_refused() {
+        let c = column(FieldType::Json, Constraints::default());
+        let nested = |n: usize| -> Json {
+            serde_json::from_str(&format!("{}{}", "[".repeat(n), "]".repeat(n))).unwrap()
+        };
+        assert!(from_json(&c, &nested(domain::MAX_JSON_DEPTH)).is_ok());
+        assert_eq!(code_of(&c, nested(domain::MAX_JSON_DEPTH + 1)), "type");
+        assert_eq!(code_of(&c, serde_json::json!({"a": "x\u{0}y"})), "type");
+    }
+
+    #[test]
+    fn integer_bounds_compare_exactly_beyond_two_to_the_53() {
+        let c = column(
+            FieldType::Integer,
+            Constraints {
+                max: Some(9_007_199_254_740_992.0),
+                ..Default::default()
+            },
+        );
+        assert!(check(&c, &Value::Int(9_007_199_254_740_992)).is_ok());
+        assert_eq!(
+            check(&c, &Value::Int(9_007_199_254_740_993))
+                .unwrap_err()
+                .code,
+            "max"
+        );
+        let open = column(FieldType::Integer, Constraints::default());
+        assert!(check(&open, &Value::Int(i64::MAX)).is_ok());
+        assert_eq!(
+            code_of(&open, serde_json::json!(9_223_372_036_854_775_808u64)),
+            "type"
+        );
+    }
+
+    #[test]
+    fn a_lowercase_field_is_stored_trimmed_and_lowercased() {
+        let c = column(
+            FieldType::String,
+            Constraints {
+                lowercase: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            from_json(&c, &Json::from(" Alice@Example.EDU ")).unwrap(),
+            Value::Text("alice@example.edu".into())
         );
     }
 

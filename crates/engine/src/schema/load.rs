@@ -32,6 +32,10 @@ pub const DEFAULT_STRING_LENGTH: usize = 255;
 /// Longest string a unique or plain index may cover (MySQL's 3072-byte key limit in utf8mb4).
 pub const MAX_INDEXED_LENGTH: usize = 768;
 
+/// Longest `string` field, in characters: MySQL stores longer VARCHARs as TEXT,
+/// which holds 65,535 bytes (16,383 four-byte characters). Longer values are `text`.
+pub const MAX_STRING_LENGTH: usize = 16_383;
+
 /// Everything wrong with a schema file, each with its key path.
 #[derive(Debug)]
 pub struct SchemaErrors {
@@ -100,11 +104,12 @@ struct RawAccounts {
 /// The accounts resource as the engine needs it; a declared resource of the
 /// same name gets whatever of this it lacks.
 const ACCOUNTS_RESOURCE: &str = r#"
-fields.username      = { type = "string", required = true, unique = true, min_length = 3, max_length = 32, pattern = "[A-Za-z0-9_.-]+" }
-fields.email         = { type = "string", required = true, unique = true, format = "email", max_length = 255 }
+fields.username      = { type = "string", required = true, unique = true, min_length = 3, max_length = 32, pattern = "[A-Za-z0-9_.-]+", lowercase = true }
+fields.email         = { type = "string", required = true, unique = true, format = "email", max_length = 255, lowercase = true }
 fields.password_hash = { type = "text", hidden = true, writable = false }
 fields.role          = { type = "string", required = true, default = "user", max_length = 64, writable = "role:admin" }
 fields.last_login_at = { type = "timestamp", writable = false }
+fields.token_version = { type = "integer", required = true, default = 0, hidden = true, writable = false }
 rules = { list = "role:admin", read = "owner", create = "none", update = "owner", delete = "role:admin" }
 "#;
 
@@ -144,7 +149,21 @@ fn with_accounts(raw: &mut RawSchema, errs: &mut Errors) {
                 }
             }
             for (field, spec) in defaults.fields {
-                declared.fields.entry(field).or_insert(spec);
+                match field.as_str() {
+                    // The engine's own bookkeeping: never the schema author's to redefine.
+                    "token_version" => {
+                        declared.fields.insert(field, spec);
+                    }
+                    _ => {
+                        declared.fields.entry(field).or_insert(spec);
+                    }
+                }
+            }
+            // Login looks accounts up by their lowercased name: every write stores it so.
+            for field in ["username", "email"] {
+                if let Some(spec) = declared.fields.get_mut(field) {
+                    spec.lowercase = true;
+                }
             }
             if declared.rules.is_none() {
                 declared.rules = defaults.rules;
@@ -242,6 +261,8 @@ struct RawField {
     writable: Option<RawRule>,
     #[serde(default)]
     hidden: bool,
+    #[serde(default)]
+    lowercase: bool,
 }
 
 /// Reads and validates a schema file.
@@ -633,6 +654,12 @@ fn build_field(
     if raw.max_length == Some(0) {
         errs.add(format!("{path}.max_length"), "must be at least 1");
     }
+    if raw.lowercase && !stringy {
+        errs.add(
+            format!("{path}.lowercase"),
+            "applies to string and text fields",
+        );
+    }
     if raw.pattern.is_some() && !stringy {
         errs.add(
             format!("{path}.pattern"),
@@ -690,6 +717,14 @@ fn build_field(
         FieldType::String => Some(raw.max_length.unwrap_or(DEFAULT_STRING_LENGTH)),
         _ => raw.max_length,
     };
+    if matches!(ty, FieldType::String) && max_length.unwrap_or(0) > MAX_STRING_LENGTH {
+        errs.add(
+            format!("{path}.max_length"),
+            format!(
+                "a string is at most {MAX_STRING_LENGTH} characters (what every database stores in a string column); use type = \"text\" for longer values"
+            ),
+        );
+    }
     if matches!(ty, FieldType::String)
         && (raw.unique || raw.index)
         && max_length.unwrap_or(0) > MAX_INDEXED_LENGTH
@@ -710,6 +745,7 @@ fn build_field(
         max_length,
         pattern,
         format,
+        lowercase: raw.lowercase,
     };
     // `writable = false` protects data, not access: it holds in prototypes too.
     let writable = raw.writable.map(|w| match w {

@@ -297,6 +297,9 @@ pub struct Constraints {
     pub pattern: Option<Pattern>,
     /// A named string format.
     pub format: Option<Format>,
+    /// Stored trimmed and lowercased, on every write path and in filters, so
+    /// the unique index holds for the normalised value (`Alice` is `alice`).
+    pub lowercase: bool,
 }
 
 /// A compiled `pattern` with its source kept for messages and migrations.

@@ -34,6 +34,10 @@ pub struct MysqlDialect {
     table_options: &'static str,
 }
 
+/// The session's `sql_mode`: strict for every table, no zero or partial dates,
+/// plus the two modes sqlx itself sets (`PIPES_AS_CONCAT`, `NO_ENGINE_SUBSTITUTION`).
+const STRICT_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT'";
+
 const MARIADB_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin";
 const MYSQL_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_bin";
 
@@ -301,6 +305,9 @@ pub async fn connect(
                 // a new key do not deadlock (the upsert race retries instead).
                 conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     .await?;
+                // Strict, whatever the server's default: a value the column cannot
+                // hold is an error, never a silent truncation or a zero date.
+                conn.execute(STRICT_SQL_MODE).await?;
                 // MariaDB and MySQL name the statement timeout differently; each ignores the other's.
                 let _ = conn
                     .execute(sqlx::AssertSqlSafe(format!(
