@@ -58,6 +58,18 @@ struct DatabaseArgs {
     /// Largest number of database connections (SQLite: readers; writes use one connection).
     #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS", default_value_t = 4)]
     max_connections: u32,
+    /// Longest a single SQL statement may run, in seconds; past it the request gets 503.
+    #[arg(long, env = "ANTEROOM_STATEMENT_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    statement_timeout: f64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "expected seconds between 0 and 86400, got \"{text}\""
+        )),
+    }
 }
 
 impl DatabaseArgs {
@@ -70,6 +82,7 @@ impl DatabaseArgs {
     fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             max_connections: self.max_connections,
+            statement_timeout: std::time::Duration::from_secs_f64(self.statement_timeout),
             ..ConnectOptions::default()
         }
     }
@@ -149,6 +162,7 @@ async fn run(command: Command) -> ExitCode {
                 schema,
                 database_url,
                 max_connections: 1,
+                statement_timeout: 30.0,
             };
             seed_file(&db, &file).await
         }

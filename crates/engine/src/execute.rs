@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::plan::Plan;
 use crate::request::query::encode_cursor;
 use crate::schema::Resource;
-use crate::storage::{DeleteOutcome, Storage, StoredRow, UpdateOutcome};
+use crate::storage::{DeleteOutcome, Storage, StoredRow, UpdateOutcome, approx_size};
 use crate::value::{self, Value};
 
 /// Expanded rows by ref column, then by the referenced id rendered as a string.
@@ -110,17 +110,31 @@ pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcom
         Plan::List(p) => {
             require_parent(storage, &p.parent).await?;
             let page = storage.list(&p).await?;
-            let next_cursor = if page.has_more {
-                page.rows.last().map(|r| encode_cursor(&p.sort, &r.values))
+            let (mut rows, mut has_more) = (page.rows, page.has_more);
+            // Expanded rows share the page's byte budget: a page whose
+            // references would not fit is cut in half until they do.
+            let expansions = loop {
+                let used: usize = rows.iter().map(|r| approx_size(&r.values)).sum();
+                let budget = if rows.len() > 1 {
+                    p.byte_budget.saturating_sub(used)
+                } else {
+                    usize::MAX
+                };
+                if let Some(expansions) = expand_rows(storage, &rows, &p.expand, budget).await? {
+                    break expansions;
+                }
+                rows.truncate(rows.len().div_ceil(2));
+                has_more = true;
+            };
+            let next_cursor = if has_more {
+                rows.last().map(|r| encode_cursor(&p.sort, &r.values))
             } else {
                 None
             };
-            let expansions = expand_rows(storage, &page.rows, &p.expand).await?;
-            let mut page = page;
-            strip_hidden(p.resource, &mut page.rows);
+            strip_hidden(p.resource, &mut rows);
             Ok(Outcome::Page {
                 resource: p.resource,
-                rows: page.rows,
+                rows,
                 next_cursor,
                 total: page.total,
                 shape: Shape {
@@ -135,7 +149,10 @@ pub async fn execute<'m>(storage: &dyn Storage, plan: Plan<'m>) -> Result<Outcom
                 .read(&p)
                 .await?
                 .ok_or_else(|| missing(p.resource, &p.id))?;
-            let expansions = expand_rows(storage, std::slice::from_ref(&row), &p.expand).await?;
+            let expansions =
+                expand_rows(storage, std::slice::from_ref(&row), &p.expand, usize::MAX)
+                    .await?
+                    .unwrap_or_default();
             strip_hidden(p.resource, std::slice::from_mut(&mut row));
             Ok(Outcome::Row {
                 resource: p.resource,
@@ -222,8 +239,9 @@ async fn check_refs<'a>(
             continue;
         }
         let found = storage
-            .fetch_by_ids(check.target, &ids, Some(&check.scope))
-            .await?;
+            .fetch_by_ids(check.target, &ids, Some(&check.scope), usize::MAX)
+            .await?
+            .unwrap_or_default();
         if found.len() < ids.len() {
             return Err(ApiError::Conflict {
                 code: "foreign_key_violation",
@@ -256,9 +274,14 @@ async fn require_parent(
 ) -> Result<(), ApiError> {
     if let Some(p) = parent
         && storage
-            .fetch_by_ids(p.resource, std::slice::from_ref(&p.id), p.scope.as_ref())
+            .fetch_by_ids(
+                p.resource,
+                std::slice::from_ref(&p.id),
+                p.scope.as_ref(),
+                usize::MAX,
+            )
             .await?
-            .is_empty()
+            .is_none_or(|rows| rows.is_empty())
     {
         return Err(missing(p.resource, &p.id));
     }
@@ -266,12 +289,14 @@ async fn require_parent(
 }
 
 /// One `WHERE id IN (…)` query per expanded reference for all `rows`,
-/// restricted by the target's read rule; hidden fields are removed.
+/// restricted by the target's read rule; hidden fields are removed. `None`
+/// when the expanded rows together would hold more than `byte_budget` bytes.
 async fn expand_rows(
     storage: &dyn Storage,
     rows: &[StoredRow],
     expansions: &[crate::plan::Expansion<'_>],
-) -> Result<Expansions, ApiError> {
+    mut byte_budget: usize,
+) -> Result<Option<Expansions>, ApiError> {
     let mut out = Expansions::new();
     for expansion in expansions {
         let target = expansion.target;
@@ -289,9 +314,14 @@ async fn expand_rows(
                 ids.push(v);
             }
         }
-        let mut fetched = storage
-            .fetch_by_ids(target, &ids, expansion.scope.as_ref())
-            .await?;
+        let Some(mut fetched) = storage
+            .fetch_by_ids(target, &ids, expansion.scope.as_ref(), byte_budget)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let size: usize = fetched.iter().map(|r| approx_size(&r.values)).sum();
+        byte_budget = byte_budget.saturating_sub(size);
         strip_hidden(target, &mut fetched);
         let by_id = fetched
             .into_iter()
@@ -302,7 +332,7 @@ async fn expand_rows(
             .collect();
         out.insert(expansion.column.clone(), by_id);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Removes the resource's hidden fields from rows about to be rendered.

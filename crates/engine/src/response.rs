@@ -8,7 +8,8 @@ use std::hash::{Hash, Hasher};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use serde_json::{Map, Value as Json, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value as Json};
 
 use crate::execute::{Outcome, RowStatus, Shape};
 use crate::request::Preconditions;
@@ -16,28 +17,77 @@ use crate::request::query::expand_key;
 use crate::schema::Resource;
 use crate::storage::StoredRow;
 
-/// Applies projection and expansion to one stored row.
-pub fn shape_row(row: &StoredRow, shape: &Shape) -> Map<String, Json> {
-    let mut out = match &shape.fields {
-        None => row.values.clone(),
-        Some(fields) => fields
+/// One stored row with projection and expansion applied, serialised by
+/// reference: a page of large rows is written out without copying a value.
+struct ShapedRow<'a> {
+    row: &'a StoredRow,
+    shape: &'a Shape,
+}
+
+impl Serialize for ShapedRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let values = &self.row.values;
+        // Each expansion renders under `<name>` (`major_id` → `major`): in place
+        // of a field of that name if there is one, else after the fields.
+        let expansions: Vec<(&str, Option<&Map<String, Json>>)> = self
+            .shape
+            .expansions
             .iter()
-            .filter_map(|f| row.values.get(f).map(|v| (f.clone(), v.clone())))
-            .collect(),
-    };
-    for (column, targets) in &shape.expansions {
-        let id = row.values.get(column).cloned().unwrap_or(Json::Null);
-        let key = match &id {
-            Json::Null => None,
-            Json::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+            .map(|(column, targets)| {
+                let target = match values.get(column) {
+                    None | Some(Json::Null) => None,
+                    Some(Json::String(s)) => targets.get(s),
+                    Some(other) => targets.get(&other.to_string()),
+                };
+                (expand_key(column), target)
+            })
+            .collect();
+        let mut placed = vec![false; expansions.len()];
+        let mut map = serializer.serialize_map(None)?;
+        let mut entry = |map: &mut S::SerializeMap, k: &str, v: &Json| match expansions
+            .iter()
+            .position(|(key, _)| *key == k)
+        {
+            Some(i) => {
+                placed[i] = true;
+                map.serialize_entry(k, &expansions[i].1)
+            }
+            None => map.serialize_entry(k, v),
         };
-        let expanded = key
-            .and_then(|k| targets.get(&k))
-            .map_or(Json::Null, |m| Json::Object(m.clone()));
-        out.insert(expand_key(column).to_owned(), expanded);
+        match &self.shape.fields {
+            None => {
+                for (k, v) in values {
+                    entry(&mut map, k, v)?;
+                }
+            }
+            Some(fields) => {
+                for f in fields {
+                    if let Some(v) = values.get(f) {
+                        entry(&mut map, f, v)?;
+                    }
+                }
+            }
+        }
+        for ((key, target), placed) in expansions.iter().zip(placed) {
+            if !placed {
+                map.serialize_entry(key, target)?;
+            }
+        }
+        map.end()
     }
-    out
+}
+
+fn shaped_json(row: &StoredRow, shape: &Shape) -> Vec<u8> {
+    serde_json::to_vec(&ShapedRow { row, shape }).unwrap_or_default()
+}
+
+/// The body of a list response.
+#[derive(serde::Serialize)]
+struct Listing<'a> {
+    items: Vec<ShapedRow<'a>>,
+    next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
 }
 
 fn weak_etag(body: &[u8]) -> String {
@@ -159,15 +209,16 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
             total,
             shape,
         } => {
-            let items: Vec<Json> = rows
+            let items: Vec<ShapedRow<'_>> = rows
                 .iter()
-                .map(|r| Json::Object(shape_row(r, &shape)))
+                .map(|row| ShapedRow { row, shape: &shape })
                 .collect();
-            let mut body = json!({"items": items, "next_cursor": next_cursor});
-            if let Some(total) = total {
-                body["total"] = json!(total);
-            }
-            let bytes = body.to_string().into_bytes();
+            let bytes = serde_json::to_vec(&Listing {
+                items,
+                next_cursor,
+                total,
+            })
+            .unwrap_or_default();
             let etag = weak_etag(&bytes);
             cacheable(
                 resource,
@@ -184,9 +235,7 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
             status,
             shape,
         } => {
-            let bytes = Json::Object(shape_row(&row, &shape))
-                .to_string()
-                .into_bytes();
+            let bytes = shaped_json(&row, &shape);
             let etag = if shape.is_plain() {
                 strong_etag(&row)
             } else {
@@ -217,10 +266,10 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
             }
         }
         Outcome::Rows { rows, .. } => {
-            let items: Vec<Json> = rows.into_iter().map(|r| Json::Object(r.values)).collect();
+            let items: Vec<&Map<String, Json>> = rows.iter().map(|r| &r.values).collect();
             json_response(
                 StatusCode::CREATED,
-                Json::Array(items).to_string().into_bytes(),
+                serde_json::to_vec(&items).unwrap_or_default(),
             )
         }
         Outcome::Deleted | Outcome::Written => {

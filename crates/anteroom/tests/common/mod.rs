@@ -636,6 +636,43 @@ impl Server {
         }
     }
 
+    /// Runs a statement directly on the database (bypassing the API). MySQL
+    /// runs it with ANSI quotes, so `"table"` works on every backend.
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let url = &self.database_url;
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("open");
+            sqlx::query(sql).execute(&mut c).await.expect("execute");
+        } else if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("open");
+            sqlx::query(sql).execute(&mut c).await.expect("execute");
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(url).await.expect("open");
+            sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+                .execute(&mut c)
+                .await
+                .expect("ANSI_QUOTES");
+            sqlx::query(sql).execute(&mut c).await.expect("execute");
+        }
+    }
+
+    /// The server process's resident memory: (current, peak) in KiB (Linux).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// Counts a table's rows directly in the database (bypassing the API).
     pub async fn count_in_database(&self, table: &str) -> i64 {
         self.query_i64(&format!("SELECT COUNT(*) FROM \"{table}\""))

@@ -408,6 +408,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
         count_condition: None,
         sort: crate::request::query::total_sort(resource, &[]),
         limit: 1,
+        byte_budget: usize::MAX,
         offset: 0,
         fields: None,
         expand: Vec::new(),

@@ -40,8 +40,8 @@ pub enum Condition {
     Like {
         /// Column name.
         column: String,
-        /// SQL LIKE pattern, bound as a parameter.
-        pattern: String,
+        /// The bounded pattern, bound as a parameter.
+        pattern: crate::request::query::LikePattern,
         /// `ilike`.
         case_insensitive: bool,
     },
@@ -112,6 +112,9 @@ pub struct ListPlan<'m> {
     pub sort: Vec<SortKey>,
     /// Rows to return; storage fetches one more to know if a next page exists.
     pub limit: u32,
+    /// Rendered bytes after which the page stops early (its `next_cursor`
+    /// continues after the last row returned), so memory per request is bounded.
+    pub byte_budget: usize,
     /// Rows to skip.
     pub offset: u64,
     /// Projection applied when rendering.
@@ -119,6 +122,10 @@ pub struct ListPlan<'m> {
     /// References to expand.
     pub expand: Vec<Expansion<'m>>,
 }
+
+/// Bytes of rows (and of their expansions) one page holds at most: a page
+/// stops early past it, whatever `limit` says (at least one row is returned).
+pub const PAGE_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Read one row.
 #[derive(Debug, Clone)]
@@ -528,6 +535,7 @@ fn list_plan<'m>(
         count_condition,
         sort,
         limit: query.limit,
+        byte_budget: PAGE_BYTE_BUDGET,
         offset: query.offset,
         fields: query.fields,
         expand,

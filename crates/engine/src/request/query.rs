@@ -15,6 +15,16 @@ use crate::value::{self, Value};
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page size a client may ask for.
 pub const MAX_LIMIT: u32 = 1000;
+/// Most filters in one query string (each becomes SQL parameters).
+pub const MAX_FILTERS: usize = 50;
+/// Most values across every `[in]` list of one query string: far below every
+/// backend's parameter limit (SQLite's is 32,766).
+pub const MAX_IN_VALUES: usize = 1000;
+/// Longest `like`/`ilike` pattern, in characters.
+pub const MAX_PATTERN_CHARS: usize = 200;
+/// Most wildcards (`*`, `%`, `_`) in one pattern: each one multiplies the work
+/// of matching a row.
+pub const MAX_PATTERN_WILDCARDS: usize = 16;
 
 /// A filter operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +87,73 @@ pub enum Operand {
     One(Value),
     /// `in` list.
     Many(Vec<Value>),
-    /// A LIKE pattern in SQL syntax (`%`, `_`), bound as a parameter.
-    Pattern(String),
+    /// A bounded LIKE pattern, bound as a parameter.
+    Pattern(LikePattern),
     /// `null=true|false`.
     IsNull(bool),
+}
+
+/// A `like`/`ilike` pattern, checked once at parse time: at most
+/// [`MAX_PATTERN_CHARS`] characters and [`MAX_PATTERN_WILDCARDS`] wildcards, no
+/// NUL, and its regular-expression form compiles within a size limit — so no
+/// backend can be handed a pattern it refuses or spends minutes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LikePattern {
+    sql: String,
+}
+
+/// Compiled-size limit of an `ilike` regular expression (SQLite compiles the
+/// same expression with the regex crate's larger default limit).
+const PATTERN_REGEX_LIMIT: usize = 1 << 20;
+
+impl LikePattern {
+    /// Parses a client pattern: `*` or `%` any run, `_` one character.
+    pub fn parse(raw: &str) -> Result<LikePattern, String> {
+        if raw.contains('\0') {
+            return Err("the pattern must not contain NUL characters".to_owned());
+        }
+        let chars = raw.chars().count();
+        if chars > MAX_PATTERN_CHARS {
+            return Err(format!(
+                "the pattern is {chars} characters long; at most {MAX_PATTERN_CHARS} are allowed"
+            ));
+        }
+        let wildcards = raw.chars().filter(|c| matches!(c, '*' | '%' | '_')).count();
+        if wildcards > MAX_PATTERN_WILDCARDS {
+            return Err(format!(
+                "the pattern has {wildcards} wildcards (*, %, _); at most {MAX_PATTERN_WILDCARDS} are allowed"
+            ));
+        }
+        let pattern = LikePattern {
+            sql: raw.replace('*', "%"),
+        };
+        regex::RegexBuilder::new(&pattern.regex())
+            .size_limit(PATTERN_REGEX_LIMIT)
+            .build()
+            .map_err(|_| "the pattern is too complex; use fewer wildcards".to_owned())?;
+        Ok(pattern)
+    }
+
+    /// The pattern in SQL LIKE syntax (`%`, `_`; no escape character).
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The pattern as an anchored, case-insensitive regular expression with
+    /// every other character literal (SQLite's Unicode-aware `ilike`).
+    pub fn regex(&self) -> String {
+        let mut out = String::from("(?is)^");
+        let mut literal = [0u8; 4];
+        for c in self.sql.chars() {
+            match c {
+                '%' => out.push_str(".*"),
+                '_' => out.push('.'),
+                c => out.push_str(&regex::escape(c.encode_utf8(&mut literal))),
+            }
+        }
+        out.push('$');
+        out
+    }
 }
 
 /// Sort direction.
@@ -197,19 +270,24 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             if !scalar.is_textual() {
                 return Err(not_for(op_name(op)));
             }
-            Operand::Pattern(raw.replace('*', "%"))
+            Operand::Pattern(LikePattern::parse(raw).map_err(|why| {
+                ApiError::bad_request(
+                    "invalid_filter_value",
+                    format!("filter on \"{name}\": {why}"),
+                )
+            })?)
         }
         Op::Gt | Op::Gte | Op::Lt | Op::Lte if !scalar.is_ordered() => {
             return Err(not_for(op_name(op)));
         }
         Op::In => {
-            let values = raw.split(',').map(typed).collect::<Result<Vec<_>, _>>()?;
-            if values.len() > MAX_LIMIT as usize {
+            if raw.split(',').count() > MAX_IN_VALUES {
                 return Err(ApiError::bad_request(
                     "invalid_filter_value",
-                    format!("filter on \"{name}\": [in] takes at most {MAX_LIMIT} values"),
+                    format!("filter on \"{name}\": [in] takes at most {MAX_IN_VALUES} values"),
                 ));
             }
+            let values = raw.split(',').map(typed).collect::<Result<Vec<_>, _>>()?;
             Operand::Many(values)
         }
         _ => Operand::One(typed(raw)?),
@@ -401,6 +479,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
             _ => q.filters.push(parse_filter(resource, &key, &raw)?),
         }
     }
+    check_bounds(&q.filters)?;
     if let Some(raw) = cursor {
         if q.offset > 0 {
             return Err(ApiError::bad_request(
@@ -415,6 +494,34 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
         )?);
     }
     Ok(q)
+}
+
+/// Refuses query strings that would bind more parameters than any backend
+/// should be asked to: too many filters, or too many `[in]` values in all.
+fn check_bounds(filters: &[Filter]) -> Result<(), ApiError> {
+    if filters.len() > MAX_FILTERS {
+        return Err(ApiError::bad_request(
+            "malformed_query",
+            format!(
+                "the query has {} filters; at most {MAX_FILTERS} are allowed",
+                filters.len()
+            ),
+        ));
+    }
+    let values: usize = filters
+        .iter()
+        .map(|f| match &f.operand {
+            Operand::Many(v) => v.len(),
+            _ => 1,
+        })
+        .sum();
+    if values > MAX_IN_VALUES {
+        return Err(ApiError::bad_request(
+            "invalid_filter_value",
+            format!("the filters hold {values} values in all; at most {MAX_IN_VALUES} are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses the query string of a single-row read: only `fields` and `expand`.
@@ -582,6 +689,47 @@ mod tests {
             "invalid_cursor"
         );
         assert_eq!(err("cursor=garbage!").code(), "invalid_cursor");
+    }
+
+    #[test]
+    fn like_wildcards_become_regex_and_everything_else_is_literal() {
+        let p = |raw: &str| LikePattern::parse(raw).unwrap().regex();
+        assert_eq!(p("a%b_c"), "(?is)^a.*b.c$");
+        assert_eq!(p("1.5*(x)"), "(?is)^1\\.5.*\\(x\\)$");
+    }
+
+    #[test]
+    fn like_patterns_are_bounded_in_length_and_wildcards() {
+        assert_eq!(
+            err(&format!("email[ilike]={}", "a".repeat(201))).code(),
+            "invalid_filter_value"
+        );
+        assert_eq!(
+            err(&format!("email[ilike]=%{}c%", "a_".repeat(950))).code(),
+            "invalid_filter_value"
+        );
+        assert_eq!(
+            err(&format!("email[like]={}", "_".repeat(17))).code(),
+            "invalid_filter_value"
+        );
+        assert_eq!(err("email[like]=a%00b").code(), "invalid_filter_value");
+        let m = model();
+        let ok = format!("email[ilike]={}", "a_".repeat(8));
+        assert!(parse_list(m.resource("students").unwrap(), Some(&ok)).is_ok());
+    }
+
+    #[test]
+    fn too_many_filters_or_in_values_are_refused_before_any_sql() {
+        let many = vec!["age=1"; MAX_FILTERS + 1].join("&");
+        assert_eq!(err(&many).code(), "malformed_query");
+        let list = (0..500)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            err(&format!("age[in]={list}&id[in]={list}&age[ne]=3")).code(),
+            "invalid_filter_value"
+        );
     }
 
     #[test]

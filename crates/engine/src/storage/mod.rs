@@ -26,10 +26,33 @@ pub struct StoredRow {
     pub version: i64,
 }
 
+/// Roughly how many bytes a row takes once rendered as JSON: what page byte
+/// budgets count (exact sizes would cost a serialisation per row).
+pub fn approx_size(values: &Map<String, Json>) -> usize {
+    fn size(j: &Json) -> usize {
+        match j {
+            Json::Null | Json::Bool(_) => 5,
+            Json::Number(_) => 20,
+            Json::String(s) => s.len() + 2,
+            Json::Array(items) => 2 + items.iter().map(|i| size(i) + 1).sum::<usize>(),
+            Json::Object(map) => {
+                2 + map
+                    .iter()
+                    .map(|(k, v)| k.len() + 4 + size(v))
+                    .sum::<usize>()
+            }
+        }
+    }
+    2 + values
+        .iter()
+        .map(|(k, v)| k.len() + 4 + size(v))
+        .sum::<usize>()
+}
+
 /// A page of a list.
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// At most `limit` rows.
+    /// At most `limit` rows, and fewer once they reach the plan's byte budget.
     pub rows: Vec<StoredRow>,
     /// Whether more rows follow the last one.
     pub has_more: bool,
@@ -85,13 +108,16 @@ pub trait Storage: Send + Sync + 'static {
     /// One row, or `None`.
     async fn read(&self, plan: &ReadPlan<'_>) -> Result<Option<StoredRow>, ApiError>;
 
-    /// The rows of `resource` whose id is in `ids` (for `expand`), in any order.
+    /// The rows of `resource` whose id is in `ids` (for `expand` and
+    /// reference checks), in any order; `None` when they would hold more than
+    /// `byte_budget` bytes (reading stops there).
     async fn fetch_by_ids(
         &self,
         resource: &Resource,
         ids: &[Value],
         scope: Option<&crate::plan::Condition>,
-    ) -> Result<Vec<StoredRow>, ApiError>;
+        byte_budget: usize,
+    ) -> Result<Option<Vec<StoredRow>>, ApiError>;
 
     /// Inserts every row or none.
     async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError>;
@@ -143,7 +169,8 @@ pub struct ConnectOptions {
     pub busy_timeout: std::time::Duration,
     /// How long a request waits for a pooled connection before a 503.
     pub acquire_timeout: std::time::Duration,
-    /// Longest a single statement may run (PostgreSQL and MySQL).
+    /// Longest a single statement may run (PostgreSQL and MySQL in the server;
+    /// SQLite through a progress handler that also stops when the client leaves).
     pub statement_timeout: std::time::Duration,
 }
 

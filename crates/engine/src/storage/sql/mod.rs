@@ -17,6 +17,7 @@ use sea_query::{
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 
 use crate::plan::{Compare, Condition, Expect};
+use crate::request::query::LikePattern;
 use crate::request::{Direction, SortKey};
 use crate::schema::{Resource, Scalar};
 use crate::value::Value;
@@ -65,10 +66,10 @@ pub trait Dialect: Send + Sync + 'static {
         Expr::val(self.bind(value, scalar))
     }
     /// Case-insensitive LIKE.
-    fn ilike(&self, column: Expr, pattern: String) -> Expr;
+    fn ilike(&self, column: Expr, pattern: &LikePattern) -> Expr;
     /// Case-sensitive LIKE.
-    fn like(&self, column: Expr, pattern: String) -> Expr {
-        column.like(LikeExpr::new(pattern))
+    fn like(&self, column: Expr, pattern: &LikePattern) -> Expr {
+        column.like(LikeExpr::new(pattern.sql()))
     }
     /// Quotes an identifier for DDL.
     fn quote(&self, ident: &str) -> String;
@@ -152,6 +153,47 @@ pub fn is_connection_failure(error: &sqlx::Error) -> bool {
     )
 }
 
+/// A statement deadline held by the request that acquired a connection. The
+/// connection's statements are interrupted once `limit` has passed, or as soon
+/// as the guard is dropped while one still runs (the client went away and the
+/// request future was dropped). Only backends without a server-side statement
+/// timeout (SQLite) need one.
+#[derive(Debug)]
+pub struct Deadline(std::sync::Arc<DeadlineState>);
+
+#[derive(Debug)]
+struct DeadlineState {
+    at: std::time::Instant,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Deadline {
+    /// A deadline `limit` from now.
+    pub fn after(limit: std::time::Duration) -> Deadline {
+        Deadline(std::sync::Arc::new(DeadlineState {
+            at: std::time::Instant::now() + limit,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// A check for the database's progress callback: `false` means interrupt.
+    pub fn keep_going(&self) -> impl FnMut() -> bool + Send + 'static {
+        let state = self.0.clone();
+        move || {
+            !state.released.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < state.at
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.0
+            .released
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A SQL database: its dialect plus what the generic [`SqlStorage`] needs to
 /// run plans on it. One implementation per database, in its own module.
 pub trait Backend: Dialect {
@@ -186,6 +228,16 @@ pub trait Backend: Dialect {
     );
     /// `CREATE TABLE IF NOT EXISTS _anteroom_schema (…)` in this dialect.
     fn schema_table_ddl(&self) -> String;
+    /// Bounds what `conn` runs until the returned guard is dropped (see
+    /// [`Deadline`]). PostgreSQL and MySQL enforce their statement timeout in
+    /// the server, set once per session: nothing to do per request.
+    fn arm(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+        limit: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<Option<Deadline>, sqlx::Error>> + Send {
+        let _ = (conn, limit);
+        async { Ok(None) }
+    }
 }
 
 /// The unique constraint or index behind a name this engine generated.
@@ -269,9 +321,9 @@ pub fn condition<D: Dialect + ?Sized>(d: &D, resource: &Resource, c: &Condition)
         } => {
             let left = Expr::col(col(column));
             Cond::all().add(if *case_insensitive {
-                d.ilike(left, pattern.clone())
+                d.ilike(left, pattern)
             } else {
-                d.like(left, pattern.clone())
+                d.like(left, pattern)
             })
         }
         Condition::IsNull { column, null } => {

@@ -17,6 +17,7 @@ use sqlx::{Executor, MySql, Row};
 use super::postgres::literal_backslashes;
 use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage, field_of_constraint};
 use crate::error::ApiError;
+use crate::request::query::LikePattern;
 use crate::schema::{AppModel, Resource, Scalar};
 use crate::storage::migrate::ColumnSpec;
 use crate::storage::{ConnectOptions, StoredRow};
@@ -69,14 +70,15 @@ impl Dialect for MysqlDialect {
         }
     }
 
-    fn like(&self, column: Expr, pattern: String) -> Expr {
-        column.like(LikeExpr::new(literal_backslashes(&pattern)))
+    fn like(&self, column: Expr, pattern: &LikePattern) -> Expr {
+        column.like(LikeExpr::new(literal_backslashes(pattern.sql())))
     }
 
     /// Columns are binary-collated; LOWER() folds with the character set's Unicode rules.
-    fn ilike(&self, column: Expr, pattern: String) -> Expr {
-        Expr::expr(Func::lower(column))
-            .like(LikeExpr::new(literal_backslashes(&pattern.to_lowercase())))
+    fn ilike(&self, column: Expr, pattern: &LikePattern) -> Expr {
+        Expr::expr(Func::lower(column)).like(LikeExpr::new(literal_backslashes(
+            &pattern.sql().to_lowercase(),
+        )))
     }
 
     fn quote(&self, ident: &str) -> String {
@@ -337,7 +339,13 @@ pub async fn connect(
             MYSQL_TABLES
         },
     };
-    Ok(SqlStorage::new(dialect, model, pool.clone(), pool))
+    Ok(SqlStorage::new(
+        dialect,
+        model,
+        pool.clone(),
+        pool,
+        options.statement_timeout,
+    ))
 }
 
 #[cfg(test)]

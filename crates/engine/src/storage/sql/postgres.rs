@@ -14,6 +14,7 @@ use sqlx::{Postgres, Row};
 
 use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage, field_of_constraint};
 use crate::error::ApiError;
+use crate::request::query::LikePattern;
 use crate::schema::{AppModel, Resource, Scalar};
 use crate::storage::migrate::ColumnSpec;
 use crate::storage::{ConnectOptions, StoredRow};
@@ -61,14 +62,14 @@ impl Dialect for PostgresDialect {
         }
     }
 
-    fn like(&self, column: Expr, pattern: String) -> Expr {
-        column.like(LikeExpr::new(literal_backslashes(&pattern)))
+    fn like(&self, column: Expr, pattern: &LikePattern) -> Expr {
+        column.like(LikeExpr::new(literal_backslashes(pattern.sql())))
     }
 
-    fn ilike(&self, column: Expr, pattern: String) -> Expr {
+    fn ilike(&self, column: Expr, pattern: &LikePattern) -> Expr {
         column.binary(
             BinOper::Custom("ILIKE"),
-            Expr::val(literal_backslashes(&pattern)),
+            Expr::val(literal_backslashes(pattern.sql())),
         )
     }
 
@@ -245,5 +246,11 @@ pub async fn connect(
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(SqlStorage::new(PostgresDialect, model, pool.clone(), pool))
+    Ok(SqlStorage::new(
+        PostgresDialect,
+        model,
+        pool.clone(),
+        pool,
+        options.statement_timeout,
+    ))
 }

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use sea_query::{BinOper, Expr, ExprTrait, Func, SqliteQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
-use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage};
+use super::{Backend, Deadline, Dialect, Failure, SCHEMA_TABLE, SqlStorage};
 use crate::error::ApiError;
+use crate::request::query::LikePattern;
 use crate::schema::{AppModel, Resource, Scalar};
 use crate::storage::migrate::ColumnSpec;
 use crate::storage::{ConnectOptions, StoredRow};
@@ -69,11 +70,8 @@ impl Dialect for SqliteDialect {
     /// SQLite's `lower()` and `LIKE` fold ASCII only; ILIKE becomes a
     /// case-insensitive, Unicode-aware REGEXP (Rust `regex`, registered on
     /// every connection) anchored at both ends.
-    fn ilike(&self, column: Expr, pattern: String) -> Expr {
-        column.binary(
-            BinOper::Custom("REGEXP"),
-            Expr::val(like_to_regex(&pattern)),
-        )
+    fn ilike(&self, column: Expr, pattern: &LikePattern) -> Expr {
+        column.binary(BinOper::Custom("REGEXP"), Expr::val(pattern.regex()))
     }
 
     fn quote(&self, ident: &str) -> String {
@@ -99,22 +97,6 @@ impl Dialect for SqliteDialect {
             ),
         }
     }
-}
-
-/// A LIKE pattern (`%` any run, `_` one character) as an anchored,
-/// case-insensitive regular expression with every other character literal.
-fn like_to_regex(pattern: &str) -> String {
-    let mut out = String::from("(?is)^");
-    let mut literal = [0u8; 4];
-    for c in pattern.chars() {
-        match c {
-            '%' => out.push_str(".*"),
-            '_' => out.push('.'),
-            c => out.push_str(&regex::escape(c.encode_utf8(&mut literal))),
-        }
-    }
-    out.push('$');
-    out
 }
 
 impl Backend for SqliteDialect {
@@ -175,7 +157,9 @@ impl Backend for SqliteDialect {
                 } else if message.contains("FOREIGN KEY constraint failed") {
                     // SQLite does not say which key: the store finds the dangling one.
                     Failure::ForeignKey { field: None }
-                } else if message.contains("database is locked") {
+                } else if message.contains("database is locked") || message == "interrupted" {
+                    // "interrupted": the statement passed its deadline, as
+                    // PostgreSQL's statement timeout (57014) is classified.
                     Failure::Unavailable
                 } else {
                     Failure::Other
@@ -209,7 +193,28 @@ impl Backend for SqliteDialect {
             "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, snapshot TEXT NOT NULL)"
         )
     }
+
+    /// SQLite has no statement timeout: a progress handler, replaced at every
+    /// acquire, interrupts the connection's statements past the deadline or
+    /// once the request that holds the connection is gone. One function call
+    /// (LIKE, REGEXP) is a single step, which is why patterns are bounded at parse time.
+    async fn arm(
+        conn: &mut SqliteConnection,
+        limit: std::time::Duration,
+    ) -> Result<Option<Deadline>, sqlx::Error> {
+        let deadline = Deadline::after(limit);
+        conn.lock_handle()
+            .await?
+            .set_progress_handler(PROGRESS_STEPS, deadline.keep_going());
+        Ok(Some(deadline))
+    }
 }
+
+/// Rows read ahead per statement (see `connect`).
+const ROW_CHANNEL: usize = 8;
+
+/// Virtual-machine steps between two deadline checks (microseconds of work).
+const PROGRESS_STEPS: i32 = 1000;
 
 /// Opens (creating if missing) the SQLite database at `url`: one writer
 /// connection and a pool of readers.
@@ -226,6 +231,10 @@ pub async fn connect(
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true)
         .pragma("case_sensitive_like", "ON")
+        // Rows the connection's worker thread decodes ahead of the reader:
+        // sqlx's default of 50 let one page of large rows pass its byte budget
+        // by 50 rows before the store could stop reading.
+        .row_buffer_size(ROW_CHANNEL)
         .with_regexp();
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -240,16 +249,11 @@ pub async fn connect(
         .connect_with(base)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(SqlStorage::new(SqliteDialect, model, writer, readers))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::like_to_regex;
-
-    #[test]
-    fn like_wildcards_become_regex_and_everything_else_is_literal() {
-        assert_eq!(like_to_regex("a%b_c"), "(?is)^a.*b.c$");
-        assert_eq!(like_to_regex("1.5*(x)"), "(?is)^1\\.5\\*\\(x\\)$");
-    }
+    Ok(SqlStorage::new(
+        SqliteDialect,
+        model,
+        writer,
+        readers,
+        options.statement_timeout,
+    ))
 }

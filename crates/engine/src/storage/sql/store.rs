@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_query_sqlx::SqlxValues;
-use sqlx::{AssertSqlSafe, Database, Executor, IntoArguments, Pool};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, Database, Executor, IntoArguments, Pool};
 
-use super::{Backend, Failure, SCHEMA_TABLE};
+use super::{Backend, Deadline, Failure, SCHEMA_TABLE};
 use crate::error::ApiError;
 use crate::plan::{Condition, DeletePlan, Expect, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
 use crate::request::Record;
@@ -28,6 +29,28 @@ pub struct SqlStorage<B: Backend> {
     writer: Pool<B::Db>,
     /// Reads (SQLite: a separate pool; others: the same pool).
     readers: Pool<B::Db>,
+    /// Longest a statement may run (armed per acquire where the server does not enforce it).
+    statement_timeout: std::time::Duration,
+}
+
+/// A pooled connection armed with the statement deadline for as long as the
+/// request holds it.
+struct Armed<DB: Database> {
+    conn: PoolConnection<DB>,
+    _deadline: Option<Deadline>,
+}
+
+impl<DB: Database> std::ops::Deref for Armed<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.conn
+    }
+}
+
+impl<DB: Database> std::ops::DerefMut for Armed<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
 }
 
 fn sql(text: String) -> AssertSqlSafe<String> {
@@ -43,12 +66,14 @@ impl<B: Backend> SqlStorage<B> {
         model: Arc<AppModel>,
         writer: Pool<B::Db>,
         readers: Pool<B::Db>,
+        statement_timeout: std::time::Duration,
     ) -> Self {
         SqlStorage {
             backend,
             model,
             writer,
             readers,
+            statement_timeout,
         }
     }
 }
@@ -71,12 +96,60 @@ where
         }
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, B::Db>, ApiError> {
+    /// A connection from `pool`, its statements bounded by the statement timeout.
+    async fn acquire(&self, pool: &Pool<B::Db>) -> Result<Armed<B::Db>, ApiError> {
+        let fail = |e| self.unavailable_or_internal(e);
+        let mut conn = pool.acquire().await.map_err(fail)?;
+        let deadline = B::arm(&mut conn, self.statement_timeout)
+            .await
+            .map_err(fail)?;
+        Ok(Armed {
+            conn,
+            _deadline: deadline,
+        })
+    }
+
+    /// Opens a write transaction on an armed writer connection.
+    async fn begin_write<'a>(
+        &self,
+        conn: &'a mut Armed<B::Db>,
+    ) -> Result<sqlx::Transaction<'a, B::Db>, ApiError> {
+        let conn: &mut <B::Db as Database>::Connection = conn;
         let tx = match B::BEGIN_WRITE {
-            Some(statement) => self.writer.begin_with(statement).await,
-            None => self.writer.begin().await,
+            Some(statement) => conn.begin_with(statement).await,
+            None => conn.begin().await,
         };
         tx.map_err(|e| self.unavailable_or_internal(e))
+    }
+
+    /// Decodes rows from `rows` until `max` are held or, once at least one
+    /// is, their rendered size reaches `byte_budget`; says whether a row followed.
+    async fn collect(
+        &self,
+        resource: &Resource,
+        mut rows: futures_util::stream::BoxStream<
+            '_,
+            Result<<B::Db as Database>::Row, sqlx::Error>,
+        >,
+        max: usize,
+        byte_budget: usize,
+    ) -> Result<(Vec<StoredRow>, bool), ApiError> {
+        use futures_util::TryStreamExt;
+        let mut out = Vec::new();
+        let mut held = 0usize;
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?
+        {
+            if out.len() >= max || (held >= byte_budget && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let stored = self.backend.decode(resource, &row)?;
+            held += crate::storage::approx_size(&stored.values);
+            out.push(stored);
+        }
+        Ok((out, false))
     }
 
     /// A failed write becomes the 409 that names its field, or 503/500.
@@ -168,8 +241,9 @@ where
         let (q, v) =
             self.backend
                 .build_select(&super::exists(&self.backend, table, column, value, scalar));
+        let mut conn = self.acquire(&self.readers).await?;
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
         Ok(row.is_some())
@@ -267,7 +341,8 @@ where
     /// the same key won the race and the whole write must be retried.
     async fn update_once(&self, plan: &UpdatePlan<'_>) -> Result<Option<UpdateOutcome>, ApiError> {
         let d = &self.backend;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let (q, v) = d.build_update(&super::update(
             d,
             plan.resource,
@@ -428,36 +503,39 @@ where
         );
         let (q, v) = d.build_select(&stmt);
         let fail = |e| self.unavailable_or_internal(e);
-        let (rows, total) = match &plan.count_condition {
+        let limit = plan.limit as usize;
+        let mut conn = self.acquire(&self.readers).await?;
+        let ((rows, has_more), total) = match &plan.count_condition {
             // Page and total from one read transaction: one snapshot, consistent numbers.
             Some(c) => {
-                let mut tx = self.readers.begin().await.map_err(fail)?;
-                let rows = sqlx::query_with(sql(q), v)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(fail)?;
+                let mut tx = conn.begin().await.map_err(fail)?;
+                let page = self
+                    .collect(
+                        plan.resource,
+                        sqlx::query_with(sql(q), v).fetch(&mut *tx),
+                        limit,
+                        plan.byte_budget,
+                    )
+                    .await?;
                 let (q, v) = d.build_select(&super::count(d, plan.resource, c));
                 let n: i64 = sqlx::query_scalar_with(sql(q), v)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(fail)?;
                 tx.commit().await.map_err(fail)?;
-                (rows, Some(u64::try_from(n).unwrap_or(0)))
+                (page, Some(u64::try_from(n).unwrap_or(0)))
             }
             None => (
-                sqlx::query_with(sql(q), v)
-                    .fetch_all(&self.readers)
-                    .await
-                    .map_err(fail)?,
+                self.collect(
+                    plan.resource,
+                    sqlx::query_with(sql(q), v).fetch(&mut *conn),
+                    limit,
+                    plan.byte_budget,
+                )
+                .await?,
                 None,
             ),
         };
-        let has_more = rows.len() > plan.limit as usize;
-        let rows = rows
-            .iter()
-            .take(plan.limit as usize)
-            .map(|r| d.decode(plan.resource, r))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page {
             rows,
             has_more,
@@ -475,8 +553,9 @@ where
             Some(1),
             0,
         ));
+        let mut conn = self.acquire(&self.readers).await?;
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
         row.map(|r| d.decode(plan.resource, &r)).transpose()
@@ -487,9 +566,10 @@ where
         resource: &Resource,
         ids: &[Value],
         scope: Option<&Condition>,
-    ) -> Result<Vec<StoredRow>, ApiError> {
+        byte_budget: usize,
+    ) -> Result<Option<Vec<StoredRow>>, ApiError> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let d = &self.backend;
         let mut all = vec![Condition::In {
@@ -499,15 +579,21 @@ where
         all.extend(scope.cloned());
         let cond = Condition::All(all);
         let (q, v) = d.build_select(&super::select(d, resource, &cond, &[], None, 0));
-        let rows = sqlx::query_with(sql(q), v)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        rows.iter().map(|r| d.decode(resource, r)).collect()
+        let mut conn = self.acquire(&self.readers).await?;
+        let (rows, more) = self
+            .collect(
+                resource,
+                sqlx::query_with(sql(q), v).fetch(&mut *conn),
+                usize::MAX,
+                byte_budget,
+            )
+            .await?;
+        Ok((!more).then_some(rows))
     }
 
     async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let mut out = Vec::with_capacity(plan.rows.len());
         for row in &plan.rows {
             match self.insert_one(&mut tx, plan.resource, row).await {
@@ -548,7 +634,8 @@ where
 
     async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError> {
         let d = &self.backend;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let (q, v) = d.build_delete(&super::delete(
             d,
             plan.resource,
