@@ -189,6 +189,109 @@ async fn if_match_with_a_stale_etag_is_a_412_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn put_with_if_none_match_star_creates_only_a_missing_key_and_never_overwrites() {
+    let server = Server::start(SCHOOL).await;
+    let create_only = [("if-none-match", "*")];
+    let created = server
+        .send(
+            "PUT",
+            "/users/ada",
+            Some(json!({"name": "Ada"})),
+            &create_only,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let refused = server
+        .send(
+            "PUT",
+            "/users/ada",
+            Some(json!({"name": "Mallory"})),
+            &create_only,
+        )
+        .await;
+    refused.expect_problem(412, "precondition_failed");
+    let row = server.get("/users/ada").await.expect(200);
+    assert_eq!(row["name"], "Ada");
+    assert_eq!(server.count_in_database("users").await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_create_only_puts_of_one_key_give_one_201_and_412s() {
+    let server = Server::start(SCHOOL).await;
+    let puts = (0..8).map(|i| {
+        server.send(
+            "PUT",
+            "/users/race",
+            Some(json!({"name": format!("writer {i}")})),
+            &[("if-none-match", "*")],
+        )
+    });
+    let mut statuses: Vec<u16> = futures_util::future::join_all(puts)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 412, 412, 412, 412, 412, 412, 412]);
+    let row = server.get("/users/race").await.expect(200);
+    assert!(
+        row["name"].as_str().unwrap().starts_with("writer "),
+        "{row}"
+    );
+    assert_eq!(
+        row["created_at"], row["updated_at"],
+        "never overwritten: {row}"
+    );
+    assert_eq!(server.count_in_database("users").await, 1);
+}
+
+#[tokio::test]
+async fn if_none_match_on_a_write_refuses_the_current_version_with_412_and_changes_nothing() {
+    let server = Server::start(SCHOOL).await;
+    let c = college(&server, "arts").await;
+    let path = format!("/colleges/{}", id_of(&c["id"]));
+    for (method, body) in [("PATCH", Some(json!({"name": "X"}))), ("DELETE", None)] {
+        for tag in ["\"1\"", "W/\"1\"", "*"] {
+            server
+                .send(method, &path, body.clone(), &[("if-none-match", tag)])
+                .await
+                .expect_problem(412, "precondition_failed");
+        }
+    }
+    assert_eq!(server.get(&path).await.expect(200), c);
+    // Another version is not the current one: the write goes ahead.
+    let patched = server
+        .send(
+            "PATCH",
+            &path,
+            Some(json!({"name": "Y"})),
+            &[("if-none-match", "\"7\"")],
+        )
+        .await
+        .expect(200);
+    assert_eq!(patched["name"], "Y");
+    // If-Match and If-None-Match together: both must hold.
+    server
+        .send(
+            "DELETE",
+            &path,
+            None,
+            &[("if-match", "\"2\""), ("if-none-match", "\"2\"")],
+        )
+        .await
+        .expect_problem(412, "precondition_failed");
+    server
+        .send(
+            "DELETE",
+            &path,
+            None,
+            &[("if-match", "\"2\""), ("if-none-match", "\"1\"")],
+        )
+        .await
+        .expect(204);
+}
+
+#[tokio::test]
 async fn put_replaces_the_whole_row_resetting_omitted_fields_to_defaults() {
     let server = Server::start(SCHOOL).await;
     let c = college(&server, "x").await;

@@ -223,15 +223,20 @@ pub struct InsertPlan<'m> {
     pub bulk: bool,
 }
 
-/// What a conditional write requires of the current row.
+/// What a conditional write requires of the current row (`If-Match` and
+/// `If-None-Match` combined, RFC 9110 §13.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// No `If-Match`.
+    /// No precondition.
     Nothing,
     /// `If-Match: *`: the row must exist.
     Exists,
     /// The row's version must be one of these (empty: nothing can match → 412).
     Versions(Vec<i64>),
+    /// `If-None-Match: *`: the row must not exist (PUT creates only).
+    Absent,
+    /// `If-None-Match: "v"…`: the row's version must be none of these.
+    NotVersions(Vec<i64>),
 }
 
 /// Update one row; for PUT on client-key resources, insert it when absent.
@@ -477,11 +482,24 @@ pub fn keyset_after(sort: &[SortKey], values: &[Value]) -> Condition {
     Condition::Any(alternatives)
 }
 
-fn expect(tags: &EntityTags) -> Expect {
-    match tags {
+/// The precondition of a write: `If-Match` (strong comparison), then
+/// `If-None-Match` (weak comparison), both of which must hold.
+fn expect(p: &crate::request::Preconditions) -> Expect {
+    let if_match = match &p.if_match {
         EntityTags::Absent => Expect::Nothing,
         EntityTags::Any => Expect::Exists,
         tags => Expect::Versions(tags.strong_versions()),
+    };
+    match (if_match, &p.if_none_match) {
+        (m, EntityTags::Absent) => m,
+        (Expect::Nothing, EntityTags::Any) => Expect::Absent,
+        // Must exist and must not: never true.
+        (_, EntityTags::Any) => Expect::Versions(Vec::new()),
+        (Expect::Versions(v), none) => {
+            let excluded = none.weak_versions();
+            Expect::Versions(v.into_iter().filter(|v| !excluded.contains(v)).collect())
+        }
+        (_, none) => Expect::NotVersions(none.weak_versions()),
     }
 }
 
@@ -659,7 +677,7 @@ pub fn plan<'m>(
                 resource,
                 id,
                 set,
-                expect: expect(&preconditions.if_match),
+                expect: expect(&preconditions),
                 insert: None,
                 scope,
             })
@@ -695,7 +713,7 @@ pub fn plan<'m>(
                 resource,
                 id,
                 set,
-                expect: expect(&preconditions.if_match),
+                expect: expect(&preconditions),
                 insert,
                 scope,
             })
@@ -704,7 +722,7 @@ pub fn plan<'m>(
             scope: ctx.allow(&resource.rules.delete, resource, "delete")?,
             resource,
             id,
-            expect: expect(&preconditions.if_match),
+            expect: expect(&preconditions),
         }),
     })
 }

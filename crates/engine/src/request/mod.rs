@@ -63,6 +63,21 @@ impl EntityTags {
         }
     }
 
+    /// Row versions named by strong or weak tags (`"3"`, `W/"3"`): what
+    /// `If-None-Match` compares against on writes.
+    pub fn weak_versions(&self) -> Vec<i64> {
+        match self {
+            EntityTags::Tags(tags) => tags
+                .iter()
+                .filter_map(|t| {
+                    let t = t.strip_prefix("W/").unwrap_or(t);
+                    t.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Weak comparison against a response ETag (for `If-None-Match`).
     pub fn matches_weakly(&self, etag: &str) -> bool {
         let strip = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_owned();

@@ -407,6 +407,12 @@ fn version_condition(expect: &Expect) -> Option<Expr> {
         Expect::Versions(versions) => {
             Some(Expr::col(col(VERSION_COLUMN)).is_in(versions.iter().copied()))
         }
+        // An existing row fails the precondition: nothing may be written to it.
+        Expect::Absent => Some(Expr::cust("1 = 0")),
+        Expect::NotVersions(versions) if versions.is_empty() => None,
+        Expect::NotVersions(versions) => {
+            Some(Expr::col(col(VERSION_COLUMN)).is_not_in(versions.iter().copied()))
+        }
         Expect::Nothing | Expect::Exists => None,
     }
 }

@@ -410,7 +410,7 @@ where
             (Some(_), Expect::Exists | Expect::Versions(_)) => {
                 Ok(Some(UpdateOutcome::PreconditionFailed))
             }
-            (Some(row), Expect::Nothing) => {
+            (Some(row), Expect::Nothing | Expect::Absent | Expect::NotVersions(_)) => {
                 match self.insert_one(&mut tx, plan.resource, row).await {
                     Ok(stored) => {
                         tx.commit()
