@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, id_of, schema_dir};
+use common::{Reply, Server, id_of, schema_dir};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -358,4 +358,313 @@ secret_env = "ACCOUNTS_SECRET"
         .expect(200);
     assert_eq!(login["user"]["username"], "alice");
     assert_eq!(server.count_in_database("users").await, 1);
+}
+
+// ------------------------------------------------- account writes and tokens
+
+/// Accounts whose owners may edit themselves (username, display name).
+const SELF_SERVICE: &str = r#"
+[app]
+name = "acc"
+
+[auth.accounts]
+secret_env = "ACCOUNTS_SECRET"
+
+[resources.users]
+fields.display_name = { type = "string", max_length = 100 }
+rules = { list = "authenticated", read = "authenticated", create = "none", update = "owner", delete = "role:admin" }
+"#;
+
+/// Accounts that only admins may change (roles included).
+const ADMINISTERED: &str = r#"
+[app]
+name = "acc"
+
+[auth.accounts]
+secret_env = "ACCOUNTS_SECRET"
+
+[resources.users]
+fields.display_name = { type = "string", max_length = 100 }
+rules = { list = "authenticated", read = "authenticated", create = "none", update = "role:admin", delete = "role:admin" }
+"#;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Signs `username` up; returns (account id, token).
+async fn account(server: &Server, username: &str) -> (String, String) {
+    let body = server
+        .post(
+            "/auth/signup",
+            json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD}),
+        )
+        .await
+        .expect(201);
+    (
+        id_of(&body["user"]["id"]),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn login(server: &Server, username: &str, password: &str) -> Reply {
+    server
+        .post(
+            "/auth/login",
+            json!({"username": username, "password": password}),
+        )
+        .await
+}
+
+async fn login_token(server: &Server, username: &str) -> String {
+    login(server, username, PASSWORD).await.expect(200)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn as_caller(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> Reply {
+    let bearer = format!("Bearer {token}");
+    server
+        .send(method, path, body, &[("authorization", &bearer)])
+        .await
+}
+
+/// The one way to make an admin today: straight in the database (issue 12
+/// adds a first-admin command).
+async fn make_admin(server: &Server, username: &str) {
+    server
+        .execute(&format!(
+            "UPDATE \"users\" SET \"role\" = 'admin' WHERE \"username\" = '{username}'"
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn patch_and_put_store_account_names_lowercased_so_no_case_variant_can_squat() {
+    let server = Server::start_with_env(SELF_SERVICE, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    account(&server, "alice").await;
+    let (bob, bob_token) = account(&server, "bob").await;
+    let path = format!("/users/{bob}");
+    for method in ["PATCH", "PUT"] {
+        let problem = as_caller(
+            &server,
+            method,
+            &path,
+            Some(json!({"username": "Alice", "email": "bob@example.com"})),
+            &bob_token,
+        )
+        .await
+        .expect_problem(409, "unique_violation");
+        assert_eq!(problem["field"], "username", "{method}: {problem}");
+        let problem = as_caller(
+            &server,
+            method,
+            &path,
+            Some(json!({"username": "bob", "email": "ALICE@example.com"})),
+            &bob_token,
+        )
+        .await
+        .expect_problem(409, "unique_violation");
+        assert_eq!(problem["field"], "email", "{method}: {problem}");
+    }
+    let renamed = as_caller(
+        &server,
+        "PATCH",
+        &path,
+        Some(json!({"username": " Robert "})),
+        &bob_token,
+    )
+    .await
+    .expect(200);
+    assert_eq!(renamed["username"], "robert");
+    assert_eq!(rows_where_username(&server, "robert").await, 1);
+    // Both accounts still log in as themselves, in any case.
+    assert_eq!(
+        login(&server, "ROBERT", PASSWORD).await.expect(200)["user"]["id"],
+        json!(bob)
+    );
+    assert_eq!(
+        login(&server, "Alice", PASSWORD).await.expect(200)["user"]["username"],
+        "alice"
+    );
+    // Filters compare the normalised value too.
+    let found = as_caller(&server, "GET", "/users?username=Robert", None, &bob_token)
+        .await
+        .expect(200);
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+}
+
+async fn rows_where_username(server: &Server, username: &str) -> i64 {
+    server
+        .query_i64(&format!(
+            "SELECT COUNT(*) FROM \"users\" WHERE \"username\" = '{username}'"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn a_demoted_admins_token_can_no_longer_do_what_only_admins_may() {
+    let server = Server::start_with_env(ADMINISTERED, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    account(&server, "root").await;
+    let (boss, _) = account(&server, "boss").await;
+    let (victim, _) = account(&server, "victim").await;
+    make_admin(&server, "root").await;
+    make_admin(&server, "boss").await;
+    let root = login_token(&server, "root").await;
+    let boss_token = login_token(&server, "boss").await;
+    // A change that is not a role keeps tokens valid.
+    as_caller(
+        &server,
+        "PATCH",
+        &format!("/users/{boss}"),
+        Some(json!({"display_name": "B"})),
+        &root,
+    )
+    .await
+    .expect(200);
+    as_caller(&server, "GET", "/auth/me", None, &boss_token)
+        .await
+        .expect(200);
+    // The demotion revokes the old token.
+    as_caller(
+        &server,
+        "PATCH",
+        &format!("/users/{boss}"),
+        Some(json!({"role": "user"})),
+        &root,
+    )
+    .await
+    .expect(200);
+    let refused = as_caller(
+        &server,
+        "DELETE",
+        &format!("/users/{victim}"),
+        None,
+        &boss_token,
+    )
+    .await;
+    let problem = refused.expect_problem(401, "unauthorized");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("revoked"),
+        "{problem}"
+    );
+    assert_eq!(server.count_in_database("users").await, 3);
+    // Logged in again, the boss is a user.
+    let demoted = login_token(&server, "boss").await;
+    as_caller(
+        &server,
+        "DELETE",
+        &format!("/users/{victim}"),
+        None,
+        &demoted,
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    // The admin's own token was never touched.
+    as_caller(&server, "GET", "/auth/me", None, &root)
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_token_no_longer_authenticates() {
+    let server = Server::start_with_env(ADMINISTERED, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    account(&server, "root").await;
+    let (gone, gone_token) = account(&server, "gone").await;
+    make_admin(&server, "root").await;
+    let root = login_token(&server, "root").await;
+    as_caller(&server, "DELETE", &format!("/users/{gone}"), None, &root)
+        .await
+        .expect(204);
+    for path in ["/auth/me", "/users"] {
+        as_caller(&server, "GET", path, None, &gone_token)
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_token_of_the_account_and_only_of_that_account() {
+    let server = Server::start_with_env(SELF_SERVICE, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    let (_, first) = account(&server, "ann").await;
+    let (_, other) = account(&server, "ben").await;
+    let second = login_token(&server, "ann").await;
+    as_caller(&server, "POST", "/auth/logout-all", None, &second)
+        .await
+        .expect(204);
+    for token in [&first, &second] {
+        as_caller(&server, "GET", "/auth/me", None, token)
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+    as_caller(&server, "GET", "/auth/me", None, &other)
+        .await
+        .expect(200);
+    let third = login_token(&server, "ann").await;
+    as_caller(&server, "GET", "/auth/me", None, &third)
+        .await
+        .expect(200);
+    server
+        .post("/auth/logout-all", json!({}))
+        .await
+        .expect_problem(401, "unauthorized");
+    server
+        .send("GET", "/auth/logout-all", None, &[])
+        .await
+        .expect_problem(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_revokes_old_tokens_and_returns_a_new_one() {
+    let server = Server::start_with_env(SELF_SERVICE, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    let (_, old) = account(&server, "cat").await;
+    let new_password = "a brand new passphrase";
+    as_caller(
+        &server,
+        "POST",
+        "/auth/password",
+        Some(json!({"password": "wrong guess!", "new_password": new_password})),
+        &old,
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    let problem = as_caller(
+        &server,
+        "POST",
+        "/auth/password",
+        Some(json!({"password": PASSWORD, "new_password": "short"})),
+        &old,
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "new_password");
+    as_caller(&server, "GET", "/auth/me", None, &old)
+        .await
+        .expect(200);
+    let changed = as_caller(
+        &server,
+        "POST",
+        "/auth/password",
+        Some(json!({"password": PASSWORD, "new_password": new_password})),
+        &old,
+    )
+    .await
+    .expect(200);
+    let fresh = changed["token"].as_str().unwrap();
+    assert!(changed["user"].get("password_hash").is_none(), "{changed}");
+    as_caller(&server, "GET", "/auth/me", None, &old)
+        .await
+        .expect_problem(401, "unauthorized");
+    as_caller(&server, "GET", "/auth/me", None, fresh)
+        .await
+        .expect(200);
+    login(&server, "cat", PASSWORD)
+        .await
+        .expect_problem(401, "invalid_credentials");
+    login(&server, "cat", new_password).await.expect(200);
 }

@@ -62,7 +62,9 @@ pub fn app(state: AppState) -> Router {
         router = router
             .route("/auth/signup", any(auth::accounts::signup))
             .route("/auth/login", any(auth::accounts::login))
-            .route("/auth/me", any(auth::accounts::me));
+            .route("/auth/me", any(auth::accounts::me))
+            .route("/auth/password", any(auth::accounts::password))
+            .route("/auth/logout-all", any(auth::accounts::logout_all));
     }
     let router = router.fallback(pipeline::handle).with_state(state);
     server::with_middleware(router, &settings, &extra_headers)

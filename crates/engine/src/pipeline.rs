@@ -59,7 +59,10 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
 
 /// authenticate, then parse → plan → execute → render.
 pub async fn run(state: &AppState, raw: &RawRequest<'_>) -> Result<Response, ApiError> {
-    let authenticated = state.auth.authenticate(raw.headers, raw.query).await?;
+    let authenticated = state
+        .auth
+        .authenticate(raw.headers, raw.query, &*state.storage, &state.model)
+        .await?;
     let raw = RawRequest {
         query: authenticated.query.as_deref(),
         ..*raw

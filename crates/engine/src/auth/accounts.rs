@@ -28,7 +28,7 @@ use crate::plan::{
 };
 use crate::request::Record;
 use crate::schema::{AccountsSettings, AppModel, Resource};
-use crate::storage::{StoredRow, UpdateOutcome};
+use crate::storage::{Storage, StoredRow, UpdateOutcome};
 use crate::value::{self, FieldError, Value};
 
 /// The `kid` of tokens this engine issues.
@@ -145,8 +145,9 @@ impl Accounts {
             .map_err(ApiError::internal)
     }
 
-    /// Verifies a token this engine issued.
-    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+    /// Verifies the signature and claims of a token this engine issued; the
+    /// account behind it is checked by [`Accounts::current`].
+    pub fn verify(&self, token: &str) -> Result<AccountClaims, ApiError> {
         let data = jsonwebtoken::decode::<Json>(token, &self.decoding, &self.validation)
             .map_err(|_| super::unauthorized("the bearer token is not valid"))?;
         let subject = data.claims["sub"]
@@ -157,20 +158,88 @@ impl Accounts {
             .as_str()
             .map(|r| vec![r.to_owned()])
             .unwrap_or_default();
-        Ok(Identity { subject, roles })
+        // Tokens issued before versions existed stand for version 0.
+        let version = data.claims["ver"].as_i64().unwrap_or(0);
+        Ok(AccountClaims {
+            identity: Identity { subject, roles },
+            version,
+        })
     }
 
-    fn issue(&self, subject: &str, role: &str) -> Result<Json, ApiError> {
+    /// The identity of a verified token whose account still exists and whose
+    /// token version is still the account's (a role change, a new password or
+    /// a logout everywhere bumps it). One primary-key read per request.
+    pub async fn current(
+        &self,
+        claims: AccountClaims,
+        storage: &dyn Storage,
+        model: &AppModel,
+    ) -> Result<Identity, ApiError> {
+        let resource = resource(model, self)?;
+        let row = read_account(storage, resource, &claims.identity.subject)
+            .await?
+            .ok_or_else(|| super::unauthorized("the account of this token no longer exists"))?;
+        if token_version(resource, &row) != claims.version {
+            return Err(super::unauthorized(
+                "the token was revoked (a role or password change, or a logout everywhere); log in again",
+            ));
+        }
+        Ok(claims.identity)
+    }
+
+    fn issue(&self, subject: &str, role: &str, version: i64) -> Result<Json, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(self.settings.token_ttl_s).unwrap_or(3600);
-        let claims =
-            json!({"sub": subject, "role": role, "iss": ISSUER, "iat": now, "exp": now + ttl});
+        let claims = json!({"sub": subject, "role": role, "ver": version, "iss": ISSUER, "iat": now, "exp": now + ttl});
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(ACCOUNTS_KID.to_owned());
         let token =
             jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(ApiError::internal)?;
         Ok(json!({"token": token, "token_type": "Bearer", "expires_in": ttl}))
     }
+}
+
+/// A verified account token, not yet checked against its account.
+#[derive(Debug)]
+pub struct AccountClaims {
+    /// The caller the token names.
+    pub identity: Identity,
+    /// The account's token version when it was issued (`ver`).
+    pub version: i64,
+}
+
+/// The account row with id `subject` (hidden fields included), if any.
+async fn read_account(
+    storage: &dyn Storage,
+    resource: &Resource,
+    subject: &str,
+) -> Result<Option<StoredRow>, ApiError> {
+    let Ok(id) = value::from_text(resource.id_column(), subject) else {
+        return Ok(None);
+    };
+    let plan = ReadPlan {
+        resource,
+        parent: None,
+        condition: Condition::Compare {
+            column: resource.id_column().name.clone(),
+            op: Compare::Eq,
+            value: id.clone(),
+        },
+        id,
+        fields: None,
+        expand: Vec::new(),
+    };
+    storage.read(&plan).await
+}
+
+/// The account's current token version.
+fn token_version(resource: &Resource, row: &StoredRow) -> i64 {
+    resource
+        .tokens
+        .as_ref()
+        .and_then(|t| row.values.get(&t.version_column))
+        .and_then(Json::as_i64)
+        .unwrap_or(0)
 }
 
 fn resource<'m>(model: &'m AppModel, accounts: &Accounts) -> Result<&'m Resource, ApiError> {
@@ -244,6 +313,17 @@ fn string_field(
     }
 }
 
+fn check_password_length(field: &str, password: &str, errors: &mut Vec<FieldError>) {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        errors.push(FieldError::new(
+            field,
+            "min_length",
+            format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
+        ));
+    }
+}
+
 /// `POST /auth/signup {username, email, password}` → 201 `{user, token, …}`.
 pub async fn signup(State(state): State<AppState>, req: Request) -> Response {
     signup_inner(&state, req)
@@ -287,14 +367,7 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
         }
     }
     if let Some(p) = &password {
-        let n = p.chars().count();
-        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
-            errors.push(FieldError::new(
-                "password",
-                "min_length",
-                format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
-            ));
-        }
+        check_password_length("password", p, &mut errors);
     }
     let Some(password) = password.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation { errors });
@@ -330,7 +403,7 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
         .and_then(Json::as_str)
         .unwrap_or("user")
         .to_owned();
-    let mut body = accounts.issue(&subject, &role)?;
+    let mut body = accounts.issue(&subject, &role, token_version(resource, &stored))?;
     body["user"] = public_view(resource, &stored);
     let mut response = json_reply(StatusCode::CREATED, body);
     if let Ok(loc) = http::HeaderValue::from_str(&format!("/{}/{subject}", resource.name)) {
@@ -443,6 +516,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
         expect: Expect::Nothing,
         insert: None,
         scope: None,
+        bump: None,
     };
     let user = match state.storage.update(&update).await? {
         UpdateOutcome::Updated(row) => row,
@@ -458,7 +532,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
         .and_then(Json::as_str)
         .unwrap_or("user")
         .to_owned();
-    let mut body = accounts.issue(&subject, &role)?;
+    let mut body = accounts.issue(&subject, &role, token_version(resource, &user))?;
     body["user"] = public_view(resource, &user);
     Ok(json_reply(StatusCode::OK, body))
 }
@@ -476,37 +550,150 @@ async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> 
             allow: vec![Method::GET],
         });
     }
+    let (resource, row) = caller_account(state, req.headers()).await?;
+    Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
+}
+
+/// The authenticated caller's account row (401 without credentials, 404 when
+/// the credentials name no account, e.g. an API key).
+async fn caller_account<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+) -> Result<(&'s Resource, StoredRow), ApiError> {
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
     let identity = state
         .auth
-        .authenticate(req.headers(), None)
+        .authenticate(headers, None, &*state.storage, &state.model)
         .await?
         .identity
         .ok_or_else(|| ApiError::Unauthorized {
             detail: "authentication is required".to_owned(),
             invalid_token: false,
         })?;
-    let id = value::from_text(resource.id_column(), &identity.subject)
-        .map_err(|_| ApiError::not_found("the caller has no account"))?;
-    let plan = ReadPlan {
-        resource,
-        parent: None,
-        condition: Condition::Compare {
-            column: resource.id_column().name.clone(),
-            op: Compare::Eq,
-            value: id.clone(),
-        },
-        id,
-        fields: None,
-        expand: Vec::new(),
-    };
-    let row = state
-        .storage
-        .read(&plan)
+    let row = read_account(&*state.storage, resource, &identity.subject)
         .await?
         .ok_or_else(|| ApiError::not_found("the caller has no account"))?;
-    Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
+    Ok((resource, row))
+}
+
+/// Writes `set` to the caller's account, bumping its token version.
+async fn revoke_tokens(
+    state: &AppState,
+    resource: &Resource,
+    row: &StoredRow,
+    mut set: Record,
+) -> Result<StoredRow, ApiError> {
+    let id = value::from_json(
+        resource.id_column(),
+        &row.values[&resource.id_column().name],
+    )
+    .map_err(|e| ApiError::internal(e.message))?;
+    let ctx = PlanContext::system();
+    crate::plan::stamp_update(resource, &mut set, &ctx);
+    set.shift_remove("updated_by");
+    let update = UpdatePlan {
+        ref_checks: Vec::new(),
+        readback: crate::plan::Readback::All,
+        resource,
+        id,
+        set,
+        expect: Expect::Nothing,
+        insert: None,
+        scope: None,
+        bump: crate::plan::TokenBump::always(resource),
+    };
+    match state.storage.update(&update).await? {
+        UpdateOutcome::Updated(row) => Ok(row),
+        _ => Err(ApiError::not_found("the caller has no account")),
+    }
+}
+
+/// `POST /auth/logout-all`: revokes every token of the caller's account → 204.
+pub async fn logout_all(State(state): State<AppState>, req: Request) -> Response {
+    logout_all_inner(&state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn logout_all_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed {
+            allow: vec![Method::POST],
+        });
+    }
+    let (resource, row) = caller_account(state, req.headers()).await?;
+    revoke_tokens(state, resource, &row, Record::new()).await?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// `POST /auth/password {password, new_password}`: changes the caller's
+/// password, revokes every earlier token and returns a new one.
+pub async fn password(State(state): State<AppState>, req: Request) -> Response {
+    password_inner(&state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn password_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed {
+            allow: vec![Method::POST],
+        });
+    }
+    let accounts = accounts(state)?;
+    let (resource, row) = caller_account(state, req.headers()).await?;
+    let body = json_body(state, req).await?;
+    let mut errors = Vec::new();
+    for key in body.keys() {
+        if !["password", "new_password"].contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                key,
+                "unknown_field",
+                "a password change takes password and new_password",
+            ));
+        }
+    }
+    let current = string_field(&body, "password", &mut errors);
+    let new = string_field(&body, "new_password", &mut errors);
+    if let Some(p) = &new {
+        check_password_length("new_password", p, &mut errors);
+    }
+    let (Some(current), Some(new)) = (current, new) else {
+        return Err(ApiError::Validation { errors });
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { errors });
+    }
+    let stored_hash = row
+        .values
+        .get("password_hash")
+        .and_then(Json::as_str)
+        .map_or_else(|| accounts.decoy_hash.clone(), str::to_owned);
+    let new_hash = accounts
+        .argon2(move || verify(&current, &stored_hash).then(|| hash(&new)))
+        .await?
+        .ok_or_else(|| ApiError::Forbidden {
+            detail: "password is not this account's current password".to_owned(),
+        })??;
+    let mut set = Record::new();
+    set.insert("password_hash".to_owned(), Value::Text(new_hash));
+    let user = revoke_tokens(state, resource, &row, set).await?;
+    let subject = match &user.values[&resource.id_column().name] {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let role = user
+        .values
+        .get("role")
+        .and_then(Json::as_str)
+        .unwrap_or("user")
+        .to_owned();
+    let mut body = accounts.issue(&subject, &role, token_version(resource, &user))?;
+    body["user"] = public_view(resource, &user);
+    Ok(json_reply(StatusCode::OK, body))
 }
 
 /// Shared handle for the router.

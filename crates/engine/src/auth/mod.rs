@@ -145,6 +145,8 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        accounts_store: &dyn crate::storage::Storage,
+        model: &crate::schema::AppModel,
     ) -> Result<Authenticated, ApiError> {
         let mut identity = None;
         // A prototype (no [auth]) has nothing to verify credentials with: it ignores them.
@@ -171,7 +173,10 @@ impl Authenticator {
                     .is_ok_and(|h| h.kid.as_deref() == Some(accounts::ACCOUNTS_KID))
             });
             identity = Some(match (own, &self.jwt) {
-                (Some(accounts), _) => accounts.verify(token)?,
+                (Some(accounts), _) => {
+                    let claims = accounts.verify(token)?;
+                    accounts.current(claims, accounts_store, model).await?
+                }
                 (None, Some(verifier)) => verifier.verify(token).await?,
                 (None, None) => return Err(unauthorized("this API does not accept bearer tokens")),
             });

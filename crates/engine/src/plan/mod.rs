@@ -258,6 +258,42 @@ pub struct UpdatePlan<'m> {
     pub insert: Option<Record>,
     /// Access restriction (`owner` rules): rows outside it answer as missing.
     pub scope: Option<Condition>,
+    /// Accounts: the token version to bump when the write revokes tokens.
+    pub bump: Option<TokenBump>,
+}
+
+/// Increments an account's token version in the same UPDATE, unless every
+/// watched field keeps its current value (an empty list always bumps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBump {
+    /// The token version column.
+    pub column: String,
+    /// Field and value written: the bump applies if any of them differs from the row.
+    pub unless_unchanged: Vec<(String, Value)>,
+}
+
+impl TokenBump {
+    /// The bump a write of `set` to `resource` needs, if it touches a revoking field.
+    pub fn for_write(resource: &Resource, set: &Record) -> Option<TokenBump> {
+        let tokens = resource.tokens.as_ref()?;
+        let watched: Vec<(String, Value)> = tokens
+            .revoked_by
+            .iter()
+            .filter_map(|c| set.get(c).map(|v| (c.clone(), v.clone())))
+            .collect();
+        (!watched.is_empty()).then(|| TokenBump {
+            column: tokens.version_column.clone(),
+            unless_unchanged: watched,
+        })
+    }
+
+    /// An unconditional bump (logout everywhere, a new password).
+    pub fn always(resource: &Resource) -> Option<TokenBump> {
+        resource.tokens.as_ref().map(|t| TokenBump {
+            column: t.version_column.clone(),
+            unless_unchanged: Vec::new(),
+        })
+    }
 }
 
 /// Delete one row.
@@ -671,6 +707,7 @@ pub fn plan<'m>(
                 }
             }
             stamp_update(resource, &mut set, ctx);
+            let bump = TokenBump::for_write(resource, &set);
             Plan::Update(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
                 readback: Readback::for_caller(resource, ctx),
@@ -679,6 +716,7 @@ pub fn plan<'m>(
                 set,
                 expect: expect(&preconditions),
                 insert: None,
+                bump,
                 scope,
             })
         }
@@ -707,6 +745,7 @@ pub fn plan<'m>(
                 given.insert(resource.id_column().name.clone(), id.clone());
                 complete_row(resource, &given, ctx)
             });
+            let bump = TokenBump::for_write(resource, &set);
             Plan::Update(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
                 readback: Readback::for_caller(resource, ctx),
@@ -715,6 +754,7 @@ pub fn plan<'m>(
                 set,
                 expect: expect(&preconditions),
                 insert,
+                bump,
                 scope,
             })
         }

@@ -353,6 +353,11 @@ fn valid_name(name: &str) -> bool {
 fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
     let mut errs = Errors(Vec::new());
     with_accounts(&mut raw, &mut errs);
+    let accounts_resource = raw
+        .auth
+        .as_ref()
+        .and_then(|a| a.accounts.as_ref())
+        .map(|a| a.resource.clone().unwrap_or_else(|| "users".to_owned()));
     if raw.app.name.trim().is_empty() {
         errs.add("app.name", "must not be empty");
     }
@@ -507,6 +512,10 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
             );
         }
         let rules = build_rules(res.rules, &path, auth_on, &mut errs);
+        let tokens = (Some(&rname) == accounts_resource.as_ref()).then(|| TokenRevocation {
+            version_column: "token_version".to_owned(),
+            revoked_by: vec!["role".to_owned(), "password_hash".to_owned()],
+        });
         resources.insert(
             rname.clone(),
             Resource {
@@ -516,6 +525,7 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 cache_control: res.cache_control,
                 indexes: res.indexes,
                 rules,
+                tokens,
             },
         );
     }

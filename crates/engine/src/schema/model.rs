@@ -186,6 +186,19 @@ pub struct Resource {
     pub indexes: Vec<Vec<String>>,
     /// Who may list, read, create, update and delete.
     pub rules: Rules,
+    /// Built-in accounts: which writes revoke the account's tokens.
+    pub tokens: Option<TokenRevocation>,
+}
+
+/// How an accounts resource revokes the tokens it issued: each token carries
+/// the account's version, and a token whose version is not the current one is
+/// refused. Changing one of `revoked_by` (a role, the password) bumps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRevocation {
+    /// The hidden integer column holding the account's current token version.
+    pub version_column: String,
+    /// Fields whose change revokes every token issued before it.
+    pub revoked_by: Vec<String>,
 }
 
 impl Resource {

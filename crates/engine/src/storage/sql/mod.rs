@@ -430,10 +430,29 @@ pub fn update<D: Dialect + ?Sized>(
     set: &crate::request::Record,
     expect: &Expect,
     scope: Option<&Condition>,
+    bump: Option<&crate::plan::TokenBump>,
     returning: bool,
 ) -> UpdateStatement {
     let mut stmt = Query::update();
     stmt.table(col(&resource.name));
+    // First: MySQL evaluates assignments left to right, so a comparison placed
+    // after `role = ?` would see the new role rather than the stored one.
+    if let Some(bump) = bump {
+        let step: Expr = if bump.unless_unchanged.is_empty() {
+            Expr::val(1i64)
+        } else {
+            let unchanged = bump
+                .unless_unchanged
+                .iter()
+                .fold(Cond::all(), |acc, (c, v)| {
+                    acc.add(Expr::col(col(c)).eq(Expr::val(d.bind(v, scalar_of(resource, c)))))
+                });
+            Expr::case(unchanged, Expr::val(0i64))
+                .finally(Expr::val(1i64))
+                .into()
+        };
+        stmt.value(col(&bump.column), Expr::col(col(&bump.column)).add(step));
+    }
     for (name, value) in set {
         stmt.value(
             col(name),

@@ -350,6 +350,7 @@ where
             &plan.set,
             &plan.expect,
             plan.scope.as_ref(),
+            plan.bump.as_ref(),
             B::RETURNING,
         ));
         let updated = if B::RETURNING {
