@@ -187,6 +187,23 @@ impl Accounts {
         Ok(claims.identity)
     }
 
+    /// `{token, token_type, expires_in, user}` for an account row just read or written.
+    fn session(&self, resource: &Resource, account: &StoredRow) -> Result<Json, ApiError> {
+        let subject = match account.values.get(&resource.id_column().name) {
+            Some(Json::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => return Err(ApiError::internal("an account row without its id")),
+        };
+        let role = account
+            .values
+            .get("role")
+            .and_then(Json::as_str)
+            .unwrap_or("user");
+        let mut body = self.issue(&subject, role, token_version(resource, account))?;
+        body["user"] = public_view(resource, account);
+        Ok(body)
+    }
+
     fn issue(&self, subject: &str, role: &str, version: i64) -> Result<Json, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(self.settings.token_ttl_s).unwrap_or(3600);
@@ -313,6 +330,31 @@ fn string_field(
     }
 }
 
+/// 405 with `Allow` unless the request uses the route's one method.
+fn only(method: &Method, allowed: Method) -> Result<(), ApiError> {
+    if *method == allowed {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            allow: vec![allowed],
+        })
+    }
+}
+
+/// Every key of `body` outside `allowed` is a 422 `unknown_field`.
+fn refuse_unknown(
+    body: &Map<String, Json>,
+    allowed: &[&str],
+    hint: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in body.keys() {
+        if !allowed.contains(&key.as_str()) {
+            errors.push(FieldError::new(key, "unknown_field", hint));
+        }
+    }
+}
+
 fn check_password_length(field: &str, password: &str, errors: &mut Vec<FieldError>) {
     let n = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
@@ -332,24 +374,17 @@ pub async fn signup(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed {
-            allow: vec![Method::POST],
-        });
-    }
+    only(req.method(), Method::POST)?;
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
     let body = json_body(state, req).await?;
     let mut errors = Vec::new();
-    for key in body.keys() {
-        if !["username", "email", "password"].contains(&key.as_str()) {
-            errors.push(FieldError::new(
-                key,
-                "unknown_field",
-                "signup takes username, email and password",
-            ));
-        }
-    }
+    refuse_unknown(
+        &body,
+        &["username", "email", "password"],
+        "signup takes username, email and password",
+        &mut errors,
+    );
     let username = string_field(&body, "username", &mut errors);
     let email = string_field(&body, "email", &mut errors);
     let password = string_field(&body, "password", &mut errors);
@@ -397,15 +432,7 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("insert returned no row"))?;
-    let role = stored
-        .values
-        .get("role")
-        .and_then(Json::as_str)
-        .unwrap_or("user")
-        .to_owned();
-    let mut body = accounts.issue(&subject, &role, token_version(resource, &stored))?;
-    body["user"] = public_view(resource, &stored);
-    let mut response = json_reply(StatusCode::CREATED, body);
+    let mut response = json_reply(StatusCode::CREATED, accounts.session(resource, &stored)?);
     if let Ok(loc) = http::HeaderValue::from_str(&format!("/{}/{subject}", resource.name)) {
         response.headers_mut().insert(header::LOCATION, loc);
     }
@@ -522,19 +549,10 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
         UpdateOutcome::Updated(row) => row,
         _ => return Err(bad_credentials()),
     };
-    let subject = match &id {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let role = user
-        .values
-        .get("role")
-        .and_then(Json::as_str)
-        .unwrap_or("user")
-        .to_owned();
-    let mut body = accounts.issue(&subject, &role, token_version(resource, &user))?;
-    body["user"] = public_view(resource, &user);
-    Ok(json_reply(StatusCode::OK, body))
+    Ok(json_reply(
+        StatusCode::OK,
+        accounts.session(resource, &user)?,
+    ))
 }
 
 /// `GET /auth/me`: the caller's account.
@@ -545,11 +563,7 @@ pub async fn me(State(state): State<AppState>, req: Request<Body>) -> Response {
 }
 
 async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    if req.method() != Method::GET {
-        return Err(ApiError::MethodNotAllowed {
-            allow: vec![Method::GET],
-        });
-    }
+    only(req.method(), Method::GET)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
 }
@@ -617,11 +631,7 @@ pub async fn logout_all(State(state): State<AppState>, req: Request) -> Response
 }
 
 async fn logout_all_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed {
-            allow: vec![Method::POST],
-        });
-    }
+    only(req.method(), Method::POST)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     revoke_tokens(state, resource, &row, Record::new()).await?;
     let mut response = Response::new(Body::empty());
@@ -638,24 +648,17 @@ pub async fn password(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn password_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed {
-            allow: vec![Method::POST],
-        });
-    }
+    only(req.method(), Method::POST)?;
     let accounts = accounts(state)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     let body = json_body(state, req).await?;
     let mut errors = Vec::new();
-    for key in body.keys() {
-        if !["password", "new_password"].contains(&key.as_str()) {
-            errors.push(FieldError::new(
-                key,
-                "unknown_field",
-                "a password change takes password and new_password",
-            ));
-        }
-    }
+    refuse_unknown(
+        &body,
+        &["password", "new_password"],
+        "a password change takes password and new_password",
+        &mut errors,
+    );
     let current = string_field(&body, "password", &mut errors);
     let new = string_field(&body, "new_password", &mut errors);
     if let Some(p) = &new {
@@ -681,19 +684,10 @@ async fn password_inner(state: &AppState, req: Request) -> Result<Response, ApiE
     let mut set = Record::new();
     set.insert("password_hash".to_owned(), Value::Text(new_hash));
     let user = revoke_tokens(state, resource, &row, set).await?;
-    let subject = match &user.values[&resource.id_column().name] {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let role = user
-        .values
-        .get("role")
-        .and_then(Json::as_str)
-        .unwrap_or("user")
-        .to_owned();
-    let mut body = accounts.issue(&subject, &role, token_version(resource, &user))?;
-    body["user"] = public_view(resource, &user);
-    Ok(json_reply(StatusCode::OK, body))
+    Ok(json_reply(
+        StatusCode::OK,
+        accounts.session(resource, &user)?,
+    ))
 }
 
 /// Shared handle for the router.

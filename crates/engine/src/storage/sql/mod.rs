@@ -425,14 +425,11 @@ fn id_expr<D: Dialect + ?Sized>(d: &D, resource: &Resource, id: &Value) -> Expr 
 /// `UPDATE resource SET … , _version = _version + 1 WHERE id = ? [AND _version IN (…)] RETURNING …`.
 pub fn update<D: Dialect + ?Sized>(
     d: &D,
-    resource: &Resource,
-    id: &Value,
-    set: &crate::request::Record,
-    expect: &Expect,
-    scope: Option<&Condition>,
-    bump: Option<&crate::plan::TokenBump>,
+    plan: &crate::plan::UpdatePlan<'_>,
     returning: bool,
 ) -> UpdateStatement {
+    let (resource, id, set, expect) = (plan.resource, &plan.id, &plan.set, &plan.expect);
+    let (scope, bump) = (plan.scope.as_ref(), plan.bump.as_ref());
     let mut stmt = Query::update();
     stmt.table(col(&resource.name));
     // First: MySQL evaluates assignments left to right, so a comparison placed

@@ -343,16 +343,7 @@ where
         let d = &self.backend;
         let mut conn = self.acquire(&self.writer).await?;
         let mut tx = self.begin_write(&mut conn).await?;
-        let (q, v) = d.build_update(&super::update(
-            d,
-            plan.resource,
-            &plan.id,
-            &plan.set,
-            &plan.expect,
-            plan.scope.as_ref(),
-            plan.bump.as_ref(),
-            B::RETURNING,
-        ));
+        let (q, v) = d.build_update(&super::update(d, plan, B::RETURNING));
         let updated = if B::RETURNING {
             match sqlx::query_with(sql(q), v).fetch_optional(&mut *tx).await {
                 Ok(r) => r.map(|r| d.decode(plan.resource, &r)).transpose()?,
