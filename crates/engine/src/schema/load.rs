@@ -500,15 +500,18 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
     }
 
     let auth = raw.auth.map(|a| build_auth(a, &mut errs));
-    if errs.0.is_empty() {
-        Ok(AppModel {
-            name: raw.app.name,
-            resources,
-            auth,
-        })
-    } else {
-        Err(errs.0)
+    if !errs.0.is_empty() {
+        return Err(errs.0);
     }
+    // Table, index and foreign key names, checked once the resources are
+    // sound: the same code names them for `check`, `migrate` and `serve`.
+    let snapshot = crate::storage::migrate::snapshot(&resources)?;
+    Ok(AppModel {
+        name: raw.app.name,
+        resources,
+        auth,
+        snapshot,
+    })
 }
 
 fn build_field(
