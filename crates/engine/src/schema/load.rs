@@ -353,6 +353,10 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         if rname.starts_with("_") || rname == "health" || rname == "auth" || rname == "queues" {
             errs.add(&path, format!("\"{rname}\" is reserved by the engine"));
         }
+        // SQLite refuses to create such a table, whatever the case.
+        if rname.to_ascii_lowercase().starts_with("sqlite_") {
+            errs.add(&path, "SQLite reserves names starting with \"sqlite_\"");
+        }
         let (kind, id_name) = match &res.id {
             None => (IdKind::Uuid, "id".to_owned()),
             Some(id) => match id.ty.as_str() {
@@ -1063,6 +1067,13 @@ mod tests {
     fn a_field_named_like_a_system_column_is_rejected() {
         let errs = errors("[app]\nname='x'\n[resources.a]\nfields.created_at={type='string'}\n");
         assert_eq!(errs[0].path, "resources.a.fields.created_at");
+    }
+
+    #[test]
+    fn a_resource_named_like_an_sqlite_internal_table_is_rejected() {
+        let errs = errors("[app]\nname='x'\n[resources.SQLite_x]\nfields.a={type='string'}\n");
+        assert_eq!(errs[0].path, "resources.SQLite_x");
+        assert!(errs[0].message.contains("sqlite_"), "{errs:?}");
     }
 
     #[test]
