@@ -367,6 +367,22 @@ async fn an_index_renamed_because_a_new_resource_shares_its_name_is_rebuilt_and_
     restart_needs_no_migration(server, REF_NAMES_COLLIDED).await;
 }
 
+#[tokio::test]
+async fn a_new_resource_named_like_an_existing_index_is_created_once_the_index_is_renamed() {
+    let before =
+        "[app]\nname = \"t\"\n\n[resources.a]\nfields.b = { type = \"string\", unique = true }\n";
+    let after = format!("{before}\n[resources.uq_a_b]\nfields.x = {{ type = \"string\" }}\n");
+    let server = Server::start(before).await;
+    server.post("/a", json!({"b": "x"})).await.expect(201);
+    let server = up(server.restart_with_schema(&after).await).await;
+    let problem = server
+        .post("/a", json!({"b": "x"}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "b", "{problem}");
+    server.post("/uq_a_b", json!({"x": "y"})).await.expect(201);
+}
+
 /// The schema `tests/fixtures/legacy_snapshot.json` was recorded for.
 const LEGACY: &str = r#"
 [app]

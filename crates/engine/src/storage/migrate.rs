@@ -556,15 +556,19 @@ pub(crate) fn plan(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<Stri
 }
 
 /// The steps from `old` to `new`, or every reason it cannot be done safely.
-/// Order: every new table, then new columns, then indexes, then foreign keys
-/// (so tables may refer to each other). New index names are created before
-/// old ones are dropped — MySQL refuses to drop the index a foreign key uses
-/// until another covers it — except a name dropped and created again, which
-/// must be free first.
+/// Foreign keys come last, once every table exists, so tables may refer to
+/// each other. Before them, in order:
+///
+/// 1. new columns, then indexes of existing tables under new names: MySQL
+///    refuses to drop the index a foreign key uses until another covers it;
+/// 2. dropped indexes, which frees their names (PostgreSQL and SQLite share
+///    one namespace between tables and indexes);
+/// 3. new tables, then their indexes and any index whose name was just freed.
 fn diff(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
     let mut tables = Vec::new();
     let mut columns = Vec::new();
     let mut creates = Vec::new();
+    let mut new_table_creates = Vec::new();
     let mut drops = Vec::new();
     let mut foreign_keys = Vec::new();
     let mut refusals = Vec::new();
@@ -596,7 +600,7 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
                 spec: spec.clone(),
             });
             for (ix, ispec) in &spec.indexes {
-                creates.push(Step::CreateIndex {
+                new_table_creates.push(Step::CreateIndex {
                     table: name.clone(),
                     name: ix.clone(),
                     spec: ispec.clone(),
@@ -690,7 +694,16 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
     let (late, early): (Vec<Step>, Vec<Step>) = creates.into_iter().partition(|s| {
         matches!(s, Step::CreateIndex { name, .. } if dropped.contains(&name.to_ascii_lowercase()))
     });
-    Ok([tables, columns, early, drops, late, foreign_keys].concat())
+    Ok([
+        columns,
+        early,
+        drops,
+        tables,
+        new_table_creates,
+        late,
+        foreign_keys,
+    ]
+    .concat())
 }
 
 /// Replays `steps` on what `old` describes and checks what the strictest
@@ -1136,6 +1149,25 @@ fields.note_id = { type = 'ref', to = 'notes' }
                 if a == "uq_p_r_id" && b == "ix_p_r_id"),
             "{steps:?}"
         );
+    }
+
+    #[test]
+    fn a_new_table_that_takes_an_index_name_is_created_after_the_index_is_renamed() {
+        let a = "[resources.a]\nfields.b = { type = 'string', unique = true }\n";
+        let old = schema(a).unwrap();
+        let new = schema(&format!(
+            "{a}[resources.uq_a_b]\nfields.x = {{ type = 'string' }}\n"
+        ))
+        .unwrap();
+        let renamed = index_names(&new, "a")[0].clone();
+        assert!(renamed.starts_with("uq_a_b_"), "{renamed}");
+        let steps = plan(&old, &new).unwrap();
+        let position = |wanted: &dyn Fn(&Step) -> bool| steps.iter().position(wanted).unwrap();
+        let create = position(&|s| matches!(s, Step::CreateIndex { name, .. } if *name == renamed));
+        let drop = position(&|s| matches!(s, Step::DropIndex { name, .. } if name == "uq_a_b"));
+        let table =
+            position(&|s| matches!(s, Step::CreateTable { table, .. } if table == "uq_a_b"));
+        assert!(create < drop && drop < table, "{steps:?}");
     }
 
     #[test]
