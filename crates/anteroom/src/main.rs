@@ -172,6 +172,15 @@ async fn run(command: Command) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match schema::load_file(path) {
         Ok(model) => {
+            // Names were checked while loading; this plans and renders the
+            // migration of an empty database on every backend, as `migrate`
+            // would, so no ordering or naming problem waits for a database.
+            if let Err(problems) = storage::sql::dry_run(&model) {
+                for problem in problems {
+                    eprintln!("{}: {problem}", path.display());
+                }
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: ok ({} resources: {})",
                 path.display(),
@@ -271,10 +280,7 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
     } else {
         MigrateMode::Apply
     };
-    match storage
-        .migrate(&storage::migrate::snapshot(&model), mode)
-        .await
-    {
+    match storage.migrate(model.snapshot(), mode).await {
         Ok(report) => {
             for statement in &report.statements {
                 println!("{statement};");

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Server, Started, TestDatabase, id_of, schema_dir};
+use common::{Server, Started, TestDatabase, cli, id_of, schema_dir};
 use serde_json::json;
 
 const V1: &str = r#"
@@ -186,6 +186,297 @@ async fn instances_starting_together_on_an_empty_database_migrate_once() {
             .expect(201);
     }
     assert_eq!(servers[2].count_in_database("owners").await, 3);
+}
+
+// ---------------------------------------------------------------------------
+// Constraint names and creation order (issue 7): names that used to collide,
+// mutual references, and databases created before names were stored.
+// ---------------------------------------------------------------------------
+
+/// `uq_a_b_c` twice under the old naming.
+const UNIQUE_NAMES_COLLIDED: &str = r#"
+[app]
+name = "collide"
+
+[resources.a]
+fields.b_c = { type = "string", unique = true }
+
+[resources.a_b]
+fields.c = { type = "string", unique = true }
+"#;
+
+/// `ix_p_q_r_id` and `fk_p_q_r_id` twice under the old naming.
+const REF_NAMES_COLLIDED: &str = r#"
+[app]
+name = "collide"
+
+[resources.r]
+fields.name = { type = "string" }
+
+[resources.p]
+fields.q_r_id = { type = "ref", to = "r" }
+
+[resources.p_q]
+fields.r_id = { type = "ref", to = "r" }
+"#;
+
+/// Each table refers to the other (and `a` to itself): no creation order
+/// satisfies both foreign keys.
+const MUTUAL_REFS: &str = r#"
+[app]
+name = "mutual"
+
+[resources.a]
+fields.b_id      = { type = "ref", to = "b" }
+fields.parent_id = { type = "ref", to = "a" }
+
+[resources.b]
+fields.a_id = { type = "ref", to = "a" }
+"#;
+
+/// A well-formed id that no row has.
+const NO_SUCH_ROW: &str = "01890000-0000-7000-8000-000000000000";
+
+async fn schema_version(server: &Server) -> i64 {
+    server
+        .query_i64("SELECT MAX(version) FROM _anteroom_schema")
+        .await
+}
+
+/// Restarts with the same schema and asserts no migration ran.
+async fn restart_needs_no_migration(server: Server, schema: &str) -> Server {
+    let before = schema_version(&server).await;
+    let server = up(server.restart_with_schema(schema).await).await;
+    assert_eq!(schema_version(&server).await, before, "a migration ran");
+    server
+}
+
+#[tokio::test]
+async fn two_unique_fields_whose_index_names_used_to_collide_both_migrate_and_each_violation_names_its_field()
+ {
+    let server = Server::start(UNIQUE_NAMES_COLLIDED).await;
+    server.post("/a", json!({"b_c": "x"})).await.expect(201);
+    // The same value in the other table is no violation: each index is on its own table.
+    server.post("/a_b", json!({"c": "x"})).await.expect(201);
+    let problem = server
+        .post("/a", json!({"b_c": "x"}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "b_c", "{problem}");
+    let problem = server
+        .post("/a_b", json!({"c": "x"}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "c", "{problem}");
+    restart_needs_no_migration(server, UNIQUE_NAMES_COLLIDED).await;
+}
+
+#[tokio::test]
+async fn two_refs_whose_foreign_key_names_used_to_collide_both_migrate_and_each_dangling_ref_names_its_field()
+ {
+    let server = Server::start(REF_NAMES_COLLIDED).await;
+    let r = server.post("/r", json!({"name": "r"})).await.expect(201);
+    server
+        .post("/p", json!({"q_r_id": r["id"]}))
+        .await
+        .expect(201);
+    server
+        .post("/p_q", json!({"r_id": r["id"]}))
+        .await
+        .expect(201);
+    let problem = server
+        .post("/p", json!({"q_r_id": NO_SUCH_ROW}))
+        .await
+        .expect_problem(409, "foreign_key_violation");
+    assert_eq!(problem["field"], "q_r_id", "{problem}");
+    let problem = server
+        .post("/p_q", json!({"r_id": NO_SUCH_ROW}))
+        .await
+        .expect_problem(409, "foreign_key_violation");
+    assert_eq!(problem["field"], "r_id", "{problem}");
+    server
+        .delete(&format!("/r/{}", id_of(&r["id"])))
+        .await
+        .expect_problem(409, "still_referenced");
+    restart_needs_no_migration(server, REF_NAMES_COLLIDED).await;
+}
+
+#[tokio::test]
+async fn mutual_and_self_references_migrate_and_every_foreign_key_is_enforced() {
+    let server = Server::start(MUTUAL_REFS).await;
+    let a1 = server.post("/a", json!({})).await.expect(201);
+    let a1_path = format!("/a/{}", id_of(&a1["id"]));
+    let b1 = server
+        .post("/b", json!({"a_id": a1["id"]}))
+        .await
+        .expect(201);
+    let b1_path = format!("/b/{}", id_of(&b1["id"]));
+    server
+        .patch(&a1_path, json!({"b_id": b1["id"]}))
+        .await
+        .expect(200);
+    server
+        .post("/a", json!({"parent_id": a1["id"]}))
+        .await
+        .expect(201);
+    for (path, field) in [("/a", "b_id"), ("/a", "parent_id"), ("/b", "a_id")] {
+        let problem = server
+            .post(path, json!({ field: NO_SUCH_ROW }))
+            .await
+            .expect_problem(409, "foreign_key_violation");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    server
+        .delete(&a1_path)
+        .await
+        .expect_problem(409, "still_referenced");
+    server
+        .delete(&b1_path)
+        .await
+        .expect_problem(409, "still_referenced");
+    restart_needs_no_migration(server, MUTUAL_REFS).await;
+}
+
+#[tokio::test]
+async fn an_index_renamed_because_a_new_resource_shares_its_name_is_rebuilt_and_keeps_every_row() {
+    let before = REF_NAMES_COLLIDED.replace(
+        "[resources.p_q]\nfields.r_id = { type = \"ref\", to = \"r\" }\n",
+        "",
+    );
+    let server = Server::start(&before).await;
+    let r = server.post("/r", json!({"name": "r"})).await.expect(201);
+    let p = server
+        .post("/p", json!({"q_r_id": r["id"]}))
+        .await
+        .expect(201);
+    let server = up(server.restart_with_schema(REF_NAMES_COLLIDED).await).await;
+    assert_eq!(
+        server
+            .get(&format!("/p/{}", id_of(&p["id"])))
+            .await
+            .expect(200)["q_r_id"],
+        r["id"]
+    );
+    for (path, field) in [("/p", "q_r_id"), ("/p_q", "r_id")] {
+        let problem = server
+            .post(path, json!({ field: NO_SUCH_ROW }))
+            .await
+            .expect_problem(409, "foreign_key_violation");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    restart_needs_no_migration(server, REF_NAMES_COLLIDED).await;
+}
+
+#[tokio::test]
+async fn a_new_resource_named_like_an_existing_index_is_created_once_the_index_is_renamed() {
+    let before =
+        "[app]\nname = \"t\"\n\n[resources.a]\nfields.b = { type = \"string\", unique = true }\n";
+    let after = format!("{before}\n[resources.uq_a_b]\nfields.x = {{ type = \"string\" }}\n");
+    let server = Server::start(before).await;
+    server.post("/a", json!({"b": "x"})).await.expect(201);
+    let server = up(server.restart_with_schema(&after).await).await;
+    let problem = server
+        .post("/a", json!({"b": "x"}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "b", "{problem}");
+    server.post("/uq_a_b", json!({"x": "y"})).await.expect(201);
+}
+
+/// The schema `tests/fixtures/legacy_snapshot.json` was recorded for.
+const LEGACY: &str = r#"
+[app]
+name = "legacy"
+
+[resources.notes]
+fields.title    = { type = "string", required = true, max_length = 100, unique = true }
+fields.body     = { type = "text" }
+fields.priority = { type = "integer", required = true, default = 3, index = true }
+fields.owner_id = { type = "ref", to = "owners", on_delete = "cascade" }
+fields.parent_id = { type = "ref", to = "notes", on_delete = "set_null" }
+fields.a_rather_long_field_name_that_pushes_index_names_past_sixty = { type = "string", index = true }
+indexes = [["priority", "owner_id"]]
+
+[resources.owners]
+id = { type = "integer" }
+fields.name = { type = "string", required = true, unique = true }
+
+[resources.tags]
+id = { type = "string", name = "slug", max_length = 40 }
+fields.note_id = { type = "ref", to = "notes" }
+"#;
+
+#[tokio::test]
+async fn a_database_migrated_before_constraint_names_were_stored_needs_no_migration_for_its_schema()
+{
+    let server = Server::start(LEGACY).await;
+    let legacy = std::fs::read_to_string(common::fixture("legacy_snapshot.json")).unwrap();
+    server
+        .execute(&format!(
+            "UPDATE _anteroom_schema SET snapshot = '{}'",
+            legacy.trim().replace('\'', "''")
+        ))
+        .await;
+    let server = restart_needs_no_migration(server, LEGACY).await;
+    let owner = server
+        .post("/owners", json!({"name": "Ada"}))
+        .await
+        .expect(201);
+    server
+        .post("/notes", json!({"title": "t", "owner_id": owner["id"]}))
+        .await
+        .expect(201);
+}
+
+#[test]
+fn check_accepts_the_schemas_whose_names_used_to_collide() {
+    for schema in [
+        UNIQUE_NAMES_COLLIDED,
+        REF_NAMES_COLLIDED,
+        MUTUAL_REFS,
+        LEGACY,
+    ] {
+        let (_dir, path) = schema_dir(schema);
+        let out = cli(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{schema}\n{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains(": ok ("), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn check_reports_a_name_conflict_no_renaming_can_resolve_with_both_key_paths() {
+    // PostgreSQL names the primary key index of `a` "a_pkey": a table of that
+    // name cannot be created after it (and table names are the resources').
+    let schema = r#"
+[app]
+name = "clash"
+
+[resources.a]
+fields.x = { type = "string" }
+
+[resources.a_pkey]
+fields.y = { type = "string" }
+"#;
+    let (_dir, path) = schema_dir(schema);
+    let file = path.to_str().unwrap();
+    let out = cli(&["check", file]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("a_pkey"))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    // FILE: key.path: message, naming the other key path too.
+    assert!(line.starts_with(&format!("{file}: resources.")), "{line}");
+    assert!(
+        line.contains("resources.a_pkey")
+            && line.replace("resources.a_pkey", "").contains("resources.a"),
+        "{line}"
+    );
+    // serve and migrate refuse the same schema before touching a database.
+    let out = cli(&["migrate", file, "--dry-run"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("a_pkey"), "{}", out.stderr);
 }
 
 /// Runs the futures concurrently and returns their outputs in order.

@@ -143,7 +143,7 @@ pub async fn prepare(
         .await
         .map_err(StartError::Database)?;
     let report = storage
-        .migrate(&storage::migrate::snapshot(&model), MigrateMode::Apply)
+        .migrate(model.snapshot(), MigrateMode::Apply)
         .await?;
     if report.applied {
         tracing::info!(

@@ -636,25 +636,40 @@ impl Server {
         }
     }
 
-    /// Runs a statement directly on the database (bypassing the API). MySQL
-    /// runs it with ANSI quotes, so `"table"` works on every backend.
+    /// Runs a statement directly on the database (bypassing the API), e.g. to
+    /// put the database in the state an older release left it in.
     pub async fn execute(&self, sql: &str) {
         use sqlx::Connection;
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         let url = &self.database_url;
         if url.starts_with("sqlite:") {
-            let mut c = sqlx::SqliteConnection::connect(url).await.expect("open");
-            sqlx::query(sql).execute(&mut c).await.expect("execute");
+            let mut c = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("open the test database");
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .expect("run on the test database");
         } else if url.starts_with("postgres") {
-            let mut c = sqlx::PgConnection::connect(url).await.expect("open");
-            sqlx::query(sql).execute(&mut c).await.expect("execute");
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .expect("open the test database");
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .expect("run on the test database");
         } else {
-            let mut c = sqlx::MySqlConnection::connect(url).await.expect("open");
+            let mut c = sqlx::MySqlConnection::connect(url)
+                .await
+                .expect("open the test database");
             sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
                 .execute(&mut c)
                 .await
                 .expect("ANSI_QUOTES");
-            sqlx::query(sql).execute(&mut c).await.expect("execute");
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .expect("run on the test database");
         }
     }
 

@@ -379,6 +379,10 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         if rname.starts_with("_") || rname == "health" || rname == "auth" || rname == "queues" {
             errs.add(&path, format!("\"{rname}\" is reserved by the engine"));
         }
+        // SQLite refuses to create such a table, whatever the case.
+        if rname.to_ascii_lowercase().starts_with("sqlite_") {
+            errs.add(&path, "SQLite reserves names starting with \"sqlite_\"");
+        }
         let (kind, id_name) = match &res.id {
             None => (IdKind::Uuid, "id".to_owned()),
             Some(id) => match id.ty.as_str() {
@@ -531,15 +535,18 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
     }
 
     let auth = raw.auth.map(|a| build_auth(a, &mut errs));
-    if errs.0.is_empty() {
-        Ok(AppModel {
-            name: raw.app.name,
-            resources,
-            auth,
-        })
-    } else {
-        Err(errs.0)
+    if !errs.0.is_empty() {
+        return Err(errs.0);
     }
+    // Table, index and foreign key names, checked once the resources are
+    // sound: the same code names them for `check`, `migrate` and `serve`.
+    let snapshot = crate::storage::migrate::snapshot(&resources)?;
+    Ok(AppModel {
+        name: raw.app.name,
+        resources,
+        auth,
+        snapshot,
+    })
 }
 
 fn build_field(
@@ -1106,6 +1113,13 @@ mod tests {
     fn a_field_named_like_a_system_column_is_rejected() {
         let errs = errors("[app]\nname='x'\n[resources.a]\nfields.created_at={type='string'}\n");
         assert_eq!(errs[0].path, "resources.a.fields.created_at");
+    }
+
+    #[test]
+    fn a_resource_named_like_an_sqlite_internal_table_is_rejected() {
+        let errs = errors("[app]\nname='x'\n[resources.SQLite_x]\nfields.a={type='string'}\n");
+        assert_eq!(errs[0].path, "resources.SQLite_x");
+        assert!(errs[0].message.contains("sqlite_"), "{errs:?}");
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub struct AppModel {
     pub resources: IndexMap<String, Resource>,
     /// `[auth]`; `None` is a prototype where every operation is public.
     pub auth: Option<AuthModel>,
+    /// The tables, indexes and foreign keys the database holds for this
+    /// model, with their names: chosen once, while loading, so a schema whose
+    /// names cannot be made unique is refused there.
+    pub(crate) snapshot: crate::storage::migrate::Snapshot,
 }
 
 /// `[auth]`: how callers prove who they are. Secrets are named here (env
@@ -153,6 +157,11 @@ impl AppModel {
     /// The resource served at `/{name}`, if any.
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.get(name)
+    }
+
+    /// What the database holds for this model (the target of migrations).
+    pub fn snapshot(&self) -> &crate::storage::migrate::Snapshot {
+        &self.snapshot
     }
 }
 

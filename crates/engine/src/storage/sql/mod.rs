@@ -22,7 +22,7 @@ use crate::request::{Direction, SortKey};
 use crate::schema::{Resource, Scalar};
 use crate::value::Value;
 
-use super::migrate::{ColumnSpec, IndexSpec, Step, TableSpec};
+use super::migrate::{ColumnSpec, IndexSpec, Snapshot, Step, TableSpec};
 
 /// The hidden column that counts writes; strong ETags are built from it.
 pub const VERSION_COLUMN: &str = "_version";
@@ -81,23 +81,12 @@ pub trait Dialect: Send + Sync + 'static {
     fn table_options(&self) -> &'static str {
         ""
     }
-    /// `ALTER TABLE … ADD COLUMN` with an optional foreign key clause
-    /// (`REFERENCES t (id) ON DELETE …`); inline by default.
-    fn add_column(
-        &self,
-        table: &str,
-        definition: &str,
-        foreign_key: Option<(String, String)>,
-    ) -> Vec<String> {
-        let mut def = definition.to_owned();
-        if let Some((_, references)) = foreign_key {
-            def.push(' ');
-            def.push_str(&references);
-        }
-        vec![format!(
-            "ALTER TABLE {} ADD COLUMN {def}",
-            self.quote(table)
-        )]
+    /// Whether foreign keys are declared with their table or column (SQLite,
+    /// which cannot add one to an existing table but does not need the
+    /// referenced table to exist yet) rather than added once every table
+    /// exists.
+    fn inline_foreign_keys(&self) -> bool {
+        false
     }
     /// `DROP INDEX`.
     fn drop_index(&self, table: &str, name: &str) -> String {
@@ -240,22 +229,21 @@ pub trait Backend: Dialect {
     }
 }
 
-/// The unique constraint or index behind a name this engine generated.
+/// The field behind an index or foreign key name this engine generated.
 pub fn field_of_constraint(
     model: &crate::schema::AppModel,
     table: Option<&str>,
     name: &str,
 ) -> Option<String> {
-    let snapshot = super::migrate::snapshot(model);
-    for (tname, spec) in &snapshot.tables {
+    for (tname, spec) in &model.snapshot().tables {
         if table.is_some_and(|t| t != tname) {
             continue;
         }
         if let Some(index) = spec.indexes.get(name) {
             return index.columns.first().cloned();
         }
-        for column in spec.columns.keys() {
-            if super::migrate::fk_name(tname, column) == name {
+        for (column, cspec) in &spec.columns {
+            if cspec.foreign_key.as_deref() == Some(name) {
                 return Some(column.clone());
             }
         }
@@ -547,25 +535,29 @@ fn action(on_delete: crate::schema::OnDelete) -> &'static str {
     }
 }
 
-fn foreign_key<D: Dialect + ?Sized>(
+/// `REFERENCES target (id) ON DELETE …`.
+fn references<D: Dialect + ?Sized>(
     d: &D,
-    table: &str,
-    column: &str,
     target: &str,
     target_id: &str,
     on_delete: crate::schema::OnDelete,
 ) -> String {
-    let action = action(on_delete);
     format!(
-        "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
-        d.quote(&super::migrate::fk_name(table, column)),
-        d.quote(column),
+        "REFERENCES {} ({}) ON DELETE {}",
         d.quote(target),
-        d.quote(target_id)
+        d.quote(target_id),
+        action(on_delete)
     )
 }
 
-/// The DDL of one migration step. `ids` gives each table's id column (for references).
+/// `CONSTRAINT name ` when the foreign key has a stored name.
+fn constraint<D: Dialect + ?Sized>(d: &D, spec: &ColumnSpec) -> String {
+    spec.foreign_key
+        .as_ref()
+        .map_or_else(String::new, |name| format!("CONSTRAINT {} ", d.quote(name)))
+}
+
+/// The DDL of one migration step. `target_id` gives each table's id column (for references).
 pub fn ddl<D: Dialect + ?Sized>(
     d: &D,
     step: &Step,
@@ -578,23 +570,69 @@ pub fn ddl<D: Dialect + ?Sized>(
             column,
             spec,
         } => {
-            let def = column_definition(d, column, spec, true);
-            let fk = spec.references.as_ref().map(|(to, on_delete)| {
-                (
-                    super::migrate::fk_name(table, column),
-                    format!(
-                        "REFERENCES {} ({}) ON DELETE {}",
-                        d.quote(to),
-                        d.quote(&target_id(to)),
-                        action(*on_delete)
-                    ),
-                )
-            });
-            d.add_column(table, &def, fk)
+            let mut def = column_definition(d, column, spec, true);
+            if d.inline_foreign_keys()
+                && let Some((to, on_delete)) = &spec.references
+            {
+                def.push(' ');
+                def.push_str(&constraint(d, spec));
+                def.push_str(&references(d, to, &target_id(to), *on_delete));
+            }
+            vec![format!("ALTER TABLE {} ADD COLUMN {def}", d.quote(table))]
         }
         Step::CreateIndex { table, name, spec } => vec![create_index(d, table, name, spec)],
         Step::DropIndex { table, name } => vec![d.drop_index(table, name)],
+        // Declared with the table or column instead.
+        Step::AddForeignKey { .. } if d.inline_foreign_keys() => vec![],
+        Step::AddForeignKey {
+            table,
+            column,
+            name,
+            target,
+            on_delete,
+        } => vec![format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) {}",
+            d.quote(table),
+            d.quote(name),
+            d.quote(column),
+            references(d, target, &target_id(target), *on_delete)
+        )],
     }
+}
+
+/// The DDL of a migration to `target`, in order.
+pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapshot) -> Vec<String> {
+    let id_of = |table: &str| {
+        target
+            .tables
+            .get(table)
+            .map_or_else(|| "id".to_owned(), |t| t.id.clone())
+    };
+    steps.iter().flat_map(|s| ddl(d, s, &id_of)).collect()
+}
+
+/// The DDL that would create `model`'s tables on an empty database of each
+/// backend, computed without one: `anteroom check` runs the naming, ordering
+/// and rendering `migrate` runs, so it meets the same problems.
+pub fn dry_run(
+    model: &crate::schema::AppModel,
+) -> Result<Vec<(&'static str, Vec<String>)>, Vec<String>> {
+    let target = model.snapshot();
+    let steps = super::migrate::plan(&Snapshot::default(), target)?;
+    Ok(vec![
+        (
+            <sqlite::SqliteDialect as Backend>::NAME,
+            render(&sqlite::SqliteDialect, &steps, target),
+        ),
+        (
+            <postgres::PostgresDialect as Backend>::NAME,
+            render(&postgres::PostgresDialect, &steps, target),
+        ),
+        (
+            <mysql::MysqlDialect as Backend>::NAME,
+            render(&mysql::MysqlDialect::mariadb(), &steps, target),
+        ),
+    ])
 }
 
 fn create_table<D: Dialect + ?Sized>(
@@ -615,9 +653,16 @@ fn create_table<D: Dialect + ?Sized>(
         "{} BIGINT NOT NULL DEFAULT 1",
         d.quote(VERSION_COLUMN)
     ));
-    for (name, cspec) in &spec.columns {
-        if let Some((to, on_delete)) = &cspec.references {
-            parts.push(foreign_key(d, table, name, to, &target_id(to), *on_delete));
+    if d.inline_foreign_keys() {
+        for (name, cspec) in &spec.columns {
+            if let Some((to, on_delete)) = &cspec.references {
+                parts.push(format!(
+                    "{}FOREIGN KEY ({}) {}",
+                    constraint(d, cspec),
+                    d.quote(name),
+                    references(d, to, &target_id(to), *on_delete)
+                ));
+            }
         }
     }
     format!(

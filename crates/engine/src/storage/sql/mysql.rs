@@ -42,6 +42,15 @@ const STRICT_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO
 const MARIADB_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin";
 const MYSQL_TABLES: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_bin";
 
+impl MysqlDialect {
+    /// The MariaDB flavour, for rendering DDL without a server (`check`).
+    pub(crate) fn mariadb() -> Self {
+        MysqlDialect {
+            table_options: MARIADB_TABLES,
+        }
+    }
+}
+
 impl Dialect for MysqlDialect {
     type Builder = MysqlQueryBuilder;
 
@@ -119,24 +128,6 @@ impl Dialect for MysqlDialect {
 
     fn table_options(&self) -> &'static str {
         self.table_options
-    }
-
-    /// MySQL ignores inline `REFERENCES` on a column: add a named constraint.
-    fn add_column(
-        &self,
-        table: &str,
-        definition: &str,
-        foreign_key: Option<(String, String)>,
-    ) -> Vec<String> {
-        let mut statement = format!("ALTER TABLE {} ADD COLUMN {definition}", self.quote(table));
-        if let Some((name, references)) = foreign_key {
-            let column = definition.split(' ').next().unwrap_or_default();
-            statement.push_str(&format!(
-                ", ADD CONSTRAINT {} FOREIGN KEY ({column}) {references}",
-                self.quote(&name)
-            ));
-        }
-        vec![statement]
     }
 
     fn drop_index(&self, table: &str, name: &str) -> String {

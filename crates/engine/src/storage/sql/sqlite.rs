@@ -87,6 +87,13 @@ impl Dialect for SqliteDialect {
         .to_owned()
     }
 
+    /// SQLite cannot add a constraint to an existing table, and checks
+    /// references only when rows are written, so a table may name one that
+    /// is created after it.
+    fn inline_foreign_keys(&self) -> bool {
+        true
+    }
+
     fn id_definition(&self, name: &str, kind: &str, spec: &ColumnSpec) -> String {
         match kind {
             "integer" => format!("{} INTEGER PRIMARY KEY AUTOINCREMENT", self.quote(name)),

@@ -732,17 +732,10 @@ where
             ),
             None => (0, Snapshot::default()),
         };
-        let steps = migrate::diff(&current, target).map_err(MigrationError::Refused)?;
-        let id_of = |table: &str| {
-            target
-                .tables
-                .get(table)
-                .map_or_else(|| "id".to_owned(), |t| t.id.clone())
-        };
-        let statements: Vec<String> = steps
-            .iter()
-            .flat_map(|s| super::ddl(&self.backend, s, &id_of))
-            .collect();
+        // Planned and checked in full before any statement runs: MySQL cannot
+        // roll DDL back.
+        let steps = migrate::plan(&current, target).map_err(MigrationError::Refused)?;
+        let statements = super::render(&self.backend, &steps, target);
         if mode == MigrateMode::DryRun || (steps.is_empty() && version > 0) {
             return Ok(MigrationReport {
                 statements,
