@@ -58,8 +58,8 @@ pub enum ApiError {
         /// The field the constraint is on.
         field: Option<String>,
     },
-    /// 412: `If-Match` did not match the current version.
-    #[error("the resource has changed since the given ETag")]
+    /// 412: `If-Match` or `If-None-Match` does not hold for the current version.
+    #[error("the current version of the row does not satisfy If-Match or If-None-Match; read its ETag again before writing")]
     PreconditionFailed,
     /// 413: the body is over the configured limit.
     #[error("request body is larger than {limit} bytes")]
