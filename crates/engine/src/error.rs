@@ -59,7 +59,9 @@ pub enum ApiError {
         field: Option<String>,
     },
     /// 412: `If-Match` or `If-None-Match` does not hold for the current version.
-    #[error("the current version of the row does not satisfy If-Match or If-None-Match; read its ETag again before writing")]
+    #[error(
+        "the current version of the row does not satisfy If-Match or If-None-Match; read its ETag again before writing"
+    )]
     PreconditionFailed,
     /// 413: the body is over the configured limit.
     #[error("request body is larger than {limit} bytes")]

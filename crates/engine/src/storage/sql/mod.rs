@@ -218,7 +218,9 @@ pub trait Backend: Dialect {
     /// `CREATE TABLE IF NOT EXISTS _anteroom_schema (…)` in this dialect.
     fn schema_table_ddl(&self) -> String;
     /// Bounds what `conn` runs until the returned guard is dropped (see
-    /// [`Deadline`]). PostgreSQL and MySQL enforce their statement timeout in
+    /// [`Deadline`]): the store arms the connections of lists, counts and
+    /// writes (scans, patterns, cascades); primary-key lookups are bounded by
+    /// construction. PostgreSQL and MySQL enforce their statement timeout in
     /// the server, set once per session: nothing to do per request.
     fn arm(
         conn: &mut <Self::Db as sqlx::Database>::Connection,

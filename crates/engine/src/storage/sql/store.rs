@@ -241,9 +241,9 @@ where
         let (q, v) =
             self.backend
                 .build_select(&super::exists(&self.backend, table, column, value, scalar));
-        let mut conn = self.acquire(&self.readers).await?;
+        // An indexed lookup (ids and refs are indexed): bounded, no deadline needed.
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.readers)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
         Ok(row.is_some())
@@ -545,9 +545,10 @@ where
             Some(1),
             0,
         ));
-        let mut conn = self.acquire(&self.readers).await?;
+        // A primary-key lookup is bounded by construction: it skips the
+        // statement deadline and the round trip to SQLite's worker that arming costs.
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.readers)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
         row.map(|r| d.decode(plan.resource, &r)).transpose()
@@ -571,11 +572,11 @@ where
         all.extend(scope.cloned());
         let cond = Condition::All(all);
         let (q, v) = d.build_select(&super::select(d, resource, &cond, &[], None, 0));
-        let mut conn = self.acquire(&self.readers).await?;
+        // At most 1,000 primary-key lookups: bounded, no deadline needed.
         let (rows, more) = self
             .collect(
                 resource,
-                sqlx::query_with(sql(q), v).fetch(&mut *conn),
+                sqlx::query_with(sql(q), v).fetch(&self.readers),
                 usize::MAX,
                 byte_budget,
             )
