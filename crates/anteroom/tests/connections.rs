@@ -1,0 +1,411 @@
+//! End-to-end tests of how the server treats connections, not requests: no
+//! single client may hold the server hostage.
+//!
+//! - an idle connection is closed after the idle timeout; a keep-alive client
+//!   that keeps talking is not;
+//! - a request head or body that trickles in slower than its timeout gets a
+//!   408 problem and the connection is closed (nothing is written);
+//! - the number of client connections is capped below the file-descriptor
+//!   limit: idle hogs are evicted so `/health` still answers, and when every
+//!   connection is busy the newcomer gets a 503;
+//! - SIGTERM closes what is left after the shutdown deadline;
+//! - `X-Request-Id` is echoed and logged only when it is short and safe.
+//!
+//! The timeouts are set through their environment variables (each test keeps
+//! them short); `serve --help` shows the flags. Timing targets live in
+//! `bench/hostile.sh`, not here: these tests only bound behaviour.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const NOTES: &str = r#"[app]
+name = "notes"
+
+[resources.notes]
+fields.title = { type = "string", required = true }
+"#;
+
+/// A server process started by these tests, killed when dropped.
+struct Proc {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Starts `serve` on port 0 with a fresh SQLite database, extra
+    /// arguments and environment, and optionally under `ulimit -n fd_limit`.
+    fn start(args: &[&str], env: &[(&str, &str)], fd_limit: Option<u32>) -> Proc {
+        let (dir, schema) = common::schema_dir(NOTES);
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let mut cmd = match fd_limit {
+            // `exec` keeps the pid: signals reach the server itself.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(common::binary());
+                c
+            }
+            None => Command::new(common::binary()),
+        };
+        cmd.arg("serve")
+            .arg(&schema)
+            .args(["--port", "0", "--database-url", &url])
+            .args(args)
+            .env("ANTEROOM_LOG", "info,sqlx=warn")
+            .envs(env.iter().copied());
+        for var in [
+            "PORT",
+            "DATABASE_URL",
+            "ANTEROOM_HOST",
+            "ANTEROOM_IDLE_TIMEOUT",
+            "ANTEROOM_HEADER_TIMEOUT",
+            "ANTEROOM_BODY_TIMEOUT",
+            "ANTEROOM_MAX_CLIENTS",
+            "ANTEROOM_SHUTDOWN_TIMEOUT",
+        ] {
+            if !env.iter().any(|(k, _)| *k == var) {
+                cmd.env_remove(var);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn anteroom");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || ".:".contains(*c))
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Proc {
+                child,
+                addr,
+                log,
+                _dir: dir,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("server did not start:\n{}", log.lock().unwrap());
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in the log.
+    async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `timeout` for the exit code; `None` (and killed) if still running.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(&self.addr).await.expect("connect")
+    }
+
+    /// `GET path` on a new connection, with `Connection: close`.
+    async fn get(&self, path: &str, extra: &str) -> Response {
+        let mut stream = self.connect().await;
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        read_response(&mut stream, Duration::from_secs(10))
+            .await
+            .expect("a response")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 response read off a raw socket.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Asserts a problem+json response with `status` and `code`.
+    #[track_caller]
+    fn expect_problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["detail"].is_string(), "{body}");
+        body
+    }
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body) within `timeout`.
+async fn read_response(stream: &mut TcpStream, timeout: Duration) -> Result<Response, String> {
+    tokio::time::timeout(timeout, async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) => {
+                    return Err(format!(
+                        "closed before a response head: {:?}",
+                        String::from_utf8_lossy(&buf)
+                    ));
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line: {head}"))?;
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < length {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err("closed inside the body".into()),
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+        body.truncate(length);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await
+    .map_err(|_| format!("no response within {timeout:?}"))?
+}
+
+/// How a connection ended while we waited for it to.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// The server closed it (EOF or reset) after this long.
+    Closed(Duration),
+    /// Still open when we stopped waiting.
+    StillOpen,
+}
+
+/// Waits up to `timeout` for the server to close `stream`, discarding what it sends.
+async fn wait_closed(stream: &mut TcpStream, timeout: Duration) -> End {
+    let start = Instant::now();
+    let mut chunk = [0u8; 4096];
+    let result = tokio::time::timeout(timeout, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(()) => End::Closed(start.elapsed()),
+        Err(_) => End::StillOpen,
+    }
+}
+
+fn is_uuid_v7(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// The connection cap
+// ---------------------------------------------------------------------------
+
+/// The last 20 lines of a log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// X-Request-Id
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_hostile_x_request_id_is_replaced_by_a_generated_one_shared_by_the_log_and_the_response()
+{
+    let server = Proc::start(&[], &[], None);
+    let long = "x".repeat(10_000);
+    let hostile = [
+        long.as_str(),
+        "a\tb",
+        "x request_id=forged} INFO request{method=GET path=/admin}: forged line",
+        "caf\u{e9}",
+        "<script>",
+        "",
+    ];
+    for value in hostile {
+        let mut stream = server.connect().await;
+        let mut head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-Id: ".to_vec();
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        stream.write_all(&head).await.expect("write");
+        let reply = read_response(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("a response");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let id = reply.header("x-request-id").expect("x-request-id").to_owned();
+        assert!(
+            is_uuid_v7(&id),
+            "{:?} should have been replaced by a UUID v7, got {:?}",
+            &value[..value.len().min(40)],
+            &id[..id.len().min(40)]
+        );
+        assert!(
+            server
+                .wait_for_log(&format!("request_id={id}"), Duration::from_secs(3))
+                .await,
+            "the log should carry the same id {id}"
+        );
+    }
+    let log = server.log_text();
+    assert!(!log.contains("forged"), "{}", tail(&log));
+    assert!(!log.contains(&"x".repeat(200)), "the 10 KB id reached the log");
+    assert!(!log.contains('\t'), "a tab reached the log");
+}
+
+#[tokio::test]
+async fn a_well_formed_client_request_id_is_echoed_and_logged() {
+    let server = Proc::start(&[], &[], None);
+    let id = "client-Abc.123:req_9";
+    let reply = server
+        .get("/health", &format!("X-Request-Id: {id}\r\n"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-request-id"), Some(id));
+    assert!(
+        server
+            .wait_for_log(&format!("request_id={id}"), Duration::from_secs(3))
+            .await
+    );
+    let max = "a".repeat(128);
+    let reply = server
+        .get("/health", &format!("X-Request-Id: {max}\r\n"))
+        .await;
+    assert_eq!(reply.header("x-request-id"), Some(max.as_str()));
+}
+
+#[tokio::test]
+async fn a_very_long_path_is_logged_truncated() {
+    let server = Proc::start(&[], &[], None);
+    let path = format!("/{}", "p".repeat(5_000));
+    let reply = server.get(&path, "").await;
+    assert_eq!(reply.status, 404);
+    let id = reply.header("x-request-id").expect("id").to_owned();
+    assert!(
+        server
+            .wait_for_log(&format!("request_id={id}"), Duration::from_secs(3))
+            .await
+    );
+    let log = server.log_text();
+    assert!(!log.contains(&"p".repeat(1_000)), "the whole path was logged");
+}
