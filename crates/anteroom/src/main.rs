@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anteroom_engine::server::{self, StartError};
+use anteroom_engine::settings::parse_duration;
 use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
 use anteroom_engine::{Settings, app, schema, seed};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -105,6 +107,9 @@ struct ServeArgs {
     /// Load this seed file (see `anteroom seed`) into empty resources before serving.
     #[arg(long, env = "ANTEROOM_SEED")]
     seed: Option<PathBuf>,
+    /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
+    #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
 }
 
 fn init_logging(format: LogFormat) {
@@ -187,6 +192,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
     let settings = Settings {
         body_limit: args.body_limit,
+        body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
     };
     let url = args.db.url();

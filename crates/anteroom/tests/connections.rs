@@ -312,6 +312,63 @@ fn is_uuid_v7(id: &str) -> bool {
 // Timeouts
 // ---------------------------------------------------------------------------
 
+#[tokio::test]
+async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_nothing_is_written()
+{
+    let server = Proc::start(&[], &[("ANTEROOM_BODY_TIMEOUT", "1s")], None);
+    let body = br#"{"title": "slowly, slowly"}"#;
+    let stream = server.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let start = Instant::now();
+    let trickle = tokio::spawn(async move {
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        // One byte every 400 ms: the whole body would take 11 s.
+        for byte in body {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(8),
+        reader.read_to_end(&mut received),
+    )
+    .await;
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&received).into_owned();
+    assert!(
+        read.is_ok(),
+        "still open after 8 s; received {text:?}"
+    );
+    trickle.abort();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(elapsed < Duration::from_secs(5), "408 after {elapsed:?}");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let problem: Value = serde_json::from_str(body).expect("problem JSON");
+    assert_eq!(problem["code"], "request_timeout", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("1s"),
+        "the detail should name the timeout: {problem}"
+    );
+    // Wait past the time the whole body would have taken: still nothing written.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let list = server.get("/notes", "").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json()["items"], serde_json::json!([]));
+}
+
 // ---------------------------------------------------------------------------
 // The connection cap
 // ---------------------------------------------------------------------------

@@ -1,13 +1,22 @@
-//! HTTP-level settings shared by every adapter: body limit and CORS.
+//! HTTP-level settings shared by every adapter (body limit, body timeout,
+//! CORS), and the duration syntax (`500ms`, `10s`, `2m`) of their flags.
+
+use std::time::Duration;
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Default time for a whole request body to arrive: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the HTTP surface (not of the database).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Time allowed for the whole request body to arrive, from the moment the
+    /// handler starts reading it; past it the request gets a 408.
+    pub body_timeout: Duration,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
 }
@@ -16,7 +25,72 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.
+///
+/// The unit is required (a bare `10` is ambiguous) and zero is refused: every
+/// duration here is a limit, and a zero limit would close every connection.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let usage = || format!("invalid duration {text:?}: write a whole number and ms, s or m (e.g. 500ms, 10s, 2m)");
+    let n: u64 = number.parse().map_err(|_| usage())?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(usage)?),
+        _ => return Err(usage()),
+    };
+    if duration.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+/// Writes a duration the way [`parse_duration`] reads it (`1500ms`, `10s`, `2m`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_their_unit_and_print_back_the_same() {
+        for (text, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            (" 1s ", Duration::from_secs(1)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(d), "{text}");
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn durations_without_a_unit_with_a_fraction_or_zero_are_refused() {
+        for text in ["10", "1.5s", "10h", "s", "", "-1s", "0s", "0ms"] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains("invalid duration"), "{text}: {err}");
         }
     }
 }
