@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anteroom_engine::server::{self, StartError};
-use anteroom_engine::settings::parse_duration;
+use anteroom_engine::settings::{ServerSettings, fd_reserve_for, parse_duration};
 use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
 use anteroom_engine::{Settings, app, schema, seed};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -110,6 +110,18 @@ struct ServeArgs {
     /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
     #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_timeout: Duration,
+    /// Close a client connection with no request for this long.
+    #[arg(long, env = "ANTEROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Time a request head may take once its first byte arrived; then 408.
+    #[arg(long, env = "ANTEROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Most client connections open at once (lowered to fit the file descriptor limit).
+    #[arg(long, env = "ANTEROOM_MAX_CLIENTS", default_value_t = anteroom_engine::settings::DEFAULT_MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_clients: u32,
+    /// After SIGINT/SIGTERM, time in-flight requests get before connections are closed.
+    #[arg(long, env = "ANTEROOM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 fn init_logging(format: LogFormat) {
@@ -195,6 +207,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
         body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
     };
+    let server_settings = ServerSettings {
+        idle_timeout: args.idle_timeout,
+        header_timeout: args.header_timeout,
+        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
+        shutdown_timeout: args.shutdown_timeout,
+        fd_reserve: fd_reserve_for(args.db.max_connections),
+    };
     let url = args.db.url();
     let state =
         match server::prepare(&args.db.schema, &url, &args.db.connect_options(), settings).await {
@@ -240,7 +259,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         database = state.storage.backend(),
         "listening on http://{address}"
     );
-    match server::serve(listener, app(state)).await {
+    match server::serve(listener, app(state), &server_settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: server failed: {e}");

@@ -34,6 +34,11 @@ name = "notes"
 fields.title = { type = "string", required = true }
 "#;
 
+/// Lets this test process open a few thousand sockets.
+fn raise_own_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(8192);
+}
+
 /// A server process started by these tests, killed when dropped.
 struct Proc {
     child: Child,
@@ -170,8 +175,7 @@ impl Proc {
     /// `GET path` on a new connection, with `Connection: close`.
     async fn get(&self, path: &str, extra: &str) -> Response {
         let mut stream = self.connect().await;
-        let head =
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await.expect("write");
         read_response(&mut stream, Duration::from_secs(10))
             .await
@@ -196,9 +200,8 @@ struct Response {
 
 impl Response {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -313,8 +316,94 @@ fn is_uuid_v7(id: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_nothing_is_written()
+async fn an_idle_connection_that_never_sends_a_byte_is_closed_after_the_idle_timeout() {
+    let server = Proc::start(&[], &[("ANTEROOM_IDLE_TIMEOUT", "1s")], None);
+    let mut idle = server.connect().await;
+    match wait_closed(&mut idle, Duration::from_secs(6)).await {
+        End::Closed(after) => assert!(
+            after >= Duration::from_millis(800),
+            "closed too early: {after:?}"
+        ),
+        End::StillOpen => panic!("the idle connection is still open after 6 s"),
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_stays_usable_for_several_requests_within_the_idle_timeout() {
+    let server = Proc::start(&[], &[("ANTEROOM_IDLE_TIMEOUT", "1s")], None);
+    let mut stream = server.connect().await;
+    // Five requests 600 ms apart: 2.4 s in all, each pause under the timeout.
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let reply = read_response(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(reply.status, 200, "request {i}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_client_gets_a_408_problem_after_the_header_timeout_and_the_connection_closes()
 {
+    let server = Proc::start(&[], &[("ANTEROOM_HEADER_TIMEOUT", "1s")], None);
+    let stream = server.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    let start = Instant::now();
+    // One header line every 300 ms, for up to 8 s: the head never ends.
+    let trickle = tokio::spawn(async move {
+        if writer
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for i in 0..26 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let line = format!("X-Slow-{i}: still coming\r\n");
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut received = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(9), reader.read_to_end(&mut received)).await;
+    trickle.abort();
+    assert!(
+        read.is_ok(),
+        "no answer and still open after 9 s ({} bytes received)",
+        received.len()
+    );
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&received).into_owned();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "408 after {elapsed:?}"
+    );
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    let problem: Value = serde_json::from_str(body).expect("problem JSON");
+    assert_eq!(problem["status"], 408);
+    assert_eq!(problem["code"], "request_timeout");
+    // The server keeps serving everybody else.
+    assert_eq!(server.get("/health", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_nothing_is_written() {
     let server = Proc::start(&[], &[("ANTEROOM_BODY_TIMEOUT", "1s")], None);
     let body = br#"{"title": "slowly, slowly"}"#;
     let stream = server.connect().await;
@@ -337,17 +426,11 @@ async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_not
         }
     });
     let mut received = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(8),
-        reader.read_to_end(&mut received),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(Duration::from_secs(8), reader.read_to_end(&mut received)).await;
     let elapsed = start.elapsed();
     let text = String::from_utf8_lossy(&received).into_owned();
-    assert!(
-        read.is_ok(),
-        "still open after 8 s; received {text:?}"
-    );
+    assert!(read.is_ok(), "still open after 8 s; received {text:?}");
     trickle.abort();
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(elapsed < Duration::from_secs(5), "408 after {elapsed:?}");
@@ -373,15 +456,150 @@ async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_not
 // The connection cap
 // ---------------------------------------------------------------------------
 
+#[tokio::test]
+async fn three_hundred_idle_connections_under_a_256_fd_limit_do_not_stop_health_from_answering() {
+    raise_own_fd_limit();
+    let server = Proc::start(&[], &[], Some(256));
+    let mut hogs = Vec::new();
+    for _ in 0..300 {
+        hogs.push(server.connect().await);
+    }
+    // Let the server meet every one of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let mut stream = server.connect().await;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let reply = read_response(&mut stream, Duration::from_secs(5)).await;
+    let elapsed = start.elapsed();
+    let reply = reply.unwrap_or_else(|e| panic!("/health: {e}\n{}", tail(&server.log_text())));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(elapsed < Duration::from_secs(2), "/health took {elapsed:?}");
+    // Two more seconds with the hogs still connected: the log stays quiet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = server.log_text();
+    let accept_errors = log.lines().filter(|l| l.contains("accept")).count();
+    assert!(
+        accept_errors <= 3,
+        "{accept_errors} accept log lines:\n{}",
+        tail(&log)
+    );
+    assert!(
+        log.contains("file descriptor"),
+        "the start-up log should state the fd limit and the cap:\n{}",
+        tail(&log)
+    );
+    drop(hogs);
+}
+
 /// The last 20 lines of a log.
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+#[tokio::test]
+async fn at_the_cap_the_longest_idle_connection_is_evicted_so_a_new_client_is_served() {
+    let server = Proc::start(&[], &[("ANTEROOM_MAX_CLIENTS", "4")], None);
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(server.connect().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = server.get("/health", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let oldest = &mut idle[0];
+    assert!(
+        matches!(
+            wait_closed(oldest, Duration::from_secs(3)).await,
+            End::Closed(_)
+        ),
+        "the oldest idle connection should have been closed to make room"
+    );
+    // The others were left alone.
+    for (i, other) in idle.iter_mut().enumerate().skip(1) {
+        assert_eq!(
+            wait_closed(other, Duration::from_millis(100)).await,
+            End::StillOpen,
+            "connection {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn when_every_connection_is_busy_a_newcomer_gets_a_503_problem_with_retry_after() {
+    let server = Proc::start(&[], &[("ANTEROOM_MAX_CLIENTS", "3")], None);
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let mut stream = server.connect().await;
+        // A request whose body is still on its way keeps its connection busy.
+        stream
+            .write_all(
+                b"POST /notes HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\n\r\n{\"title\": ",
+            )
+            .await
+            .expect("write");
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = server.get("/health", "").await;
+    reply.expect_problem(503, "busy");
+    assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    // None of the busy requests was dropped to make room.
+    for (i, stream) in busy.iter_mut().enumerate() {
+        assert_eq!(
+            wait_closed(stream, Duration::from_millis(100)).await,
+            End::StillOpen,
+            "busy connection {i}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Shutdown
 // ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_with_three_half_sent_requests_open_exits_zero_within_the_shutdown_deadline() {
+    let mut server = Proc::start(&[], &[("ANTEROOM_SHUTDOWN_TIMEOUT", "2s")], None);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = server.connect().await;
+        stream
+            .write_all(
+                b"POST /notes HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\n\r\n{\"title\": ",
+            )
+            .await
+            .expect("write");
+        open.push(stream);
+    }
+    let mut stream = server.connect().await;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Half: ")
+        .await
+        .expect("write");
+    open.push(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let start = Instant::now();
+    server.terminate();
+    let code = server.wait_exit(Duration::from_secs(8));
+    let elapsed = start.elapsed();
+    assert_eq!(
+        code,
+        Some(0),
+        "still running {elapsed:?} after SIGTERM:\n{}",
+        tail(&server.log_text())
+    );
+    assert!(elapsed < Duration::from_secs(5), "exited after {elapsed:?}");
+    drop(open);
+}
 
 // ---------------------------------------------------------------------------
 // X-Request-Id
@@ -410,7 +628,10 @@ async fn a_hostile_x_request_id_is_replaced_by_a_generated_one_shared_by_the_log
             .await
             .expect("a response");
         assert_eq!(reply.status, 200, "{reply:?}");
-        let id = reply.header("x-request-id").expect("x-request-id").to_owned();
+        let id = reply
+            .header("x-request-id")
+            .expect("x-request-id")
+            .to_owned();
         assert!(
             is_uuid_v7(&id),
             "{:?} should have been replaced by a UUID v7, got {:?}",
@@ -426,7 +647,10 @@ async fn a_hostile_x_request_id_is_replaced_by_a_generated_one_shared_by_the_log
     }
     let log = server.log_text();
     assert!(!log.contains("forged"), "{}", tail(&log));
-    assert!(!log.contains(&"x".repeat(200)), "the 10 KB id reached the log");
+    assert!(
+        !log.contains(&"x".repeat(200)),
+        "the 10 KB id reached the log"
+    );
     assert!(!log.contains('\t'), "a tab reached the log");
 }
 
@@ -464,5 +688,34 @@ async fn a_very_long_path_is_logged_truncated() {
             .await
     );
     let log = server.log_text();
-    assert!(!log.contains(&"p".repeat(1_000)), "the whole path was logged");
+    assert!(
+        !log.contains(&"p".repeat(1_000)),
+        "the whole path was logged"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+#[test]
+fn serve_help_lists_the_connection_settings_and_a_bad_duration_is_a_usage_error() {
+    let help = common::cli(&["serve", "--help"]);
+    for flag in [
+        "--idle-timeout",
+        "--header-timeout",
+        "--body-timeout",
+        "--max-clients",
+        "--shutdown-timeout",
+    ] {
+        assert!(
+            help.stdout.contains(flag),
+            "{flag} missing:\n{}",
+            help.stdout
+        );
+    }
+    let bad = common::cli(&["serve", "x.toml", "--idle-timeout", "10 parsecs"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--idle-timeout"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("ms, s or m"), "{}", bad.stderr);
 }

@@ -7,10 +7,10 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header;
 
-use crate::{AppState, Settings};
 use crate::error::ApiError;
 use crate::plan::PlanContext;
 use crate::request::RawRequest;
+use crate::{AppState, Settings};
 use crate::{execute, plan, request, response};
 
 /// Reads the body, refusing it with 413 past `settings.body_limit` bytes and

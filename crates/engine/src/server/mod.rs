@@ -1,6 +1,9 @@
 //! The HTTP adapter: middleware shared by every adapter (request ids, tracing,
 //! CORS), startup (schema → storage → migrations → state) and serving with
-//! graceful shutdown. No business logic lives here.
+//! graceful shutdown; [`connections`] owns the accept loop and the life of
+//! each client connection. No business logic lives here.
+
+mod connections;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,12 +12,13 @@ use std::time::Duration;
 use axum::Router;
 use http::{HeaderName, HeaderValue, Method, Request, header};
 use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower::util::MapRequestLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::settings::ServerSettings;
 use crate::storage::{self, ConnectOptions, MigrateMode};
 use crate::{AppState, Settings, schema};
 
@@ -196,11 +200,15 @@ pub async fn prepare(
     })
 }
 
-/// Serves `router` until SIGINT or SIGTERM, letting in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+/// Serves `router` until SIGINT or SIGTERM, with the timeouts and the
+/// connection cap of `settings`; then lets in-flight requests finish until
+/// the shutdown deadline and closes whatever is left.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &ServerSettings,
+) -> std::io::Result<()> {
+    connections::serve(listener, router, settings, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
