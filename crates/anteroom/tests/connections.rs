@@ -403,6 +403,15 @@ async fn a_slowloris_client_gets_a_408_problem_after_the_header_timeout_and_the_
 }
 
 #[tokio::test]
+async fn a_request_head_over_64_kib_gets_431_and_one_under_it_is_served() {
+    let server = Proc::start(&[], &[], None);
+    let under = format!("X-Big: {}\r\n", "a".repeat(60_000));
+    assert_eq!(server.get("/health", &under).await.status, 200);
+    let over = format!("X-Big: {}\r\n", "a".repeat(70_000));
+    assert_eq!(server.get("/health", &over).await.status, 431);
+}
+
+#[tokio::test]
 async fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_problem_and_nothing_is_written() {
     let server = Proc::start(&[], &[("ANTEROOM_BODY_TIMEOUT", "1s")], None);
     let body = br#"{"title": "slowly, slowly"}"#;

@@ -47,8 +47,8 @@ use tower::ServiceExt;
 use crate::error::ApiError;
 use crate::settings::{ServerSettings, format_duration};
 
-/// Largest request head (request line and headers) hyper buffers; a larger
-/// one is answered 431. Bounds the memory one slow or hostile client can pin.
+/// Largest request head (request line and headers) and read buffer; a larger
+/// head is answered 431. Bounds the memory one slow or hostile client can pin.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long a closing connection keeps reading (and discarding) what the
@@ -85,6 +85,7 @@ pub(crate) async fn serve(
         // is idle and closes silently; ours starts at the first byte and
         // answers 408.
         .header_read_timeout(None)
+        .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
     let http = Arc::new(http);
     let registry: Arc<Registry> = Arc::default();
