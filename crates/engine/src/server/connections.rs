@@ -589,7 +589,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        // On the heap, and only while lingering: a 4 KiB array here would
+        // make every connection's task 4 KiB larger for its whole life.
+        let mut sink = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match stream.read(&mut sink).await {
