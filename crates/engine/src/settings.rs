@@ -77,12 +77,13 @@ impl Default for ServerSettings {
 }
 
 /// File descriptors to keep free besides client connections, for a database
-/// pool of `database_connections`: 64 for the listener, stdio, the runtime's
-/// epoll and timers, and the brief lingering closes of refused clients, plus
-/// three per database connection (SQLite opens the database, `-wal` and `-shm`
-/// per connection, plus its writer; a server database needs one socket each).
+/// pool of `database_connections`: 128 for the listener, stdio, the runtime,
+/// evicted connections still closing (up to 32) and refused ones being
+/// answered 503 (up to 64), plus three per database connection (SQLite opens
+/// the database, `-wal` and `-shm` per connection, plus its writer; a server
+/// database needs one socket each).
 pub fn fd_reserve_for(database_connections: u32) -> u64 {
-    64 + 3 * (u64::from(database_connections) + 1)
+    128 + 3 * (u64::from(database_connections) + 1)
 }
 
 /// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.

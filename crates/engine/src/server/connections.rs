@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -62,6 +62,12 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// Refused newcomers (503) being answered at once; past that they are closed
 /// without an answer, so a flood cannot turn answers into an fd leak.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Evicted connections that may still be closing before accept pauses: an
+/// eviction frees its descriptor a moment later, in the evicted connection's
+/// own task, and a burst of newcomers must not outrun those closes into the
+/// file-descriptor limit.
+const CLOSING_SLACK: usize = 32;
 
 /// Pause after an accept error before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -99,11 +105,16 @@ pub(crate) async fn serve(
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // Newcomers wait in the kernel's backlog while evicted connections
+        // are still closing: open sockets never exceed the cap by more than
+        // the slack, so accept never runs into the fd limit.
+        let full = registry.sockets() >= max_clients.saturating_add(CLOSING_SLACK);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = listener.accept() => {
+            () = registry.closed.notified(), if full => {}
+            accepted = listener.accept(), if !full => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) if is_connection_error(&e) => continue,
@@ -353,12 +364,19 @@ impl Drop for InService {
 
 /// Open connections, for the cap and for eviction.
 #[derive(Default)]
-struct Registry(Mutex<HashMap<u64, Arc<ConnState>>>);
+struct Registry {
+    /// Connections that count against the cap (not yet told to close).
+    map: Mutex<HashMap<u64, Arc<ConnState>>>,
+    /// Client sockets still open, including evicted ones not yet closed.
+    sockets: AtomicUsize,
+    /// Signalled whenever a socket closes.
+    closed: Notify,
+}
 
 impl Registry {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.0
+        self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -367,8 +385,13 @@ impl Registry {
         self.map().len()
     }
 
+    fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Acquire)
+    }
+
     fn register(self: &Arc<Self>, state: Arc<ConnState>) -> Registration {
         let id = state.id;
+        self.sockets.fetch_add(1, Ordering::AcqRel);
         self.map().insert(id, state);
         Registration {
             id,
@@ -377,7 +400,8 @@ impl Registry {
     }
 
     /// Tells the connection idle the longest (no request in progress) to
-    /// close, and stops counting it. False when every connection is busy.
+    /// close, and stops counting it against the cap. False when every
+    /// connection is busy.
     fn evict_longest_idle(&self) -> bool {
         let mut map = self.map();
         let victim = map
@@ -395,8 +419,9 @@ impl Registry {
     }
 }
 
-/// A connection's place in the registry, given back when its task ends
-/// (however it ends, including being aborted at the shutdown deadline).
+/// A connection's place in the registry and its open socket, given back
+/// when its task ends (however it ends, including being aborted at the
+/// shutdown deadline), after the socket is closed.
 struct Registration {
     id: u64,
     registry: Arc<Registry>,
@@ -405,6 +430,8 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.map().remove(&self.id);
+        self.registry.sockets.fetch_sub(1, Ordering::AcqRel);
+        self.registry.closed.notify_one();
     }
 }
 
@@ -553,9 +580,18 @@ async fn run_connection(
             }
         }
     };
-    // Give the connection slot back before the last bytes go out.
+    let stream = conn.into_parts().io.into_inner().stream;
+    // Still registered while the last bytes go out: a connection that is
+    // only lingering is the first one a newcomer may evict.
+    tokio::select! {
+        () = finish(stream, close, &state, &limits) => {}
+        () = state.evict.notified() => {}
+    }
     drop(registration);
-    let mut stream = conn.into_parts().io.into_inner().stream;
+}
+
+/// Closes a connection the way `close` says.
+async fn finish(mut stream: TcpStream, close: Close, state: &ConnState, limits: &Limits) {
     match close {
         Close::Silently => {}
         Close::Done => linger(stream).await,
@@ -716,6 +752,10 @@ mod tests {
         assert!(registry.evict_longest_idle());
         assert!(!registry.evict_longest_idle(), "only the busy one is left");
         assert_eq!(registry.len(), 1);
+        // Evicted connections count as open sockets until their task ends.
+        assert_eq!(registry.sockets(), 3);
+        held.pop();
+        assert_eq!(registry.sockets(), 2);
     }
 
     #[test]
