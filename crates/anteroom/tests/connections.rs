@@ -398,6 +398,16 @@ async fn a_slowloris_client_gets_a_408_problem_after_the_header_timeout_and_the_
     let problem: Value = serde_json::from_str(body).expect("problem JSON");
     assert_eq!(problem["status"], 408);
     assert_eq!(problem["code"], "request_timeout");
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("an x-request-id");
+    assert!(
+        server
+            .wait_for_log(&format!("request_id={id}"), Duration::from_secs(3))
+            .await,
+        "the log should carry the 408's id {id}"
+    );
     // The server keeps serving everybody else.
     assert_eq!(server.get("/health", "").await.status, 200);
 }
@@ -558,6 +568,13 @@ async fn when_every_connection_is_busy_a_newcomer_gets_a_503_problem_with_retry_
     let reply = server.get("/health", "").await;
     reply.expect_problem(503, "busy");
     assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
+    let id = reply.header("x-request-id").expect("an x-request-id");
+    assert!(
+        server
+            .wait_for_log(&format!("request_id={id}"), Duration::from_secs(3))
+            .await,
+        "the log should carry the 503's id {id}"
+    );
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     // None of the busy requests was dropped to make room.
     for (i, stream) in busy.iter_mut().enumerate() {

@@ -605,7 +605,8 @@ async fn finish(mut stream: TcpStream, close: Close, state: &ConnState, limits: 
                 timeout: limits.header,
             };
             let (response, id) = canned(&error, "");
-            tracing::debug!(request_id = %id, "request head timed out: 408");
+            // One INFO line per response, like the access log of routed requests.
+            tracing::info!(request_id = %id, status = 408, "request head timed out");
             let _ = tokio::time::timeout(LINGER, stream.write_all(&response)).await;
             linger(stream).await;
         }
@@ -648,7 +649,7 @@ fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
     tokio::spawn(async move {
         let mut stream = stream;
         let (response, id) = canned(&ApiError::Busy, "retry-after: 1\r\n");
-        tracing::debug!(request_id = %id, "every client connection is busy: 503");
+        tracing::info!(request_id = %id, status = 503, "every client connection is busy");
         if let Ok(Ok(())) = tokio::time::timeout(LINGER, stream.write_all(&response)).await {
             linger(stream).await;
         }
