@@ -117,7 +117,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Writes a duration the way [`parse_duration`] reads it (`1500ms`, `10s`, `2m`).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
