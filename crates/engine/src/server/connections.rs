@@ -221,16 +221,22 @@ fn fit_to_fd_limit(requested: usize, reserve: u64) -> usize {
         {
             tracing::info!("file descriptor limit raised from {old} to {soft} (hard limit {hard})");
         }
+        // Under a very low limit, half of it still goes to clients: a server
+        // that accepts almost nobody is no better than one that runs out.
         let fits = soft.saturating_sub(reserve).max(soft / 2).max(1);
         let cap = usize::try_from(fits).unwrap_or(usize::MAX).min(requested);
+        let kept = soft.saturating_sub(u64::try_from(cap).unwrap_or(u64::MAX));
+        let short = if kept < reserve {
+            format!(" (fewer than the {reserve} wanted: raise `ulimit -n`)")
+        } else {
+            String::new()
+        };
         if cap < requested {
             tracing::warn!(
-                "client connections capped at {cap} instead of {requested}: the file descriptor limit is {soft} and {reserve} are kept for the database, files and logs"
+                "client connections capped at {cap} instead of {requested}: the file descriptor limit is {soft} and {kept} are kept for the database, files, logs and closing connections{short}"
             );
         } else {
-            tracing::info!(
-                "client connections capped at {cap} (file descriptor limit {soft}, {reserve} kept for the database, files and logs)"
-            );
+            tracing::info!("client connections capped at {cap} (file descriptor limit {soft})");
         }
         cap
     }
