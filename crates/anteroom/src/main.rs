@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anteroom_engine::server::{self, StartError};
+use anteroom_engine::settings::{ServerSettings, fd_reserve_for, parse_duration};
 use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
 use anteroom_engine::{Settings, app, schema, seed};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -58,18 +60,9 @@ struct DatabaseArgs {
     /// Largest number of database connections (SQLite: readers; writes use one connection).
     #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS", default_value_t = 4)]
     max_connections: u32,
-    /// Longest a single SQL statement may run, in seconds; past it the request gets 503.
-    #[arg(long, env = "ANTEROOM_STATEMENT_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
-    statement_timeout: f64,
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
-        _ => Err(format!(
-            "expected seconds between 0 and 86400, got \"{text}\""
-        )),
-    }
+    /// Longest a single SQL statement may run (`500ms`, `30s`, `2m`); past it the request gets 503.
+    #[arg(long, env = "ANTEROOM_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    statement_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -82,7 +75,7 @@ impl DatabaseArgs {
     fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             max_connections: self.max_connections,
-            statement_timeout: std::time::Duration::from_secs_f64(self.statement_timeout),
+            statement_timeout: self.statement_timeout,
             ..ConnectOptions::default()
         }
     }
@@ -118,6 +111,21 @@ struct ServeArgs {
     /// Load this seed file (see `anteroom seed`) into empty resources before serving.
     #[arg(long, env = "ANTEROOM_SEED")]
     seed: Option<PathBuf>,
+    /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
+    #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Close a client connection with no request for this long.
+    #[arg(long, env = "ANTEROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Time a request head may take once its first byte arrived; then 408.
+    #[arg(long, env = "ANTEROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Most client connections open at once (lowered to fit the file descriptor limit).
+    #[arg(long, env = "ANTEROOM_MAX_CLIENTS", default_value_t = anteroom_engine::settings::DEFAULT_MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_clients: u32,
+    /// After SIGINT/SIGTERM, time in-flight requests get before connections are closed.
+    #[arg(long, env = "ANTEROOM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 fn init_logging(format: LogFormat) {
@@ -162,7 +170,7 @@ async fn run(command: Command) -> ExitCode {
                 schema,
                 database_url,
                 max_connections: 1,
-                statement_timeout: 30.0,
+                statement_timeout: ConnectOptions::default().statement_timeout,
             };
             seed_file(&db, &file).await
         }
@@ -210,7 +218,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
     let settings = Settings {
         body_limit: args.body_limit,
+        body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
+    };
+    let server_settings = ServerSettings {
+        idle_timeout: args.idle_timeout,
+        header_timeout: args.header_timeout,
+        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
+        shutdown_timeout: args.shutdown_timeout,
+        fd_reserve: fd_reserve_for(args.db.max_connections),
     };
     let url = args.db.url();
     let state =
@@ -257,7 +273,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         database = state.storage.backend(),
         "listening on http://{address}"
     );
-    match server::serve(listener, app(state)).await {
+    match server::serve(listener, app(state), &server_settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: server failed: {e}");

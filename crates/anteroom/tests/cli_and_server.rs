@@ -102,6 +102,11 @@ fn command(args: &[&str]) -> Command {
         "ANTEROOM_BODY_LIMIT",
         "ANTEROOM_MAX_CONNECTIONS",
         "ANTEROOM_SEED",
+        "ANTEROOM_BODY_TIMEOUT",
+        "ANTEROOM_IDLE_TIMEOUT",
+        "ANTEROOM_HEADER_TIMEOUT",
+        "ANTEROOM_MAX_CLIENTS",
+        "ANTEROOM_SHUTDOWN_TIMEOUT",
     ] {
         cmd.env_remove(var);
     }

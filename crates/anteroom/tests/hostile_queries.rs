@@ -274,7 +274,7 @@ fn slow_pattern() -> String {
 
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_a_503_and_the_server_keeps_answering() {
-    let server = Server::start_with_args(SCHEMA, &["--statement-timeout", "1"]).await;
+    let server = Server::start_with_args(SCHEMA, &["--statement-timeout", "1s"]).await;
     seed_slow_rows(&server).await;
     let started = Instant::now();
     let reply = server

@@ -50,7 +50,7 @@ fn slow_query() -> String {
 
 #[tokio::test]
 async fn a_long_statement_is_interrupted_at_the_deadline_and_answered_503() {
-    let server = sqlite_server(&["--statement-timeout", "0.5"]).await;
+    let server = sqlite_server(&["--statement-timeout", "500ms"]).await;
     seed(&server).await;
     let started = Instant::now();
     let reply = server.get(&slow_query()).await;

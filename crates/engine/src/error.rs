@@ -69,6 +69,14 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408 with `Connection: close`: the request head or body did not arrive in time.
+    #[error("the request {part} must arrive within {}", crate::settings::format_duration(*.timeout))]
+    RequestTimeout {
+        /// `headers` or `body`.
+        part: &'static str,
+        /// The limit that was exceeded.
+        timeout: std::time::Duration,
+    },
     /// 415: a body that is not JSON.
     #[error("request bodies must be application/json")]
     UnsupportedMediaType,
@@ -135,6 +143,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } | ApiError::Busy => {
@@ -155,6 +164,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PreconditionFailed => "precondition_failed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::Unavailable { .. } => "database_unavailable",
@@ -165,15 +175,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The RFC 9457 problem body of this error.
+    pub(crate) fn problem(&self) -> serde_json::Value {
         let status = self.status();
-        match &self {
-            ApiError::Internal { cause } => tracing::error!(%cause, "internal error"),
-            ApiError::Unavailable { cause } => tracing::warn!(%cause, "database unavailable"),
-            ApiError::KeysUnavailable { cause } => tracing::warn!(%cause, "JWKS unavailable"),
-            _ => {}
-        }
         let mut body = json!({
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or("Error"),
@@ -195,6 +200,20 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         body["detail"] = json!(detail);
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal { cause } => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable { cause } => tracing::warn!(%cause, "database unavailable"),
+            ApiError::KeysUnavailable { cause } => tracing::warn!(%cause, "JWKS unavailable"),
+            _ => {}
+        }
+        let body = self.problem();
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -210,6 +229,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } | ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RequestTimeout { .. } => {
+                // The rest of a late request may still be on its way: the
+                // connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::BadCredentials => {
                 headers.insert(

@@ -7,18 +7,21 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::plan::PlanContext;
 use crate::request::RawRequest;
+use crate::{AppState, Settings};
 use crate::{execute, plan, request, response};
 
-/// Reads the body, refusing it with 413 past `limit` bytes.
+/// Reads the body, refusing it with 413 past `settings.body_limit` bytes and
+/// with 408 when it has not fully arrived within `settings.body_timeout` (a
+/// client trickling its body must not hold a connection and a task forever).
 pub(crate) async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
-    limit: usize,
+    settings: &Settings,
 ) -> Result<bytes::Bytes, ApiError> {
+    let limit = settings.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -27,7 +30,14 @@ pub(crate) async fn read_body(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    let Ok(collected) = tokio::time::timeout(settings.body_timeout, collect).await else {
+        return Err(ApiError::RequestTimeout {
+            part: "body",
+            timeout: settings.body_timeout,
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
@@ -43,7 +53,7 @@ pub(crate) async fn read_body(
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let result = async {
-        let bytes = read_body(body, &parts.headers, state.settings.body_limit).await?;
+        let bytes = read_body(body, &parts.headers, &state.settings).await?;
         let raw = RawRequest {
             method: &parts.method,
             path: parts.uri.path(),

@@ -1,13 +1,24 @@
-//! HTTP-level settings shared by every adapter: body limit and CORS.
+//! Settings of the HTTP surface: [`Settings`] (body limit, body timeout and CORS,
+//! shared by every adapter) and [`ServerSettings`] (what only the TCP server
+//! needs: connection timeouts, the connection cap, the shutdown deadline), plus
+//! the duration syntax (`500ms`, `10s`, `2m`) their flags use.
+
+use std::time::Duration;
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Default time for a whole request body to arrive: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the HTTP surface (not of the database).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Time allowed for the whole request body to arrive, from the moment the
+    /// handler starts reading it; past it the request gets a 408.
+    pub body_timeout: Duration,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
 }
@@ -16,7 +27,131 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Default idle timeout of a client connection: 30 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time for a request head to arrive once its first byte has: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on open client connections (lowered at start to fit the fd limit).
+pub const DEFAULT_MAX_CLIENTS: u32 = 4096;
+/// Default deadline for in-flight requests after SIGINT/SIGTERM: 10 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the TCP/HTTP server adapter: how long and how many connections
+/// may stay open, so that no single client can hold the server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// A connection with no request in progress and no byte of a new one for
+    /// this long (since accept or its last response) is closed silently.
+    pub idle_timeout: Duration,
+    /// A request head that is not complete this long after its first byte
+    /// gets a 408 and the connection is closed.
+    pub header_timeout: Duration,
+    /// Most client connections open at once. At the cap the connection idle
+    /// the longest is closed to make room; when all are busy the newcomer
+    /// gets a 503. Lowered at start to fit the file-descriptor limit.
+    pub max_clients: usize,
+    /// After SIGINT/SIGTERM, in-flight requests get this long to finish;
+    /// then every remaining connection is closed and `serve` returns.
+    pub shutdown_timeout: Duration,
+    /// File descriptors kept out of the connection cap for everything else
+    /// the process opens (database connections, SQLite's files, the log).
+    pub fd_reserve: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_clients: DEFAULT_MAX_CLIENTS as usize,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            fd_reserve: fd_reserve_for(4),
+        }
+    }
+}
+
+/// File descriptors to keep free besides client connections, for a database
+/// pool of `database_connections`: 128 for the listener, stdio, the runtime,
+/// evicted connections still closing (up to 32) and refused ones being
+/// answered 503 (up to 64), plus three per database connection (SQLite opens
+/// the database, `-wal` and `-shm` per connection, plus its writer; a server
+/// database needs one socket each).
+pub fn fd_reserve_for(database_connections: u32) -> u64 {
+    128 + 3 * (u64::from(database_connections) + 1)
+}
+
+/// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.
+///
+/// The unit is required (a bare `10` is ambiguous) and zero is refused: every
+/// duration here is a limit, and a zero limit would close every connection.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let usage = || {
+        format!(
+            "invalid duration {text:?}: write a whole number and ms, s or m (e.g. 500ms, 10s, 2m)"
+        )
+    };
+    let n: u64 = number.parse().map_err(|_| usage())?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(usage)?),
+        _ => return Err(usage()),
+    };
+    if duration.is_zero() {
+        return Err(format!(
+            "invalid duration {text:?}: must be greater than zero"
+        ));
+    }
+    Ok(duration)
+}
+
+/// Writes a duration the way [`parse_duration`] reads it (`1500ms`, `10s`, `2m`).
+pub(crate) fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_their_unit_and_print_back_the_same() {
+        for (text, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            (" 1s ", Duration::from_secs(1)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(d), "{text}");
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn durations_without_a_unit_with_a_fraction_or_zero_are_refused() {
+        for text in ["10", "1.5s", "10h", "s", "", "-1s", "0s", "0ms"] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains("invalid duration"), "{text}: {err}");
         }
     }
 }

@@ -426,6 +426,13 @@ impl Server {
             .args(["--port", "0", "--database-url", &database_url])
             .args(args)
             .env("ANTEROOM_LOG", "info,sqlx=warn")
+            // The developer's own limits must not change what a test sees.
+            .env_remove("ANTEROOM_BODY_TIMEOUT")
+            .env_remove("ANTEROOM_IDLE_TIMEOUT")
+            .env_remove("ANTEROOM_HEADER_TIMEOUT")
+            .env_remove("ANTEROOM_MAX_CLIENTS")
+            .env_remove("ANTEROOM_SHUTDOWN_TIMEOUT")
+            .env_remove("ANTEROOM_STATEMENT_TIMEOUT")
             .envs(env.iter().copied())
             .env_remove("PORT")
             .env_remove("DATABASE_URL")

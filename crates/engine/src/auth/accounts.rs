@@ -298,7 +298,7 @@ async fn json_body(state: &AppState, req: Request) -> Result<Map<String, Json>, 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     crate::request::body::check_media_type(content_type)?;
-    let bytes = crate::pipeline::read_body(body, &parts.headers, state.settings.body_limit).await?;
+    let bytes = crate::pipeline::read_body(body, &parts.headers, &state.settings).await?;
     match serde_json::from_slice::<Json>(&bytes) {
         Ok(Json::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(

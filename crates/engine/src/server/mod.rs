@@ -1,6 +1,9 @@
 //! The HTTP adapter: middleware shared by every adapter (request ids, tracing,
 //! CORS), startup (schema → storage → migrations → state) and serving with
-//! graceful shutdown. No business logic lives here.
+//! graceful shutdown; [`connections`] owns the accept loop and the life of
+//! each client connection. No business logic lives here.
+
+mod connections;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,28 +12,65 @@ use std::time::Duration;
 use axum::Router;
 use http::{HeaderName, HeaderValue, Method, Request, header};
 use tokio::net::TcpListener;
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::settings::ServerSettings;
 use crate::storage::{self, ConnectOptions, MigrateMode};
 use crate::{AppState, Settings, schema};
 
-/// The request id header, set when the client did not send one and echoed back.
+/// The request id header: a safe client value is kept, anything else is
+/// replaced by a fresh one; echoed on every response and logged with it.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Time-ordered request ids (UUID v7).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MakeUuidV7;
+/// Longest client request id that is kept.
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
-impl MakeRequestId for MakeUuidV7 {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+/// Longest request path written to the log; longer paths are cut (with `…`).
+const MAX_LOGGED_PATH: usize = 256;
+
+/// A new time-ordered request id (UUID v7).
+pub(crate) fn new_request_id() -> HeaderValue {
+    HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Whether a client's request id may be echoed and logged as it is: 1 to
+/// [`MAX_REQUEST_ID_LEN`] characters of `A-Z a-z 0-9 . _ : -`. That covers
+/// UUIDs, ULIDs and the ids of common proxies and tracers, and nothing that
+/// could forge or break a log line (spaces, tabs, `=`, `}`, quotes, non-ASCII).
+pub(crate) fn is_safe_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+}
+
+/// Keeps one safe client request id, or replaces whatever came (nothing, an
+/// unsafe value, several values) by a fresh one. The tracing span and the
+/// echoed header both read the header this leaves, so they always agree.
+fn sanitize_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let mut values = req.headers().get_all(REQUEST_ID).iter();
+    let keep = matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if is_safe_request_id(v.as_bytes())
+    );
+    if !keep {
+        req.headers_mut().insert(REQUEST_ID, new_request_id());
+    }
+    req
+}
+
+/// The path as logged: cut to [`MAX_LOGGED_PATH`] bytes so one request cannot
+/// write kilobytes into every log line about it.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= MAX_LOGGED_PATH {
+        path.into()
+    } else {
+        format!("{}…", &path[..path.floor_char_boundary(MAX_LOGGED_PATH)]).into()
     }
 }
 
@@ -94,12 +134,12 @@ pub fn with_middleware(
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
             })
             .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUuidV7))
+        .layer(MapRequestLayer::new(sanitize_request_id::<axum::body::Body>))
 }
 
 /// Why the server could not start.
@@ -160,11 +200,15 @@ pub async fn prepare(
     })
 }
 
-/// Serves `router` until SIGINT or SIGTERM, letting in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+/// Serves `router` until SIGINT or SIGTERM, with the timeouts and the
+/// connection cap of `settings`; then lets in-flight requests finish until
+/// the shutdown deadline and closes whatever is left.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &ServerSettings,
+) -> std::io::Result<()> {
+    connections::serve(listener, router, settings, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
