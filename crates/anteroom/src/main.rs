@@ -57,7 +57,7 @@ struct DatabaseArgs {
     /// Database URL: sqlite://path, postgres://…, mysql://… Default: anteroom.db next to the schema file.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// Largest number of database connections (SQLite: readers; writes use one connection).
+    /// Largest number of database connections (SQLite: each of its two reader pools; writes use one connection).
     #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS", default_value_t = 4)]
     max_connections: u32,
     /// Longest a single SQL statement may run (`500ms`, `30s`, `2m`); past it the request gets 503.

@@ -334,6 +334,7 @@ pub async fn connect(
         dialect,
         model,
         pool.clone(),
+        pool.clone(),
         pool,
         options.statement_timeout,
     ))

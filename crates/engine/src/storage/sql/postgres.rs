@@ -250,6 +250,7 @@ pub async fn connect(
         PostgresDialect,
         model,
         pool.clone(),
+        pool.clone(),
         pool,
         options.statement_timeout,
     ))

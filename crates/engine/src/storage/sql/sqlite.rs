@@ -1,7 +1,8 @@
 //! SQLite: the embedded default. WAL journal, a busy timeout, one writer
 //! connection (SQLite serialises writers anyway; one connection avoids lock
-//! contention, measured at p99 13 ms vs 728 ms for a 4-connection pool) and a
-//! separate pool of readers. Values SQLite has no type for are stored as text in
+//! contention, measured at p99 13 ms vs 728 ms for a 4-connection pool) and
+//! two pools of readers (primary-key lookups; lists and counts, which carry a
+//! statement deadline). Values SQLite has no type for are stored as text in
 //! sortable forms (UUIDs hyphenated, timestamps RFC 3339 UTC with microseconds,
 //! dates ISO 8601, decimals canonical; JSON as its text). This file is the only
 //! place that knows SQLite's types, pragmas and error messages.
@@ -250,17 +251,22 @@ pub async fn connect(
         .connect_with(base.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let readers = SqlitePoolOptions::new()
-        .max_connections(Ord::max(options.max_connections, 1))
-        .acquire_timeout(options.busy_timeout)
-        .connect_with(base)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reader_pool = || {
+        SqlitePoolOptions::new()
+            .max_connections(Ord::max(options.max_connections, 1))
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(base.clone())
+    };
+    // Two reader pools: primary-key lookups never carry a progress handler;
+    // lists and counts get theirs replaced at every acquire (see `arm`).
+    let readers = reader_pool().await.map_err(|e| e.to_string())?;
+    let scanners = reader_pool().await.map_err(|e| e.to_string())?;
     Ok(SqlStorage::new(
         SqliteDialect,
         model,
         writer,
         readers,
+        scanners,
         options.statement_timeout,
     ))
 }

@@ -27,8 +27,13 @@ pub struct SqlStorage<B: Backend> {
     model: Arc<AppModel>,
     /// Writes (SQLite: a single connection; others: the pool).
     writer: Pool<B::Db>,
-    /// Reads (SQLite: a separate pool; others: the same pool).
+    /// Primary-key reads (SQLite: a separate pool; others: the same pool).
+    /// Never armed with a deadline: they are bounded by construction.
     readers: Pool<B::Db>,
+    /// Lists and counts, armed with the deadline at every acquire (SQLite: a
+    /// pool of its own, so that a reader never meets a handler left by an
+    /// earlier request; others: the same pool).
+    scanners: Pool<B::Db>,
     /// Longest a statement may run (armed per acquire where the server does not enforce it).
     statement_timeout: std::time::Duration,
 }
@@ -66,6 +71,7 @@ impl<B: Backend> SqlStorage<B> {
         model: Arc<AppModel>,
         writer: Pool<B::Db>,
         readers: Pool<B::Db>,
+        scanners: Pool<B::Db>,
         statement_timeout: std::time::Duration,
     ) -> Self {
         SqlStorage {
@@ -73,6 +79,7 @@ impl<B: Backend> SqlStorage<B> {
             model,
             writer,
             readers,
+            scanners,
             statement_timeout,
         }
     }
@@ -496,7 +503,7 @@ where
         let (q, v) = d.build_select(&stmt);
         let fail = |e| self.unavailable_or_internal(e);
         let limit = plan.limit as usize;
-        let mut conn = self.acquire(&self.readers).await?;
+        let mut conn = self.acquire(&self.scanners).await?;
         let ((rows, has_more), total) = match &plan.count_condition {
             // Page and total from one read transaction: one snapshot, consistent numbers.
             Some(c) => {
