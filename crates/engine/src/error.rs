@@ -8,14 +8,304 @@ use serde_json::json;
 
 use crate::value::FieldError;
 
+/// The closed catalogue of problem codes: every `code` a problem body can
+/// carry, with its status and a one-line meaning. The status of an error, the
+/// docs' error table and the OpenAPI problem schema all read this one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// 400: the body is not valid JSON.
+    MalformedJson,
+    /// 400: the JSON is not the expected shape (an object, or an array of objects).
+    MalformedBody,
+    /// 400: a write without a body.
+    MissingBody,
+    /// 400: a bulk create with an empty array.
+    EmptyArray,
+    /// 400: a bulk create with more objects than allowed.
+    TooManyItems,
+    /// 400: the body could not be read from the connection.
+    UnreadableBody,
+    /// 400: a header that is not valid text.
+    MalformedHeader,
+    /// 400: a query string or body names a field the resource does not have.
+    UnknownField,
+    /// 400: a filter names an operator that does not exist.
+    UnknownOperator,
+    /// 400: the operator does not apply to the field's type.
+    UnsupportedOperator,
+    /// 400: a filter value is not of the field's type or is outside its domain.
+    InvalidFilterValue,
+    /// 400: `expand` names something that is not a reference.
+    UnknownExpand,
+    /// 400: `sort` names a field that cannot be sorted.
+    UnsortableField,
+    /// 400: a query parameter is malformed, repeated or out of range.
+    MalformedQuery,
+    /// 400: the cursor was not issued by this API for this sort.
+    InvalidCursor,
+    /// 400: a query parameter this request does not take.
+    UnknownParameter,
+    /// 401: credentials are missing or invalid (with `WWW-Authenticate`).
+    Unauthorized,
+    /// 401: a login with a wrong username or password.
+    InvalidCredentials,
+    /// 403: the caller may not do this.
+    Forbidden,
+    /// 404: no such route, resource or row.
+    NotFound,
+    /// 405: the route does not take this method (with `Allow`).
+    MethodNotAllowed,
+    /// 408: the request head or body did not arrive in time.
+    RequestTimeout,
+    /// 409: a unique field already holds this value.
+    UniqueViolation,
+    /// 409: a reference points at a row that does not exist (or cannot be read).
+    ForeignKeyViolation,
+    /// 409: a delete refused because other rows still refer to the row.
+    StillReferenced,
+    /// 412: `If-Match` or `If-None-Match` does not hold for the current version.
+    PreconditionFailed,
+    /// 413: the body is over the size limit.
+    PayloadTooLarge,
+    /// 415: a body that is not JSON.
+    UnsupportedMediaType,
+    /// 422: the body breaks the schema; `errors` lists every failing field.
+    ValidationFailed,
+    /// 500: a bug; the log has the cause.
+    InternalError,
+    /// 503: the database cannot be reached or a statement ran too long (with `Retry-After`).
+    DatabaseUnavailable,
+    /// 503: the identity provider's keys cannot be fetched (with `Retry-After`).
+    KeysUnavailable,
+    /// 503: too much at once: every connection busy, or too many logins (with `Retry-After`).
+    Busy,
+}
+
+impl Code {
+    /// Every code, in the order the docs list them.
+    pub const ALL: &'static [Code] = &[
+        Code::MalformedJson,
+        Code::MalformedBody,
+        Code::MissingBody,
+        Code::EmptyArray,
+        Code::TooManyItems,
+        Code::UnreadableBody,
+        Code::MalformedHeader,
+        Code::UnknownField,
+        Code::UnknownOperator,
+        Code::UnsupportedOperator,
+        Code::InvalidFilterValue,
+        Code::UnknownExpand,
+        Code::UnsortableField,
+        Code::MalformedQuery,
+        Code::InvalidCursor,
+        Code::UnknownParameter,
+        Code::Unauthorized,
+        Code::InvalidCredentials,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::RequestTimeout,
+        Code::UniqueViolation,
+        Code::ForeignKeyViolation,
+        Code::StillReferenced,
+        Code::PreconditionFailed,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::ValidationFailed,
+        Code::InternalError,
+        Code::DatabaseUnavailable,
+        Code::KeysUnavailable,
+        Code::Busy,
+    ];
+
+    /// The stable `code` string of the problem body.
+    pub fn as_str(self) -> &'static str {
+        self.entry().0
+    }
+
+    /// The HTTP status every error with this code answers.
+    pub fn status(self) -> StatusCode {
+        self.entry().1
+    }
+
+    /// What the code means, in one line (docs and the OpenAPI document).
+    pub fn description(self) -> &'static str {
+        self.entry().2
+    }
+
+    fn entry(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Code::MalformedJson => (
+                "malformed_json",
+                S::BAD_REQUEST,
+                "the body is not valid JSON",
+            ),
+            Code::MalformedBody => (
+                "malformed_body",
+                S::BAD_REQUEST,
+                "the JSON is not the expected shape (an object; an array of objects for bulk creates)",
+            ),
+            Code::MissingBody => ("missing_body", S::BAD_REQUEST, "a write without a body"),
+            Code::EmptyArray => (
+                "empty_array",
+                S::BAD_REQUEST,
+                "a bulk create with an empty array",
+            ),
+            Code::TooManyItems => (
+                "too_many_items",
+                S::BAD_REQUEST,
+                "a bulk create with more than 1000 objects",
+            ),
+            Code::UnreadableBody => (
+                "unreadable_body",
+                S::BAD_REQUEST,
+                "the body could not be read from the connection",
+            ),
+            Code::MalformedHeader => (
+                "malformed_header",
+                S::BAD_REQUEST,
+                "a header (If-Match, If-None-Match…) that is not valid text",
+            ),
+            Code::UnknownField => (
+                "unknown_field",
+                S::BAD_REQUEST,
+                "the query string names a field the resource does not have",
+            ),
+            Code::UnknownOperator => (
+                "unknown_operator",
+                S::BAD_REQUEST,
+                "a filter names an operator that does not exist",
+            ),
+            Code::UnsupportedOperator => (
+                "unsupported_operator",
+                S::BAD_REQUEST,
+                "the operator does not apply to the field's type",
+            ),
+            Code::InvalidFilterValue => (
+                "invalid_filter_value",
+                S::BAD_REQUEST,
+                "a filter value is not of the field's type, is outside its domain, or is over a bound",
+            ),
+            Code::UnknownExpand => (
+                "unknown_expand",
+                S::BAD_REQUEST,
+                "`expand` names something that is not a reference",
+            ),
+            Code::UnsortableField => (
+                "unsortable_field",
+                S::BAD_REQUEST,
+                "`sort` names a json field",
+            ),
+            Code::MalformedQuery => (
+                "malformed_query",
+                S::BAD_REQUEST,
+                "a query parameter is malformed, repeated or out of range",
+            ),
+            Code::InvalidCursor => (
+                "invalid_cursor",
+                S::BAD_REQUEST,
+                "the cursor was not issued by this API for this sort",
+            ),
+            Code::UnknownParameter => (
+                "unknown_parameter",
+                S::BAD_REQUEST,
+                "a query parameter this request does not take",
+            ),
+            Code::Unauthorized => (
+                "unauthorized",
+                S::UNAUTHORIZED,
+                "credentials are missing, invalid or revoked (with WWW-Authenticate)",
+            ),
+            Code::InvalidCredentials => (
+                "invalid_credentials",
+                S::UNAUTHORIZED,
+                "a login with a wrong username or password",
+            ),
+            Code::Forbidden => ("forbidden", S::FORBIDDEN, "the caller may not do this"),
+            Code::NotFound => (
+                "not_found",
+                S::NOT_FOUND,
+                "no such route, resource or row; the detail names the id",
+            ),
+            Code::MethodNotAllowed => (
+                "method_not_allowed",
+                S::METHOD_NOT_ALLOWED,
+                "the route does not take this method (with Allow)",
+            ),
+            Code::RequestTimeout => (
+                "request_timeout",
+                S::REQUEST_TIMEOUT,
+                "the request head or body did not arrive in time (the connection closes)",
+            ),
+            Code::UniqueViolation => (
+                "unique_violation",
+                S::CONFLICT,
+                "a unique field already holds this value (with field)",
+            ),
+            Code::ForeignKeyViolation => (
+                "foreign_key_violation",
+                S::CONFLICT,
+                "a reference points at a row that does not exist (with field)",
+            ),
+            Code::StillReferenced => (
+                "still_referenced",
+                S::CONFLICT,
+                "other rows still refer to the row being deleted (with field)",
+            ),
+            Code::PreconditionFailed => (
+                "precondition_failed",
+                S::PRECONDITION_FAILED,
+                "If-Match is stale, or If-None-Match holds the current version",
+            ),
+            Code::PayloadTooLarge => (
+                "payload_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                "the body is over the size limit (default 1 MiB)",
+            ),
+            Code::UnsupportedMediaType => (
+                "unsupported_media_type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "a body that is not application/json",
+            ),
+            Code::ValidationFailed => (
+                "validation_failed",
+                S::UNPROCESSABLE_ENTITY,
+                "the body breaks the schema; errors lists every failing field",
+            ),
+            Code::InternalError => (
+                "internal_error",
+                S::INTERNAL_SERVER_ERROR,
+                "a bug; the body says nothing more, the log has the cause",
+            ),
+            Code::DatabaseUnavailable => (
+                "database_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "the database cannot be reached, or a statement ran past the timeout (with Retry-After)",
+            ),
+            Code::KeysUnavailable => (
+                "keys_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "the identity provider's keys cannot be fetched (with Retry-After)",
+            ),
+            Code::Busy => (
+                "busy",
+                S::SERVICE_UNAVAILABLE,
+                "every client connection is busy, or too many logins at once (with Retry-After)",
+            ),
+        }
+    }
+}
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request cannot be understood (bad JSON, unknown query field or operator…).
     #[error("{detail}")]
     BadRequest {
-        /// Stable reason, e.g. `malformed_json`, `unknown_field`, `unknown_operator`.
-        code: &'static str,
+        /// A 400 code of the catalogue (`malformed_json`, `unknown_field`, …).
+        code: Code,
         /// Human-readable explanation naming the offending part.
         detail: String,
     },
@@ -52,7 +342,7 @@ pub enum ApiError {
     #[error("{detail}")]
     Conflict {
         /// `unique_violation`, `foreign_key_violation` or `still_referenced`.
-        code: &'static str,
+        code: Code,
         /// Explanation naming the constraint's field.
         detail: String,
         /// The field the constraint is on.
@@ -111,7 +401,8 @@ pub enum ApiError {
 
 impl ApiError {
     /// 400 with a code and detail.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(code.status(), StatusCode::BAD_REQUEST, "{code:?}");
         ApiError::BadRequest {
             code,
             detail: detail.into(),
@@ -132,45 +423,29 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status: the only mapping from errors to statuses.
+    /// The HTTP status, from the catalogue: the only mapping from errors to statuses.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable { .. } | ApiError::KeysUnavailable { .. } | ApiError::Busy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
-    /// The stable `code` string of the problem body.
-    pub fn code(&self) -> &'static str {
+    /// The error's entry in the catalogue.
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
-            ApiError::NotFound { .. } => "not_found",
-            ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::BadCredentials => "invalid_credentials",
-            ApiError::Forbidden { .. } => "forbidden",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::PreconditionFailed => "precondition_failed",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::RequestTimeout { .. } => "request_timeout",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Validation { .. } => "validation_failed",
-            ApiError::Unavailable { .. } => "database_unavailable",
-            ApiError::KeysUnavailable { .. } => "keys_unavailable",
-            ApiError::Busy => "busy",
-            ApiError::Internal { .. } => "internal_error",
+            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => *code,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::Unauthorized { .. } => Code::Unauthorized,
+            ApiError::BadCredentials => Code::InvalidCredentials,
+            ApiError::Forbidden { .. } => Code::Forbidden,
+            ApiError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            ApiError::PreconditionFailed => Code::PreconditionFailed,
+            ApiError::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            ApiError::RequestTimeout { .. } => Code::RequestTimeout,
+            ApiError::UnsupportedMediaType => Code::UnsupportedMediaType,
+            ApiError::Validation { .. } => Code::ValidationFailed,
+            ApiError::Unavailable { .. } => Code::DatabaseUnavailable,
+            ApiError::KeysUnavailable { .. } => Code::KeysUnavailable,
+            ApiError::Busy => Code::Busy,
+            ApiError::Internal { .. } => Code::InternalError,
         }
     }
 }
@@ -183,7 +458,7 @@ impl ApiError {
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
-            "code": self.code(),
+            "code": self.code().as_str(),
         });
         let detail = match &self {
             ApiError::Validation { errors } => {
@@ -254,5 +529,72 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+    use crate::value::FieldCode;
+
+    const API_DOCS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"));
+
+    /// The cells of the markdown table whose header row is `header`.
+    fn table(header: &str) -> Vec<Vec<String>> {
+        let start = API_DOCS
+            .find(&format!("\n{header}\n"))
+            .unwrap_or_else(|| panic!("docs/api.md has no table `{header}`"));
+        API_DOCS[start + 1..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| {
+                        let c = c.trim();
+                        // A cell that is one code span is the code itself.
+                        match c.strip_prefix('`').and_then(|c| c.strip_suffix('`')) {
+                            Some(code) if !code.contains('`') => code.to_owned(),
+                            _ => c.to_owned(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_error_table_lists_exactly_the_catalogue() {
+        let documented = table("| status | code | meaning |");
+        let catalogue: Vec<Vec<String>> = Code::ALL
+            .iter()
+            .map(|c| {
+                vec![
+                    c.status().as_u16().to_string(),
+                    c.as_str().to_owned(),
+                    c.description().to_owned(),
+                ]
+            })
+            .collect();
+        assert_eq!(documented, catalogue);
+    }
+
+    #[test]
+    fn the_docs_validation_table_lists_exactly_the_field_codes() {
+        let documented = table("| code | meaning |");
+        let catalogue: Vec<Vec<String>> = FieldCode::ALL
+            .iter()
+            .map(|c| vec![c.as_str().to_owned(), c.description().to_owned()])
+            .collect();
+        assert_eq!(documented, catalogue);
+    }
+
+    #[test]
+    fn every_code_string_is_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        assert!(Code::ALL.iter().all(|c| seen.insert(c.as_str())));
+        let mut seen = std::collections::HashSet::new();
+        assert!(FieldCode::ALL.iter().all(|c| seen.insert(c.as_str())));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::plan::Plan;
 use crate::request::query::encode_cursor;
 use crate::schema::Resource;
@@ -244,7 +244,7 @@ async fn check_refs<'a>(
             .unwrap_or_default();
         if found.len() < ids.len() {
             return Err(ApiError::Conflict {
-                code: "foreign_key_violation",
+                code: Code::ForeignKeyViolation,
                 detail: format!(
                     "{} refers to a {} row that does not exist",
                     check.column, check.target.name

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::plan::PlanContext;
 use crate::request::RawRequest;
 use crate::{AppState, Settings};
@@ -43,7 +43,7 @@ pub(crate) async fn read_body(
             Err(ApiError::PayloadTooLarge { limit })
         }
         Err(e) => Err(ApiError::bad_request(
-            "unreadable_body",
+            Code::UnreadableBody,
             format!("could not read the body: {e}"),
         )),
     }

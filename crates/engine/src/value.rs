@@ -34,20 +34,104 @@ pub enum Value {
     Json(Json),
 }
 
+/// The closed catalogue of the codes a 422's `errors[].code` can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldCode {
+    /// the value is not of the field's type, or outside its domain.
+    Type,
+    /// a required field is missing or null.
+    Required,
+    /// a number below `min`.
+    Min,
+    /// a number above `max`.
+    Max,
+    /// a string shorter than `min_length` (in characters).
+    MinLength,
+    /// a string longer than `max_length` (in characters).
+    MaxLength,
+    /// a string that does not match `pattern`.
+    Pattern,
+    /// a string that is not an email, URL or UUID as `format` asks.
+    Format,
+    /// a value outside the enum's `values`.
+    Enum,
+    /// the body names a field the resource does not have.
+    UnknownField,
+    /// a field the server sets, or one the caller may not write.
+    ReadOnly,
+    /// a client-chosen key in the body that differs from the URL.
+    KeyMismatch,
+}
+
+impl FieldCode {
+    /// Every code, in the order the docs list them.
+    pub const ALL: &'static [FieldCode] = &[
+        FieldCode::Type,
+        FieldCode::Required,
+        FieldCode::Min,
+        FieldCode::Max,
+        FieldCode::MinLength,
+        FieldCode::MaxLength,
+        FieldCode::Pattern,
+        FieldCode::Format,
+        FieldCode::Enum,
+        FieldCode::UnknownField,
+        FieldCode::ReadOnly,
+        FieldCode::KeyMismatch,
+    ];
+
+    /// The code as it appears in `errors[].code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldCode::Type => "type",
+            FieldCode::Required => "required",
+            FieldCode::Min => "min",
+            FieldCode::Max => "max",
+            FieldCode::MinLength => "min_length",
+            FieldCode::MaxLength => "max_length",
+            FieldCode::Pattern => "pattern",
+            FieldCode::Format => "format",
+            FieldCode::Enum => "enum",
+            FieldCode::UnknownField => "unknown_field",
+            FieldCode::ReadOnly => "read_only",
+            FieldCode::KeyMismatch => "key_mismatch",
+        }
+    }
+
+    /// What the code means, in one line.
+    pub fn description(self) -> &'static str {
+        match self {
+            FieldCode::Type => "the value is not of the field's type, or outside its domain",
+            FieldCode::Required => "a required field is missing or null",
+            FieldCode::Min => "a number below `min`",
+            FieldCode::Max => "a number above `max`",
+            FieldCode::MinLength => "a string shorter than `min_length` (in characters)",
+            FieldCode::MaxLength => "a string longer than `max_length` (in characters)",
+            FieldCode::Pattern => "a string that does not match `pattern`",
+            FieldCode::Format => "a string that is not an email, URL or UUID as `format` asks",
+            FieldCode::Enum => "a value outside the enum's `values`",
+            FieldCode::UnknownField => "the body names a field the resource does not have",
+            FieldCode::ReadOnly => "a field the server sets, or one the caller may not write",
+            FieldCode::KeyMismatch => "a client-chosen key in the body that differs from the URL",
+        }
+    }
+}
+
 /// Why one value was refused: becomes one entry of a 422's `errors`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FieldError {
     /// The field (for bulk bodies prefixed with the item index, `[2].email`).
     pub field: String,
     /// Stable machine-readable reason.
-    pub code: &'static str,
+    pub code: FieldCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
 impl FieldError {
     /// A new error about `field`.
-    pub fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, code: FieldCode, message: impl Into<String>) -> Self {
         FieldError {
             field: field.to_owned(),
             code,
@@ -81,7 +165,7 @@ fn type_error(column: &Column) -> FieldError {
         FieldType::Enum(values) => format!("one of {}", values.join(", ")),
         FieldType::Ref(r) => format!("the id of a {} row", r.to),
     };
-    FieldError::new(&column.name, "type", format!("must be {expected}"))
+    FieldError::new(&column.name, FieldCode::Type, format!("must be {expected}"))
 }
 
 /// The value domain: what every backend stores and reads back exactly. Every
@@ -164,7 +248,11 @@ fn json_has_nul(j: &Json) -> bool {
 }
 
 fn nul_error(column: &Column) -> FieldError {
-    FieldError::new(&column.name, "type", "must not contain NUL characters")
+    FieldError::new(
+        &column.name,
+        FieldCode::Type,
+        "must not contain NUL characters",
+    )
 }
 
 /// Parses a JSON value (a body field, a filter value, a cursor position) into
@@ -198,7 +286,7 @@ pub fn from_json(column: &Column, json: &Json) -> Result<Value, FieldError> {
             if !decimal_fits(&d) {
                 return Err(FieldError::new(
                     &column.name,
-                    "type",
+                    FieldCode::Type,
                     format!(
                         "must have at most {} digits before the decimal point and {} after",
                         domain::DECIMAL_INTEGER_DIGITS,
@@ -225,7 +313,7 @@ pub fn from_json(column: &Column, json: &Json) -> Result<Value, FieldError> {
             if json_depth(json) > domain::MAX_JSON_DEPTH {
                 return Err(FieldError::new(
                     &column.name,
-                    "type",
+                    FieldCode::Type,
                     format!(
                         "must not nest arrays and objects more than {} levels deep",
                         domain::MAX_JSON_DEPTH
@@ -270,9 +358,11 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
     let c = &column.constraints;
     let name = column.name.as_str();
     match value {
-        Value::Null if !column.nullable() => {
-            Err(FieldError::new(name, "required", "must not be null"))
-        }
+        Value::Null if !column.nullable() => Err(FieldError::new(
+            name,
+            FieldCode::Required,
+            "must not be null",
+        )),
         Value::Text(s) if column.role == ColumnRole::Id => {
             if s.is_empty()
                 || s == "."
@@ -282,14 +372,14 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             {
                 return Err(FieldError::new(
                     name,
-                    "format",
+                    FieldCode::Format,
                     "must be a non-empty key without '/' or control characters, and not '.' or '..'",
                 ));
             }
             match c.max_length {
                 Some(max) if s.chars().count() > max => Err(FieldError::new(
                     name,
-                    "max_length",
+                    FieldCode::MaxLength,
                     format!("must be at most {max} characters long"),
                 )),
                 _ => Ok(()),
@@ -302,7 +392,7 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             {
                 return Err(FieldError::new(
                     name,
-                    "min_length",
+                    FieldCode::MinLength,
                     format!("must be at least {min} characters long"),
                 ));
             }
@@ -311,7 +401,7 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             {
                 return Err(FieldError::new(
                     name,
-                    "max_length",
+                    FieldCode::MaxLength,
                     format!("must be at most {max} characters long"),
                 ));
             }
@@ -320,7 +410,7 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             {
                 return Err(FieldError::new(
                     name,
-                    "enum",
+                    FieldCode::Enum,
                     format!("must be one of {}", values.join(", ")),
                 ));
             }
@@ -329,19 +419,21 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
             {
                 return Err(FieldError::new(
                     name,
-                    "pattern",
+                    FieldCode::Pattern,
                     format!("must match the pattern {}", p.source),
                 ));
             }
             match c.format {
-                Some(Format::Email) if !email_address::EmailAddress::is_valid(s) => {
-                    Err(FieldError::new(name, "format", "must be an email address"))
-                }
-                Some(Format::Url) if !is_absolute_url(s) => {
-                    Err(FieldError::new(name, "format", "must be an absolute URL"))
-                }
+                Some(Format::Email) if !email_address::EmailAddress::is_valid(s) => Err(
+                    FieldError::new(name, FieldCode::Format, "must be an email address"),
+                ),
+                Some(Format::Url) if !is_absolute_url(s) => Err(FieldError::new(
+                    name,
+                    FieldCode::Format,
+                    "must be an absolute URL",
+                )),
                 Some(Format::Uuid) if Uuid::parse_str(s).is_err() => {
-                    Err(FieldError::new(name, "format", "must be a UUID"))
+                    Err(FieldError::new(name, FieldCode::Format, "must be a UUID"))
                 }
                 _ => Ok(()),
             }
@@ -367,7 +459,7 @@ fn check_decimal_range(column: &Column, d: Decimal) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "min",
+            FieldCode::Min,
             format!("must be at least {min}"),
         ));
     }
@@ -376,7 +468,7 @@ fn check_decimal_range(column: &Column, d: Decimal) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "max",
+            FieldCode::Max,
             format!("must be at most {max}"),
         ));
     }
@@ -403,7 +495,7 @@ fn check_int_range(column: &Column, i: i64) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "min",
+            FieldCode::Min,
             format!("must be at least {min}"),
         ));
     }
@@ -412,7 +504,7 @@ fn check_int_range(column: &Column, i: i64) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "max",
+            FieldCode::Max,
             format!("must be at most {max}"),
         ));
     }
@@ -426,7 +518,7 @@ fn check_range(column: &Column, x: f64) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "min",
+            FieldCode::Min,
             format!("must be at least {min}"),
         ));
     }
@@ -435,7 +527,7 @@ fn check_range(column: &Column, x: f64) -> Result<(), FieldError> {
     {
         return Err(FieldError::new(
             &column.name,
-            "max",
+            FieldCode::Max,
             format!("must be at most {max}"),
         ));
     }
@@ -500,7 +592,10 @@ mod tests {
     #[test]
     fn an_integer_field_refuses_a_float() {
         let c = column(FieldType::Integer, Constraints::default());
-        assert_eq!(from_json(&c, &Json::from(1.5)).unwrap_err().code, "type");
+        assert_eq!(
+            from_json(&c, &Json::from(1.5)).unwrap_err().code.as_str(),
+            "type"
+        );
     }
 
     #[test]
@@ -514,7 +609,10 @@ mod tests {
         );
         assert!(check(&c, &Value::Text("héé".into())).is_ok());
         assert_eq!(
-            check(&c, &Value::Text("abcd".into())).unwrap_err().code,
+            check(&c, &Value::Text("abcd".into()))
+                .unwrap_err()
+                .code
+                .as_str(),
             "max_length"
         );
     }
@@ -528,7 +626,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(check(&c, &Value::Null).unwrap_err().code, "required");
+        assert_eq!(
+            check(&c, &Value::Null).unwrap_err().code.as_str(),
+            "required"
+        );
     }
 
     #[test]
@@ -544,13 +645,14 @@ mod tests {
         assert_eq!(
             check(&c, &Value::Text("not-an-email".into()))
                 .unwrap_err()
-                .code,
+                .code
+                .as_str(),
             "format"
         );
     }
 
     fn code_of(c: &Column, json: Json) -> &'static str {
-        from_json(c, &json).unwrap_err().code
+        from_json(c, &json).unwrap_err().code.as_str()
     }
 
     #[test]
@@ -626,7 +728,8 @@ mod tests {
         assert_eq!(
             check(&c, &Value::Int(9_007_199_254_740_993))
                 .unwrap_err()
-                .code,
+                .code
+                .as_str(),
             "max"
         );
         let open = column(FieldType::Integer, Constraints::default());

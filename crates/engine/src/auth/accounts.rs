@@ -22,14 +22,14 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{Identity, Secret};
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::plan::{
     Compare, Condition, Expect, InsertPlan, ListPlan, PlanContext, ReadPlan, UpdatePlan,
 };
 use crate::request::Record;
 use crate::schema::{AccountsSettings, AppModel, Resource};
 use crate::storage::{Storage, StoredRow, UpdateOutcome};
-use crate::value::{self, FieldError, Value};
+use crate::value::{self, FieldCode, FieldError, Value};
 
 /// The `kid` of tokens this engine issues.
 pub const ACCOUNTS_KID: &str = "anteroom-accounts";
@@ -302,11 +302,11 @@ async fn json_body(state: &AppState, req: Request) -> Result<Map<String, Json>, 
     match serde_json::from_slice::<Json>(&bytes) {
         Ok(Json::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(
-            "malformed_body",
+            Code::MalformedBody,
             "the body must be a JSON object",
         )),
         Err(e) => Err(ApiError::bad_request(
-            "malformed_json",
+            Code::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         )),
     }
@@ -320,11 +320,11 @@ fn string_field(
     match map.get(name) {
         Some(Json::String(s)) => Some(s.clone()),
         Some(_) => {
-            errors.push(FieldError::new(name, "type", "must be a string"));
+            errors.push(FieldError::new(name, FieldCode::Type, "must be a string"));
             None
         }
         None => {
-            errors.push(FieldError::new(name, "required", "is required"));
+            errors.push(FieldError::new(name, FieldCode::Required, "is required"));
             None
         }
     }
@@ -350,7 +350,7 @@ fn refuse_unknown(
 ) {
     for key in body.keys() {
         if !allowed.contains(&key.as_str()) {
-            errors.push(FieldError::new(key, "unknown_field", hint));
+            errors.push(FieldError::new(key, FieldCode::UnknownField, hint));
         }
     }
 }
@@ -360,7 +360,7 @@ fn check_password_length(field: &str, password: &str, errors: &mut Vec<FieldErro
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         errors.push(FieldError::new(
             field,
-            "min_length",
+            FieldCode::MinLength,
             format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
         ));
     }
@@ -483,7 +483,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
                     return Err(ApiError::Validation {
                         errors: vec![FieldError::new(
                             "password",
-                            "required",
+                            FieldCode::Required,
                             "login takes username (or email) and password",
                         )],
                     });

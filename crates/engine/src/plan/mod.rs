@@ -9,13 +9,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::auth::{Identity, rules};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::request::{
     ApiRequest, Body, Direction, EntityTags, Filter, ListQuery, Op, Operand, Operation, Record,
     SortKey, query,
 };
 use crate::schema::{Column, ColumnRole, FieldType, IdKind, Resource, Rule};
-use crate::value::{self, Value};
+use crate::value::{self, FieldCode, Value};
 
 /// A boolean condition over one resource's columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -417,7 +417,7 @@ fn check_writable(
                 };
                 errors.push(value::FieldError::new(
                     &field,
-                    "read_only",
+                    FieldCode::ReadOnly,
                     "you may not set this field",
                 ));
             }
@@ -678,7 +678,7 @@ pub fn plan<'m>(
                 Some(Body::Many(rs)) => (rs, true),
                 None => {
                     return Err(ApiError::bad_request(
-                        "missing_body",
+                        Code::MissingBody,
                         "a JSON body is required",
                     ));
                 }
@@ -799,7 +799,7 @@ fn single(body: Option<Body>) -> Result<Record, ApiError> {
     match body {
         Some(Body::One(record)) => Ok(record),
         _ => Err(ApiError::bad_request(
-            "malformed_body",
+            Code::MalformedBody,
             "the body must be a JSON object",
         )),
     }

@@ -4,9 +4,9 @@
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::schema::{ColumnRole, Resource};
-use crate::value::{self, FieldError, Value};
+use crate::value::{self, FieldCode, FieldError, Value};
 
 /// Most rows accepted in one bulk create.
 pub const MAX_BULK: usize = 1000;
@@ -64,12 +64,15 @@ pub fn parse(
 ) -> Result<Body, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
-            "missing_body",
+            Code::MissingBody,
             "a JSON body is required",
         ));
     }
     let json: Json = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        ApiError::bad_request(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     match json {
         Json::Object(map) => {
@@ -84,13 +87,13 @@ pub fn parse(
         Json::Array(items) if mode == BodyMode::Create => {
             if items.is_empty() {
                 return Err(ApiError::bad_request(
-                    "empty_array",
+                    Code::EmptyArray,
                     "a bulk create needs at least one object",
                 ));
             }
             if items.len() > MAX_BULK {
                 return Err(ApiError::bad_request(
-                    "too_many_items",
+                    Code::TooManyItems,
                     format!("a bulk create takes at most {MAX_BULK} objects"),
                 ));
             }
@@ -109,7 +112,7 @@ pub fn parse(
                     )),
                     _ => errors.push(FieldError::new(
                         &format!("[{i}]"),
-                        "type",
+                        FieldCode::Type,
                         "must be an object",
                     )),
                 }
@@ -121,7 +124,7 @@ pub fn parse(
             }
         }
         _ => Err(ApiError::bad_request(
-            "malformed_body",
+            Code::MalformedBody,
             if mode == BodyMode::Create {
                 "the body must be a JSON object or an array of objects"
             } else {
@@ -147,13 +150,13 @@ fn parse_object(
         match resource.column(key) {
             None => push(FieldError::new(
                 key,
-                "unknown_field",
+                FieldCode::UnknownField,
                 format!("{} has no field \"{key}\"", resource.name),
             )),
             Some(c) if c.role == ColumnRole::Id && resource.has_client_key() => {}
             Some(c) if !c.is_writable() => push(FieldError::new(
                 key,
-                "read_only",
+                FieldCode::ReadOnly,
                 "is read-only and set by the server",
             )),
             Some(_) => {}
@@ -177,7 +180,7 @@ fn parse_object(
                         {
                             push(FieldError::new(
                                 &column.name,
-                                "key_mismatch",
+                                FieldCode::KeyMismatch,
                                 "must equal the id in the URL (keys cannot be changed)",
                             ));
                         }
@@ -203,7 +206,11 @@ fn parse_object(
                     BodyMode::Patch => false,
                 };
                 if needs_value {
-                    push(FieldError::new(&column.name, "required", "is required"));
+                    push(FieldError::new(
+                        &column.name,
+                        FieldCode::Required,
+                        "is required",
+                    ));
                 }
             }
         }

@@ -12,7 +12,7 @@ pub use body::{Body, BodyMode, Record};
 pub use query::{Direction, Filter, ListQuery, Op, Operand, SortKey};
 pub use route::{Operation, Scope};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::schema::AppModel;
 
 /// An `If-Match` / `If-None-Match` header, parsed.
@@ -35,7 +35,7 @@ impl EntityTags {
         for value in headers.get_all(&name) {
             present = true;
             let text = value.to_str().map_err(|_| {
-                ApiError::bad_request("malformed_header", format!("{name} is not valid text"))
+                ApiError::bad_request(Code::MalformedHeader, format!("{name} is not valid text"))
             })?;
             for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 if tag == "*" {

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value as Json, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::schema::{Column, FieldType, Resource, Scalar};
 use crate::value::{self, Value};
 
@@ -197,7 +197,7 @@ pub struct ListQuery {
 
 fn unknown_field(resource: &Resource, name: &str) -> ApiError {
     ApiError::bad_request(
-        "unknown_field",
+        Code::UnknownField,
         format!("{} has no field \"{name}\"", resource.name),
     )
 }
@@ -212,7 +212,7 @@ fn column<'r>(resource: &'r Resource, name: &str) -> Result<&'r Column, ApiError
 
 fn bad_value(name: &str, e: value::FieldError) -> ApiError {
     ApiError::bad_request(
-        "invalid_filter_value",
+        Code::InvalidFilterValue,
         format!("filter on \"{name}\": {}", e.message),
     )
 }
@@ -221,11 +221,14 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
     let (name, op) = match key.split_once('[') {
         Some((name, rest)) => {
             let op_name = rest.strip_suffix(']').ok_or_else(|| {
-                ApiError::bad_request("malformed_query", format!("malformed filter key \"{key}\""))
+                ApiError::bad_request(
+                    Code::MalformedQuery,
+                    format!("malformed filter key \"{key}\""),
+                )
             })?;
             let op = Op::parse(op_name).ok_or_else(|| {
                 ApiError::bad_request(
-                    "unknown_operator",
+                    Code::UnknownOperator,
                     format!(
                         "unknown operator \"{op_name}\" on \"{name}\"; expected one of eq, ne, gt, gte, lt, lte, in, like, ilike, null"
                     ),
@@ -239,7 +242,7 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
     let scalar = column.scalar();
     let not_for = |what: &str| {
         ApiError::bad_request(
-            "unsupported_operator",
+            Code::UnsupportedOperator,
             format!(
                 "operator \"{what}\" does not apply to the {} field \"{name}\"",
                 column.ty.name()
@@ -260,7 +263,7 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             "false" => Operand::IsNull(false),
             _ => {
                 return Err(ApiError::bad_request(
-                    "invalid_filter_value",
+                    Code::InvalidFilterValue,
                     format!("filter on \"{name}\": [null] takes true or false"),
                 ));
             }
@@ -272,7 +275,7 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             }
             Operand::Pattern(LikePattern::parse(raw).map_err(|why| {
                 ApiError::bad_request(
-                    "invalid_filter_value",
+                    Code::InvalidFilterValue,
                     format!("filter on \"{name}\": {why}"),
                 )
             })?)
@@ -283,7 +286,7 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
         Op::In => {
             if raw.split(',').count() > MAX_IN_VALUES {
                 return Err(ApiError::bad_request(
-                    "invalid_filter_value",
+                    Code::InvalidFilterValue,
                     format!("filter on \"{name}\": [in] takes at most {MAX_IN_VALUES} values"),
                 ));
             }
@@ -328,13 +331,13 @@ fn parse_sort(resource: &Resource, raw: &str) -> Result<Vec<SortKey>, ApiError> 
         let column = column(resource, name)?;
         if column.scalar() == Scalar::Json {
             return Err(ApiError::bad_request(
-                "unsortable_field",
+                Code::UnsortableField,
                 format!("cannot sort by the json field \"{name}\""),
             ));
         }
         if keys.iter().any(|k| k.column == name) {
             return Err(ApiError::bad_request(
-                "malformed_query",
+                Code::MalformedQuery,
                 format!("\"{name}\" appears twice in sort"),
             ));
         }
@@ -349,7 +352,7 @@ fn parse_sort(resource: &Resource, raw: &str) -> Result<Vec<SortKey>, ApiError> 
 fn parse_number<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request(
-            "malformed_query",
+            Code::MalformedQuery,
             format!("\"{name}\" must be a non-negative integer, got \"{raw}\""),
         )
     })
@@ -391,7 +394,7 @@ pub fn encode_cursor(sort: &[SortKey], row: &serde_json::Map<String, Json>) -> S
 
 fn decode_cursor(resource: &Resource, sort: &[SortKey], raw: &str) -> Result<Vec<Value>, ApiError> {
     let invalid =
-        |why: &str| ApiError::bad_request("invalid_cursor", format!("invalid cursor: {why}"));
+        |why: &str| ApiError::bad_request(Code::InvalidCursor, format!("invalid cursor: {why}"));
     let bytes = URL_SAFE_NO_PAD
         .decode(raw.trim_end_matches('='))
         .map_err(|_| invalid("not a cursor returned by this API"))?;
@@ -433,7 +436,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
             && seen.contains(&key.to_string())
         {
             return Err(ApiError::bad_request(
-                "malformed_query",
+                Code::MalformedQuery,
                 format!("\"{key}\" is given more than once"),
             ));
         }
@@ -444,7 +447,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
                 q.limit = parse_number("limit", &raw)?;
                 if q.limit == 0 || q.limit > MAX_LIMIT {
                     return Err(ApiError::bad_request(
-                        "malformed_query",
+                        Code::MalformedQuery,
                         format!(
                             "\"limit\" must be between 1 and {MAX_LIMIT}, got {}",
                             q.limit
@@ -456,7 +459,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
                 q.offset = parse_number("offset", &raw)?;
                 if i64::try_from(q.offset).is_err() {
                     return Err(ApiError::bad_request(
-                        "malformed_query",
+                        Code::MalformedQuery,
                         format!("\"offset\" is too large: {}", q.offset),
                     ));
                 }
@@ -468,7 +471,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
                     "false" | "0" => false,
                     other => {
                         return Err(ApiError::bad_request(
-                            "malformed_query",
+                            Code::MalformedQuery,
                             format!("\"count\" takes true or false, got \"{other}\""),
                         ));
                     }
@@ -483,7 +486,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
     if let Some(raw) = cursor {
         if q.offset > 0 {
             return Err(ApiError::bad_request(
-                "malformed_query",
+                Code::MalformedQuery,
                 "\"cursor\" and \"offset\" cannot be combined",
             ));
         }
@@ -501,7 +504,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
 fn check_bounds(filters: &[Filter]) -> Result<(), ApiError> {
     if filters.len() > MAX_FILTERS {
         return Err(ApiError::bad_request(
-            "malformed_query",
+            Code::MalformedQuery,
             format!(
                 "the query has {} filters; at most {MAX_FILTERS} are allowed",
                 filters.len()
@@ -517,7 +520,7 @@ fn check_bounds(filters: &[Filter]) -> Result<(), ApiError> {
         .sum();
     if values > MAX_IN_VALUES {
         return Err(ApiError::bad_request(
-            "invalid_filter_value",
+            Code::InvalidFilterValue,
             format!("the filters hold {values} values in all; at most {MAX_IN_VALUES} are allowed"),
         ));
     }
@@ -533,7 +536,7 @@ pub fn parse_read(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
             "expand" => q.expand = parse_expand(resource, &raw)?,
             other => {
                 return Err(ApiError::bad_request(
-                    "unknown_parameter",
+                    Code::UnknownParameter,
                     format!(
                         "\"{other}\" is not accepted here; a single row takes only fields and expand"
                     ),
@@ -549,7 +552,7 @@ pub fn parse_none(query: Option<&str>) -> Result<(), ApiError> {
     match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
         None => Ok(()),
         Some((key, _)) => Err(ApiError::bad_request(
-            "unknown_parameter",
+            Code::UnknownParameter,
             format!("\"{key}\" is not accepted on this request"),
         )),
     }
@@ -565,7 +568,7 @@ fn parse_fields(resource: &Resource, raw: &str) -> Result<Vec<String>, ApiError>
     }
     if fields.is_empty() {
         return Err(ApiError::bad_request(
-            "malformed_query",
+            Code::MalformedQuery,
             "\"fields\" is empty",
         ));
     }
@@ -593,7 +596,7 @@ fn parse_expand(resource: &Resource, raw: &str) -> Result<Vec<String>, ApiError>
             })
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "unknown_expand",
+                    Code::UnknownExpand,
                     format!(
                         "{} has no reference named \"{name}\" to expand",
                         resource.name
@@ -637,25 +640,28 @@ mod tests {
     #[test]
     fn an_unknown_field_is_named_in_the_error() {
         let e = err("agee=3");
-        assert_eq!(e.code(), "unknown_field");
+        assert_eq!(e.code().as_str(), "unknown_field");
         assert!(e.to_string().contains("agee"));
     }
 
     #[test]
     fn an_unknown_operator_is_named_in_the_error() {
         let e = err("age[between]=3");
-        assert_eq!(e.code(), "unknown_operator");
+        assert_eq!(e.code().as_str(), "unknown_operator");
         assert!(e.to_string().contains("between"));
     }
 
     #[test]
     fn a_sql_looking_sort_is_an_unknown_field() {
-        assert_eq!(err("sort=age;DROP TABLE students").code(), "unknown_field");
+        assert_eq!(
+            err("sort=age;DROP TABLE students").code().as_str(),
+            "unknown_field"
+        );
     }
 
     #[test]
     fn like_is_refused_on_numbers() {
-        assert_eq!(err("age[like]=1*").code(), "unsupported_operator");
+        assert_eq!(err("age[like]=1*").code().as_str(), "unsupported_operator");
     }
 
     #[test]
@@ -666,13 +672,13 @@ mod tests {
             q.filters[0].operand,
             Operand::Many(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
         );
-        assert_eq!(err("age[in]=1,x").code(), "invalid_filter_value");
+        assert_eq!(err("age[in]=1,x").code().as_str(), "invalid_filter_value");
     }
 
     #[test]
     fn limit_above_the_maximum_is_refused() {
-        assert_eq!(err("limit=1001").code(), "malformed_query");
-        assert_eq!(err("limit=-1").code(), "malformed_query");
+        assert_eq!(err("limit=1001").code().as_str(), "malformed_query");
+        assert_eq!(err("limit=-1").code().as_str(), "malformed_query");
     }
 
     #[test]
@@ -685,10 +691,10 @@ mod tests {
         let q = parse_list(students, Some(&format!("sort=-age&cursor={cursor}"))).unwrap();
         assert_eq!(q.after, Some(vec![Value::Int(30), Value::Int(7)]));
         assert_eq!(
-            err(&format!("sort=age&cursor={cursor}")).code(),
+            err(&format!("sort=age&cursor={cursor}")).code().as_str(),
             "invalid_cursor"
         );
-        assert_eq!(err("cursor=garbage!").code(), "invalid_cursor");
+        assert_eq!(err("cursor=garbage!").code().as_str(), "invalid_cursor");
     }
 
     #[test]
@@ -701,18 +707,27 @@ mod tests {
     #[test]
     fn like_patterns_are_bounded_in_length_and_wildcards() {
         assert_eq!(
-            err(&format!("email[ilike]={}", "a".repeat(201))).code(),
+            err(&format!("email[ilike]={}", "a".repeat(201)))
+                .code()
+                .as_str(),
             "invalid_filter_value"
         );
         assert_eq!(
-            err(&format!("email[ilike]=%{}c%", "a_".repeat(950))).code(),
+            err(&format!("email[ilike]=%{}c%", "a_".repeat(950)))
+                .code()
+                .as_str(),
             "invalid_filter_value"
         );
         assert_eq!(
-            err(&format!("email[like]={}", "_".repeat(17))).code(),
+            err(&format!("email[like]={}", "_".repeat(17)))
+                .code()
+                .as_str(),
             "invalid_filter_value"
         );
-        assert_eq!(err("email[like]=a%00b").code(), "invalid_filter_value");
+        assert_eq!(
+            err("email[like]=a%00b").code().as_str(),
+            "invalid_filter_value"
+        );
         let m = model();
         let ok = format!("email[ilike]={}", "a_".repeat(8));
         assert!(parse_list(m.resource("students").unwrap(), Some(&ok)).is_ok());
@@ -721,13 +736,15 @@ mod tests {
     #[test]
     fn too_many_filters_or_in_values_are_refused_before_any_sql() {
         let many = vec!["age=1"; MAX_FILTERS + 1].join("&");
-        assert_eq!(err(&many).code(), "malformed_query");
+        assert_eq!(err(&many).code().as_str(), "malformed_query");
         let list = (0..500)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(",");
         assert_eq!(
-            err(&format!("age[in]={list}&id[in]={list}&age[ne]=3")).code(),
+            err(&format!("age[in]={list}&id[in]={list}&age[ne]=3"))
+                .code()
+                .as_str(),
             "invalid_filter_value"
         );
     }
@@ -737,6 +754,6 @@ mod tests {
         let m = model();
         let q = parse_list(m.resource("students").unwrap(), Some("expand=major")).unwrap();
         assert_eq!(q.expand, vec!["major_id".to_owned()]);
-        assert_eq!(err("expand=email").code(), "unknown_expand");
+        assert_eq!(err("expand=email").code().as_str(), "unknown_expand");
     }
 }

@@ -13,7 +13,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Database, Executor, IntoArguments, Pool};
 
 use super::{Backend, Deadline, Failure, SCHEMA_TABLE};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::plan::{Condition, DeletePlan, Expect, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
 use crate::request::Record;
 use crate::schema::{AppModel, FieldType, OnDelete, Resource};
@@ -176,7 +176,7 @@ where
                     format!("another {} row already has this {field}", resource.name)
                 };
                 ApiError::Conflict {
-                    code: "unique_violation",
+                    code: Code::UniqueViolation,
                     detail,
                     field: (!field.is_empty()).then_some(field),
                 }
@@ -200,7 +200,7 @@ where
                     None => "a reference points to a row that does not exist".to_owned(),
                 };
                 ApiError::Conflict {
-                    code: "foreign_key_violation",
+                    code: Code::ForeignKeyViolation,
                     detail,
                     field,
                 }
@@ -281,7 +281,7 @@ where
                     .unwrap_or(false)
                 {
                     return ApiError::Conflict {
-                        code: "still_referenced",
+                        code: Code::StillReferenced,
                         detail: format!(
                             "{} rows still refer to this {} row through {}",
                             child.name, resource.name, column.name
@@ -292,7 +292,7 @@ where
             }
         }
         ApiError::Conflict {
-            code: "still_referenced",
+            code: Code::StillReferenced,
             detail: format!("other rows still refer to this {} row", resource.name),
             field: None,
         }
