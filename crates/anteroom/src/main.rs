@@ -29,6 +29,12 @@ enum Command {
         #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
         schema: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of a schema (what `GET /openapi.json` serves).
+    Openapi {
+        /// The schema file.
+        #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
+        schema: PathBuf,
+    },
     /// Bring the database up to the schema, or print the DDL with --dry-run.
     Migrate {
         #[command(flatten)]
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Check { schema } => check(&schema),
+        Command::Openapi { schema } => openapi(&schema),
         Command::Serve(args) => serve(args).await,
         Command::Migrate { db, dry_run } => migrate(&db, dry_run).await,
         Command::Seed {
@@ -200,6 +207,21 @@ fn check(path: &Path) -> ExitCode {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn openapi(path: &Path) -> ExitCode {
+    match schema::load_file(path) {
+        Ok(model) => {
+            let routes = anteroom_engine::routes::RouteTable::new(&model);
+            let description = anteroom_engine::Description::new(&model, &routes);
+            println!("{}", String::from_utf8_lossy(&description.body));
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -26,7 +26,7 @@ cache_control = "public, max-age=300"
 fields.title = { type = "string", required = true }
 rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
 
-[resources.docs]
+[resources.memos]
 fields.body = { type = "string", required = true }
 rules = { list = "owner", read = "owner", create = "authenticated", update = "authenticated", delete = "owner" }
 
@@ -128,12 +128,12 @@ async fn a_write_the_caller_may_not_read_back_answers_204_without_the_row() {
         &server,
         "alice",
         "POST",
-        "/docs",
+        "/memos",
         Some(json!({"body": "alice's"})),
     )
     .await
     .expect(201);
-    let path = format!("/docs/{}", id_of(&doc["id"]));
+    let path = format!("/memos/{}", id_of(&doc["id"]));
     let reply = as_user(&server, "bob", "PATCH", &path, Some(json!({}))).await;
     assert_eq!(reply.status, 204);
     assert!(

@@ -1261,6 +1261,65 @@ async fn cors_allows_a_configured_origin_and_not_another() {
 }
 
 #[tokio::test]
+async fn a_cors_preflight_lists_exactly_the_methods_of_the_route_it_asks_about() {
+    let server = Server::start_with_args(NOTES, &["--cors-origin", "https://app.example"]).await;
+    for (path, methods) in [
+        ("/notes", "GET, HEAD, POST"),
+        (
+            "/notes/01a2248b-24f3-7443-8334-e8ef3f519bbc",
+            "GET, HEAD, PATCH, PUT, DELETE",
+        ),
+        ("/notes/1/tags", "GET, HEAD"),
+        ("/health", "GET, HEAD"),
+    ] {
+        let reply = server
+            .send(
+                "OPTIONS",
+                path,
+                None,
+                &[
+                    ("origin", "https://app.example"),
+                    ("access-control-request-method", "GET"),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 204, "{path}");
+        assert_eq!(
+            reply.header("access-control-allow-methods").as_deref(),
+            Some(methods),
+            "{path}"
+        );
+        let headers = reply.header("access-control-allow-headers").unwrap();
+        assert!(
+            headers.contains("authorization") && headers.contains("if-match"),
+            "{headers}"
+        );
+    }
+    // No route, no preflight.
+    server
+        .send(
+            "OPTIONS",
+            "/nothing",
+            None,
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "GET"),
+            ],
+        )
+        .await
+        .expect_problem(404, "not_found");
+    // An actual response names the origin and the headers a browser may read.
+    let simple = server
+        .send("GET", "/notes", None, &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(
+        simple.header("access-control-expose-headers").as_deref(),
+        Some("etag, location, x-request-id")
+    );
+    assert!(simple.header("vary").unwrap_or_default().contains("origin"));
+}
+
+#[tokio::test]
 async fn without_cors_origin_no_cors_headers_are_sent() {
     let server = Server::start(NOTES).await;
     let preflight = server

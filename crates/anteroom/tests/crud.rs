@@ -476,7 +476,7 @@ async fn nested_routes_list_and_read_only_the_parents_children() {
         nested_post.expect_problem(405, "method_not_allowed")["status"],
         405
     );
-    assert_eq!(nested_post.header("allow").as_deref(), Some("GET"));
+    assert_eq!(nested_post.header("allow").as_deref(), Some("GET, HEAD"));
 }
 
 #[tokio::test]
@@ -493,15 +493,26 @@ async fn wrong_methods_are_405_with_allow() {
     let server = Server::start(SCHOOL).await;
     let reply = server.send("DELETE", "/colleges", None, &[]).await;
     reply.expect_problem(405, "method_not_allowed");
-    assert_eq!(reply.header("allow").as_deref(), Some("GET, POST"));
+    assert_eq!(reply.header("allow").as_deref(), Some("GET, HEAD, POST"));
     let reply = server
         .send("POST", "/colleges/1", Some(json!({})), &[])
         .await;
     reply.expect_problem(405, "method_not_allowed");
     assert_eq!(
         reply.header("allow").as_deref(),
-        Some("GET, PATCH, PUT, DELETE")
+        Some("GET, HEAD, PATCH, PUT, DELETE")
     );
+    // Every route of the table lists HEAD wherever it takes GET.
+    for (path, allow) in [
+        ("/health", "GET, HEAD"),
+        ("/colleges/1/majors", "GET, HEAD"),
+        ("/colleges/1/majors/x", "GET, HEAD"),
+        ("/", "GET, HEAD"),
+    ] {
+        let reply = server.send("PATCH", path, Some(json!({})), &[]).await;
+        reply.expect_problem(405, "method_not_allowed");
+        assert_eq!(reply.header("allow").as_deref(), Some(allow), "{path}");
+    }
 }
 
 #[tokio::test]
@@ -515,7 +526,10 @@ async fn unknown_paths_are_404_problems() {
         .get("/colleges/1/majors/2/extra")
         .await
         .expect_problem(404, "not_found");
-    server.get("/").await.expect_problem(404, "not_found");
+    // The root names the API's description rather than nothing.
+    let index = server.get("/").await.expect(200);
+    assert_eq!(index["openapi"], "/openapi.json");
+    assert_eq!(index["resources"], json!(["colleges", "majors", "users"]));
 }
 
 #[tokio::test]

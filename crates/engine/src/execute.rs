@@ -337,11 +337,12 @@ async fn expand_rows(
 
 /// Removes the resource's hidden fields from rows about to be rendered.
 fn strip_hidden(resource: &Resource, rows: &mut [StoredRow]) {
-    let hidden: Vec<&str> = resource
-        .columns
+    use crate::schema::shape::{Mode, Presence, shape};
+    let read = shape(resource, Mode::Read);
+    let hidden: Vec<&str> = read
         .iter()
-        .filter(|c| c.hidden)
-        .map(|c| c.name.as_str())
+        .filter(|f| f.presence == Presence::Absent)
+        .map(|f| f.column.name.as_str())
         .collect();
     if hidden.is_empty() {
         return;

@@ -7,12 +7,15 @@
 //! adapter all serve.
 
 pub mod auth;
+mod cors;
 pub mod error;
 pub mod execute;
+pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod request;
 pub mod response;
+pub mod routes;
 pub mod schema;
 pub mod seed;
 pub mod server;
@@ -23,10 +26,9 @@ pub mod value;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 pub use error::ApiError;
 pub use settings::Settings;
@@ -42,11 +44,37 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Credential verification (`[auth]`).
     pub auth: Arc<auth::Authenticator>,
+    /// Every route the server answers, built from the model.
+    pub routes: Arc<routes::RouteTable>,
+    /// The OpenAPI document, rendered once.
+    pub description: Arc<Description>,
 }
 
-/// The router every adapter serves: `/health` plus every resource route.
+/// The OpenAPI document as served: its bytes and their strong ETag.
+#[derive(Debug)]
+pub struct Description {
+    /// The JSON text.
+    pub body: bytes::Bytes,
+    /// A hash of the body.
+    pub etag: String,
+}
+
+impl Description {
+    /// Renders the document of `model`.
+    pub fn new(model: &schema::AppModel, routes: &routes::RouteTable) -> Description {
+        let body = serde_json::to_vec_pretty(&openapi::document(model, routes)).unwrap_or_default();
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        body.hash(&mut hasher);
+        Description {
+            etag: format!("\"{:016x}\"", hasher.finish()),
+            body: body.into(),
+        }
+    }
+}
+
+/// The router every adapter serves: one dispatcher over the route table.
 pub fn app(state: AppState) -> Router {
-    let settings = state.settings.clone();
     // Browsers may send the API key header only if CORS allows it.
     let extra_headers: Vec<http::HeaderName> = state
         .model
@@ -57,27 +85,108 @@ pub fn app(state: AppState) -> Router {
         .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
         .into_iter()
         .collect();
-    let mut router = Router::new().route("/health", any(health));
-    if state.auth.accounts.is_some() {
-        router = router
-            .route("/auth/signup", any(auth::accounts::signup))
-            .route("/auth/login", any(auth::accounts::login))
-            .route("/auth/me", any(auth::accounts::me))
-            .route("/auth/password", any(auth::accounts::password))
-            .route("/auth/logout-all", any(auth::accounts::logout_all));
+    let cors = cors::Cors::new(&state.settings, &extra_headers).map(Arc::new);
+    let router = Router::new()
+        .fallback(move |State(state): State<AppState>, req: Request| {
+            let cors = cors.clone();
+            async move {
+                let origin_headers = cors.as_ref().map(|_| req.headers().clone());
+                let mut response = dispatch(&state, cors.as_deref(), req).await;
+                if let (Some(cors), Some(headers)) = (&cors, &origin_headers) {
+                    cors.decorate(headers, &mut response);
+                }
+                response
+            }
+        })
+        .with_state(state);
+    server::with_middleware(router)
+}
+
+/// Routes one request through the table and hands it to its handler.
+async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> Response {
+    let segments = match routes::segments(req.uri().path()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(cors) = cors
+        && cors::Cors::is_preflight(req.method(), req.headers())
+    {
+        return match state.routes.route(&segments) {
+            Some((route, _)) => cors.preflight(req.headers(), &route.methods()),
+            None => {
+                ApiError::not_found(format!("no route for {}", req.uri().path())).into_response()
+            }
+        };
     }
-    let router = router.fallback(pipeline::handle).with_state(state);
-    server::with_middleware(router, &settings, &extra_headers)
+    let matched = match state.routes.find(&state.model, req.method(), &segments) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    use routes::Target;
+    match &matched.route.target {
+        Target::Root => index(state),
+        Target::Health => health(state).await,
+        Target::OpenApi => describe(state, &req),
+        Target::Docs | Target::DocsAsset => {
+            ApiError::not_found("the docs page is not available yet").into_response()
+        }
+        Target::Signup => auth::accounts::signup(state, req).await,
+        Target::Login => auth::accounts::login(state, req).await,
+        Target::Me => auth::accounts::me(state, req).await,
+        Target::Password => auth::accounts::password(state, req).await,
+        Target::LogoutAll => auth::accounts::logout_all(state, req).await,
+        Target::Collection { .. }
+        | Target::Item { .. }
+        | Target::NestedCollection { .. }
+        | Target::NestedItem { .. } => pipeline::handle(state, &matched, req).await,
+    }
+}
+
+/// `GET /openapi.json`: the document, revalidated with its ETag.
+fn describe(state: &AppState, req: &Request) -> Response {
+    let d = &state.description;
+    let matches = req
+        .headers()
+        .get_all(http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == d.etag
+        });
+    let mut response = if matches {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(axum::body::Body::from(d.body.clone()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Ok(etag) = http::HeaderValue::from_str(&d.etag) {
+        response.headers_mut().insert(http::header::ETAG, etag);
+    }
+    response
+}
+
+/// `GET /`: where to find the description of this API.
+fn index(state: &AppState) -> Response {
+    let body = serde_json::json!({
+        "name": state.model.name,
+        "openapi": "/openapi.json",
+        "docs": "/docs",
+        "health": "/health",
+        "resources": state.model.resources.keys().collect::<Vec<_>>(),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// `GET /health`: 200 when the database answers, 503 problem+json when not.
-async fn health(State(state): State<AppState>, method: Method) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        return ApiError::MethodNotAllowed {
-            allow: vec![Method::GET, Method::HEAD],
-        }
-        .into_response();
-    }
+async fn health(state: &AppState) -> Response {
     match state.storage.ping().await {
         Ok(()) => (
             StatusCode::OK,

@@ -3,13 +3,14 @@
 //! only chains them and turns the first error into a problem response.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header;
 
 use crate::error::{ApiError, Code};
 use crate::plan::PlanContext;
 use crate::request::RawRequest;
+use crate::routes::Matched;
 use crate::{AppState, Settings};
 use crate::{execute, plan, request, response};
 
@@ -49,8 +50,8 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Handles every resource route.
-pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+/// Handles a request the route table sent to a resource endpoint.
+pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let result = async {
         let bytes = read_body(body, &parts.headers, &state.settings).await?;
@@ -61,14 +62,18 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
             headers: &parts.headers,
             body: &bytes,
         };
-        run(&state, &raw).await
+        run(state, matched, &raw).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// authenticate, then parse → plan → execute → render.
-pub async fn run(state: &AppState, raw: &RawRequest<'_>) -> Result<Response, ApiError> {
+pub async fn run(
+    state: &AppState,
+    matched: &Matched<'_>,
+    raw: &RawRequest<'_>,
+) -> Result<Response, ApiError> {
     let authenticated = state
         .auth
         .authenticate(raw.headers, raw.query, &*state.storage, &state.model)
@@ -77,16 +82,18 @@ pub async fn run(state: &AppState, raw: &RawRequest<'_>) -> Result<Response, Api
         query: authenticated.query.as_deref(),
         ..*raw
     };
-    run_as(state, &raw, PlanContext::for_caller(authenticated.identity)).await
+    let ctx = PlanContext::for_caller(authenticated.identity);
+    run_as(state, matched, &raw, ctx).await
 }
 
 /// parse → plan → execute → render for an already-established caller.
 pub async fn run_as(
     state: &AppState,
+    matched: &Matched<'_>,
     raw: &RawRequest<'_>,
     ctx: PlanContext,
 ) -> Result<Response, ApiError> {
-    let request = request::parse_gated(&state.model, raw, |op| plan::authorize(op, &ctx))?;
+    let request = request::parse_gated(&state.model, matched, raw, |op| plan::authorize(op, &ctx))?;
     let preconditions = request.preconditions.clone();
     let head = request.head;
     let plan = plan::plan(&state.model, request, &ctx)?;

@@ -42,10 +42,15 @@ async fn call(
         body,
     };
     // Seed data is the operator's: it is written by the engine itself, past access rules.
-    let response = match pipeline::run_as(state, &raw, crate::plan::PlanContext::system()).await {
-        Ok(r) => r,
-        Err(e) => axum::response::IntoResponse::into_response(e),
+    let routed = crate::routes::segments(path)
+        .and_then(|segments| state.routes.find(&state.model, &method, &segments));
+    let result = match routed {
+        Ok(matched) => {
+            pipeline::run_as(state, &matched, &raw, crate::plan::PlanContext::system()).await
+        }
+        Err(e) => Err(e),
     };
+    let response = result.unwrap_or_else(axum::response::IntoResponse::into_response);
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await

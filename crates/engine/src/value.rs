@@ -218,6 +218,10 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 /// An RFC 3339 instant in years 0001–9999 (in UTC), without a leap second,
 /// truncated to the microseconds every backend keeps.
 fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    // RFC 3339's `T` (or `t`): chrono also takes a space, JSON Schema's date-time does not.
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
     let t = DateTime::parse_from_rfc3339(s).ok()?;
     // chrono represents 23:59:60 as a nanosecond count past one second.
     if t.nanosecond() >= 1_000_000_000 {
@@ -228,6 +232,15 @@ fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
         return None;
     }
     DateTime::from_timestamp_micros(utc.timestamp_micros())
+}
+
+/// A UUID in its one standard text form, hyphenated (either case): the form
+/// JSON Schema's `uuid` format describes (the uuid crate also reads braced,
+/// URN and unhyphenated forms).
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    let b = s.as_bytes();
+    let hyphenated = b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-');
+    hyphenated.then(|| Uuid::parse_str(s).ok()).flatten()
 }
 
 /// Whether a decimal fits `NUMERIC(28, 10)`.
@@ -297,11 +310,7 @@ pub fn from_json(column: &Column, json: &Json) -> Result<Value, FieldError> {
             Value::Decimal(d)
         }
         Scalar::Bool => Value::Bool(json.as_bool().ok_or_else(bad)?),
-        Scalar::Uuid => Value::Uuid(
-            json.as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(bad)?,
-        ),
+        Scalar::Uuid => Value::Uuid(json.as_str().and_then(parse_uuid).ok_or_else(bad)?),
         Scalar::Timestamp => {
             Value::Timestamp(json.as_str().and_then(parse_timestamp).ok_or_else(bad)?)
         }
@@ -432,7 +441,7 @@ pub fn check(column: &Column, value: &Value) -> Result<(), FieldError> {
                     FieldCode::Format,
                     "must be an absolute URL",
                 )),
-                Some(Format::Uuid) if Uuid::parse_str(s).is_err() => {
+                Some(Format::Uuid) if parse_uuid(s).is_none() => {
                     Err(FieldError::new(name, FieldCode::Format, "must be a UUID"))
                 }
                 _ => Ok(()),
@@ -689,6 +698,22 @@ mod tests {
         }
         let last = from_json(&c, &Json::from("9999-12-31T23:59:59.999999Z")).unwrap();
         assert_eq!(to_json(&last), Json::from("9999-12-31T23:59:59.999999Z"));
+    }
+
+    #[test]
+    fn timestamps_need_the_t_separator_and_uuids_their_hyphens() {
+        let ts = column(FieldType::Timestamp, Constraints::default());
+        assert!(from_json(&ts, &Json::from("2026-01-01 00:00:00Z")).is_err());
+        assert!(from_json(&ts, &Json::from("2026-01-01t00:00:00z")).is_ok());
+        let u = column(FieldType::Uuid, Constraints::default());
+        assert!(from_json(&u, &Json::from("01A2248B-24F3-7443-8334-E8EF3F519BBC")).is_ok());
+        for other in [
+            "01a2248b24f374438334e8ef3f519bbc",
+            "{01a2248b-24f3-7443-8334-e8ef3f519bbc}",
+            "urn:uuid:01a2248b-24f3-7443-8334-e8ef3f519bbc",
+        ] {
+            assert!(from_json(&u, &Json::from(other)).is_err(), "{other}");
+        }
     }
 
     #[test]

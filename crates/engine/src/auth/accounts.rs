@@ -13,7 +13,7 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::{HeaderMap, Method, StatusCode, header};
@@ -275,9 +275,12 @@ fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
 
 /// The account as clients see it: hidden fields removed.
 fn public_view(resource: &Resource, row: &StoredRow) -> Json {
+    use crate::schema::shape::{Mode, Presence, shape};
     let mut values: Map<String, Json> = row.values.clone();
-    for column in resource.columns.iter().filter(|c| c.hidden) {
-        values.shift_remove(&column.name);
+    for field in shape(resource, Mode::Read) {
+        if field.presence == Presence::Absent {
+            values.shift_remove(&field.column.name);
+        }
     }
     Json::Object(values)
 }
@@ -330,17 +333,6 @@ fn string_field(
     }
 }
 
-/// 405 with `Allow` unless the request uses the route's one method.
-fn only(method: &Method, allowed: Method) -> Result<(), ApiError> {
-    if *method == allowed {
-        Ok(())
-    } else {
-        Err(ApiError::MethodNotAllowed {
-            allow: vec![allowed],
-        })
-    }
-}
-
 /// Every key of `body` outside `allowed` is a 422 `unknown_field`.
 fn refuse_unknown(
     body: &Map<String, Json>,
@@ -367,14 +359,13 @@ fn check_password_length(field: &str, password: &str, errors: &mut Vec<FieldErro
 }
 
 /// `POST /auth/signup {username, email, password}` → 201 `{user, token, …}`.
-pub async fn signup(State(state): State<AppState>, req: Request) -> Response {
-    signup_inner(&state, req)
+pub(crate) async fn signup(state: &AppState, req: Request) -> Response {
+    signup_inner(state, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    only(req.method(), Method::POST)?;
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
     let body = json_body(state, req).await?;
@@ -455,8 +446,8 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// `POST /auth/login {username|email, password}` or `GET /auth/login` with Basic → `{token, …}`.
-pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    login_inner(&state, req)
+pub(crate) async fn login(state: &AppState, req: Request) -> Response {
+    login_inner(state, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -465,7 +456,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
     let (login, password) = match *req.method() {
-        Method::GET => basic(req.headers()).ok_or_else(bad_credentials)?,
+        Method::GET | Method::HEAD => basic(req.headers()).ok_or_else(bad_credentials)?,
         Method::POST => {
             let body = json_body(state, req).await?;
             let login = body
@@ -556,14 +547,13 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
 }
 
 /// `GET /auth/me`: the caller's account.
-pub async fn me(State(state): State<AppState>, req: Request<Body>) -> Response {
-    me_inner(&state, req)
+pub(crate) async fn me(state: &AppState, req: Request<Body>) -> Response {
+    me_inner(state, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    only(req.method(), Method::GET)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
 }
@@ -624,14 +614,13 @@ async fn revoke_tokens(
 }
 
 /// `POST /auth/logout-all`: revokes every token of the caller's account → 204.
-pub async fn logout_all(State(state): State<AppState>, req: Request) -> Response {
-    logout_all_inner(&state, req)
+pub(crate) async fn logout_all(state: &AppState, req: Request) -> Response {
+    logout_all_inner(state, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn logout_all_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    only(req.method(), Method::POST)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     revoke_tokens(state, resource, &row, Record::new()).await?;
     let mut response = Response::new(Body::empty());
@@ -641,14 +630,13 @@ async fn logout_all_inner(state: &AppState, req: Request) -> Result<Response, Ap
 
 /// `POST /auth/password {password, new_password}`: changes the caller's
 /// password, revokes every earlier token and returns a new one.
-pub async fn password(State(state): State<AppState>, req: Request) -> Response {
-    password_inner(&state, req)
+pub(crate) async fn password(state: &AppState, req: Request) -> Response {
+    password_inner(state, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn password_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    only(req.method(), Method::POST)?;
     let accounts = accounts(state)?;
     let (resource, row) = caller_account(state, req.headers()).await?;
     let body = json_body(state, req).await?;

@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 
 use crate::error::{ApiError, Code};
+use crate::schema::shape::{Mode, Presence, shape};
 use crate::schema::{ColumnRole, Resource};
 use crate::value::{self, FieldCode, FieldError, Value};
 
@@ -146,15 +147,15 @@ fn parse_object(
         e.field = format!("{prefix}{}", e.field);
         errors.push(e);
     };
+    let fields = shape(resource, mode.into());
     for key in map.keys() {
-        match resource.column(key) {
+        match fields.iter().find(|f| &f.column.name == key) {
             None => push(FieldError::new(
                 key,
                 FieldCode::UnknownField,
                 format!("{} has no field \"{key}\"", resource.name),
             )),
-            Some(c) if c.role == ColumnRole::Id && resource.has_client_key() => {}
-            Some(c) if !c.is_writable() => push(FieldError::new(
+            Some(f) if f.presence == Presence::ReadOnly => push(FieldError::new(
                 key,
                 FieldCode::ReadOnly,
                 "is read-only and set by the server",
@@ -163,18 +164,18 @@ fn parse_object(
         }
     }
     let mut record = Record::new();
-    for column in &resource.columns {
-        let is_key = column.role == ColumnRole::Id && resource.has_client_key();
-        if !column.is_writable() && !is_key {
+    for field in &fields {
+        if field.presence == Presence::ReadOnly {
             continue;
         }
+        let column = field.column;
         match map.get(&column.name) {
             Some(json) => {
                 let parsed = value::from_json(column, json)
                     .and_then(|v| value::check(column, &v).map(|_| v));
                 match parsed {
                     Ok(v) => {
-                        if is_key
+                        if column.role == ColumnRole::Id
                             && let Some(id) = path_id
                             && &v != id
                         {
@@ -189,31 +190,23 @@ fn parse_object(
                     Err(e) => push(e),
                 }
             }
-            // Fields guarded by their own `writable` rule (role, password hashes…)
-            // are never demanded from a client that may not be allowed to send them.
-            None if column.writable.is_some() => {}
-            None => {
-                let needs_value = match mode {
-                    BodyMode::Create => {
-                        is_key
-                            || (column.constraints.required && column.constraints.default.is_none())
-                    }
-                    BodyMode::Replace => {
-                        !is_key
-                            && column.constraints.required
-                            && column.constraints.default.is_none()
-                    }
-                    BodyMode::Patch => false,
-                };
-                if needs_value {
-                    push(FieldError::new(
-                        &column.name,
-                        FieldCode::Required,
-                        "is required",
-                    ));
-                }
-            }
+            None if field.presence == Presence::Required => push(FieldError::new(
+                &column.name,
+                FieldCode::Required,
+                "is required",
+            )),
+            None => {}
         }
     }
     record
+}
+
+impl From<BodyMode> for Mode {
+    fn from(mode: BodyMode) -> Mode {
+        match mode {
+            BodyMode::Create => Mode::Create,
+            BodyMode::Patch => Mode::Update,
+            BodyMode::Replace => Mode::Replace,
+        }
+    }
 }

@@ -128,25 +128,13 @@ pub struct RawRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Decodes each path segment (`%20` → space) and rejoins them; a segment that
-/// decodes to invalid UTF-8 or contains `/` cannot name anything.
-fn decode_path(path: &str) -> Result<String, ApiError> {
-    let mut out = Vec::new();
-    for segment in path.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment)
-            .decode_utf8()
-            .map_err(|_| ApiError::not_found("no route for a path that is not UTF-8"))?;
-        if decoded.contains('/') {
-            return Err(ApiError::not_found(format!("no route for {path}")));
-        }
-        out.push(decoded.into_owned());
-    }
-    Ok(out.join("/"))
-}
-
-/// Parses a resource request.
+/// Routes and parses a resource request (plans' unit tests; the server routes
+/// once, in the dispatcher, and calls [`parse_gated`]).
 pub fn parse<'m>(model: &'m AppModel, raw: &RawRequest<'_>) -> Result<ApiRequest<'m>, ApiError> {
-    parse_gated(model, raw, |_| Ok(()))
+    let table = crate::routes::RouteTable::new(model);
+    let segments = crate::routes::segments(raw.path)?;
+    let matched = table.find(model, raw.method, &segments)?;
+    parse_gated(model, &matched, raw, |_| Ok(()))
 }
 
 /// Parses a resource request, asking `gate` about the operation as soon as it
@@ -154,11 +142,11 @@ pub fn parse<'m>(model: &'m AppModel, raw: &RawRequest<'_>) -> Result<ApiRequest
 /// not perform it learns nothing about the resource's fields.
 pub fn parse_gated<'m>(
     model: &'m AppModel,
+    matched: &crate::routes::Matched<'_>,
     raw: &RawRequest<'_>,
     gate: impl FnOnce(&Operation<'m>) -> Result<(), ApiError>,
 ) -> Result<ApiRequest<'m>, ApiError> {
-    let path = decode_path(raw.path)?;
-    let operation = route::route(model, raw.method, &path)?;
+    let operation = route::operation(model, matched)?;
     gate(&operation)?;
     let resource = operation.resource();
     let preconditions = Preconditions {

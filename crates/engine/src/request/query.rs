@@ -51,23 +51,77 @@ pub enum Op {
     Null,
 }
 
+/// The operator catalogue: each operator's name, meaning and the field types
+/// it applies to. The query parser and the OpenAPI document both read it.
 impl Op {
+    /// Every operator, in the order the docs list them.
+    pub const ALL: &'static [Op] = &[
+        Op::Eq,
+        Op::Ne,
+        Op::Gt,
+        Op::Gte,
+        Op::Lt,
+        Op::Lte,
+        Op::In,
+        Op::Like,
+        Op::Ilike,
+        Op::Null,
+    ];
+
+    /// The name written in brackets: `field[name]=value`.
+    pub fn name(self) -> &'static str {
+        self.entry().0
+    }
+
+    /// What the operator does, in one line.
+    pub fn description(self) -> &'static str {
+        self.entry().1
+    }
+
+    fn entry(self) -> (&'static str, &'static str) {
+        match self {
+            Op::Eq => ("eq", "equal (also `field=value`)"),
+            Op::Ne => (
+                "ne",
+                "not equal (rows where the field is null do not match)",
+            ),
+            Op::Gt => ("gt", "greater than"),
+            Op::Gte => ("gte", "greater than or equal"),
+            Op::Lt => ("lt", "less than"),
+            Op::Lte => ("lte", "less than or equal"),
+            Op::In => ("in", "one of a comma-separated list"),
+            Op::Like => (
+                "like",
+                "case-sensitive pattern: `*` or `%` any run, `_` one character",
+            ),
+            Op::Ilike => ("ilike", "case-insensitive `like`"),
+            Op::Null => ("null", "`true`: the field is null; `false`: it is not"),
+        }
+    }
+
+    /// Whether the operator applies to a field of this storage type.
+    pub fn applies_to(self, scalar: Scalar) -> bool {
+        match self {
+            Op::Null => true,
+            _ if scalar == Scalar::Json => false,
+            Op::Like | Op::Ilike => scalar.is_textual(),
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => scalar.is_ordered(),
+            Op::Eq | Op::Ne | Op::In => true,
+        }
+    }
+
     fn parse(s: &str) -> Option<Op> {
-        Some(match s {
-            "eq" => Op::Eq,
-            "ne" => Op::Ne,
-            "gt" => Op::Gt,
-            "gte" => Op::Gte,
-            "lt" => Op::Lt,
-            "lte" => Op::Lte,
-            "in" => Op::In,
-            "like" => Op::Like,
-            "ilike" => Op::Ilike,
-            "null" => Op::Null,
-            _ => return None,
-        })
+        Op::ALL.iter().copied().find(|op| op.name() == s)
     }
 }
+
+/// The reserved parameters of a list query (every other key is a filter).
+pub const LIST_PARAMETERS: &[&str] = &[
+    "sort", "limit", "offset", "cursor", "count", "fields", "expand",
+];
+
+/// The parameters a single-row read takes.
+pub const READ_PARAMETERS: &[&str] = &["fields", "expand"];
 
 /// One typed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,10 +281,12 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
                 )
             })?;
             let op = Op::parse(op_name).ok_or_else(|| {
+                let names: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
                 ApiError::bad_request(
                     Code::UnknownOperator,
                     format!(
-                        "unknown operator \"{op_name}\" on \"{name}\"; expected one of eq, ne, gt, gte, lt, lte, in, like, ilike, null"
+                        "unknown operator \"{op_name}\" on \"{name}\"; expected one of {}",
+                        names.join(", ")
                     ),
                 )
             })?;
@@ -257,6 +313,9 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
         }
         Ok(v)
     };
+    if !op.applies_to(scalar) {
+        return Err(not_for(op.name()));
+    }
     let operand = match op {
         Op::Null => match raw {
             "true" => Operand::IsNull(true),
@@ -268,21 +327,12 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
                 ));
             }
         },
-        _ if scalar == Scalar::Json => return Err(not_for(op_name(op))),
-        Op::Like | Op::Ilike => {
-            if !scalar.is_textual() {
-                return Err(not_for(op_name(op)));
-            }
-            Operand::Pattern(LikePattern::parse(raw).map_err(|why| {
-                ApiError::bad_request(
-                    Code::InvalidFilterValue,
-                    format!("filter on \"{name}\": {why}"),
-                )
-            })?)
-        }
-        Op::Gt | Op::Gte | Op::Lt | Op::Lte if !scalar.is_ordered() => {
-            return Err(not_for(op_name(op)));
-        }
+        Op::Like | Op::Ilike => Operand::Pattern(LikePattern::parse(raw).map_err(|why| {
+            ApiError::bad_request(
+                Code::InvalidFilterValue,
+                format!("filter on \"{name}\": {why}"),
+            )
+        })?),
         Op::In => {
             if raw.split(',').count() > MAX_IN_VALUES {
                 return Err(ApiError::bad_request(
@@ -300,21 +350,6 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
         op,
         operand,
     })
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Eq => "eq",
-        Op::Ne => "ne",
-        Op::Gt => "gt",
-        Op::Gte => "gte",
-        Op::Lt => "lt",
-        Op::Lte => "lte",
-        Op::In => "in",
-        Op::Like => "like",
-        Op::Ilike => "ilike",
-        Op::Null => "null",
-    }
 }
 
 fn names(raw: &str) -> impl Iterator<Item = &str> {
@@ -419,10 +454,6 @@ fn decode_cursor(resource: &Resource, sort: &[SortKey], raw: &str) -> Result<Vec
 }
 
 /// Whether a query-string key is one of the reserved list parameters.
-fn is_list_param(key: &str) -> bool {
-    matches!(key, "sort" | "limit" | "offset" | "cursor" | "count")
-}
-
 /// Parses a list query string.
 pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery {
@@ -432,9 +463,7 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
     let mut cursor = None;
     let mut seen: Vec<String> = Vec::new();
     for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if (is_list_param(&key) || key == "fields" || key == "expand")
-            && seen.contains(&key.to_string())
-        {
+        if LIST_PARAMETERS.contains(&key.as_ref()) && seen.contains(&key.to_string()) {
             return Err(ApiError::bad_request(
                 Code::MalformedQuery,
                 format!("\"{key}\" is given more than once"),
@@ -747,6 +776,39 @@ mod tests {
                 .as_str(),
             "invalid_filter_value"
         );
+    }
+
+    #[test]
+    fn the_docs_operator_table_lists_exactly_the_catalogue() {
+        let docs = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"));
+        let start = docs
+            .find("\n| operator | meaning |\n")
+            .expect("operator table");
+        let documented: Vec<(String, String)> = docs[start + 1..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+                (cells[0].trim_matches('`').to_owned(), cells[1].to_owned())
+            })
+            .collect();
+        let catalogue: Vec<(String, String)> = Op::ALL
+            .iter()
+            .map(|op| (op.name().to_owned(), op.description().to_owned()))
+            .collect();
+        assert_eq!(documented, catalogue);
+    }
+
+    #[test]
+    fn operators_apply_by_type_json_takes_only_null() {
+        assert!(
+            Op::ALL
+                .iter()
+                .all(|op| op.applies_to(Scalar::Json) == (*op == Op::Null))
+        );
+        assert!(Op::Ilike.applies_to(Scalar::Text) && !Op::Ilike.applies_to(Scalar::Int));
+        assert!(!Op::Gt.applies_to(Scalar::Bool) && Op::Gt.applies_to(Scalar::Date));
     }
 
     #[test]

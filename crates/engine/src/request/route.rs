@@ -1,10 +1,9 @@
-//! Resource routing: `(method, path)` → which operation on which resource, with
-//! the path ids already typed. Unknown resources are 404, known routes with the
-//! wrong method are 405 with `Allow`. Trailing slashes are tolerated.
-
-use http::Method;
+//! A request routed by the [`crate::routes`] table to a resource endpoint
+//! becomes an [`Operation`]: which resource, which action, and the path ids
+//! typed by their columns (a malformed id cannot exist, so it is a 404).
 
 use crate::error::ApiError;
+use crate::routes::{Action, Matched, Target};
 use crate::schema::{AppModel, Column, Resource};
 use crate::value::{self, Value};
 
@@ -98,104 +97,72 @@ pub fn parse_id(resource: &Resource, raw: &str) -> Result<Value, ApiError> {
     Ok(id)
 }
 
-fn method_not_allowed(allow: &[Method]) -> ApiError {
-    ApiError::MethodNotAllowed {
-        allow: allow.to_vec(),
-    }
-}
-
-fn nested<'m>(
+/// The operation a resource endpoint performs, with its path ids typed.
+pub fn operation<'m>(
     model: &'m AppModel,
-    parent_name: &str,
-    parent_id: &str,
-    child_name: &str,
-) -> Result<Scope<'m>, ApiError> {
-    let parent = resource(model, parent_name)?;
-    let child = resource(model, child_name)?;
-    let mut refs = child.refs_to(&parent.name);
-    let via = match (refs.next(), refs.next()) {
-        (Some(via), None) => via,
-        (None, _) => {
-            return Err(ApiError::not_found(format!(
-                "{child_name} has no reference to {parent_name}"
-            )));
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::not_found(format!(
-                "{child_name} has several references to {parent_name}; filter /{child_name} by the field instead"
-            )));
-        }
-    };
-    Ok(Scope {
-        parent,
-        parent_id: parse_id(parent, parent_id)?,
-        via,
-    })
-}
-
-const COLLECTION: [Method; 2] = [Method::GET, Method::POST];
-const ITEM: [Method; 4] = [Method::GET, Method::PATCH, Method::PUT, Method::DELETE];
-const READ_ONLY: [Method; 1] = [Method::GET];
-
-/// Routes a request to a resource operation.
-pub fn route<'m>(
-    model: &'m AppModel,
-    method: &Method,
-    path: &str,
+    matched: &Matched<'_>,
 ) -> Result<Operation<'m>, ApiError> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let get = method == Method::GET || method == Method::HEAD;
-    match segments.as_slice() {
-        [name] if !name.is_empty() => {
+    let action = matched.endpoint.action;
+    let param = |i: usize| {
+        matched
+            .params
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::internal("a route template without its parameter"))
+    };
+    let scope = |parent: &str, child: &'m Resource, via: &str| -> Result<Scope<'m>, ApiError> {
+        let parent = resource(model, parent)?;
+        Ok(Scope {
+            parent,
+            parent_id: parse_id(parent, param(0)?)?,
+            via: child
+                .column(via)
+                .ok_or_else(|| ApiError::internal("a nested route through an unknown column"))?,
+        })
+    };
+    Ok(match (&matched.route.target, action) {
+        (Target::Collection { resource: name }, Action::List) => Operation::List {
+            resource: resource(model, name)?,
+            scope: None,
+        },
+        (Target::Collection { resource: name }, Action::Create) => Operation::Create {
+            resource: resource(model, name)?,
+        },
+        (Target::Item { resource: name }, action) => {
             let resource = resource(model, name)?;
-            match *method {
-                _ if get => Ok(Operation::List {
-                    resource,
-                    scope: None,
-                }),
-                Method::POST => Ok(Operation::Create { resource }),
-                _ => Err(method_not_allowed(&COLLECTION)),
-            }
-        }
-        [name, id] => {
-            let resource = resource(model, name)?;
-            if !(get || matches!(*method, Method::PATCH | Method::PUT | Method::DELETE)) {
-                return Err(method_not_allowed(&ITEM));
-            }
-            let id = parse_id(resource, id)?;
-            Ok(match *method {
-                _ if get => Operation::Get {
+            let id = parse_id(resource, param(0)?)?;
+            match action {
+                Action::Read => Operation::Get {
                     resource,
                     id,
                     scope: None,
                 },
-                Method::PATCH => Operation::Update { resource, id },
-                Method::PUT => Operation::Replace { resource, id },
-                _ => Operation::Delete { resource, id },
-            })
-        }
-        [parent, pid, child] => {
-            let scope = nested(model, parent, pid, child)?;
-            if !get {
-                return Err(method_not_allowed(&READ_ONLY));
+                Action::Update => Operation::Update { resource, id },
+                Action::Replace => Operation::Replace { resource, id },
+                Action::Delete => Operation::Delete { resource, id },
+                other => return Err(not_a_resource_action(other)),
             }
-            Ok(Operation::List {
-                resource: resource(model, child)?,
-                scope: Some(scope),
-            })
         }
-        [parent, pid, child, id] => {
-            let scope = nested(model, parent, pid, child)?;
-            if !get {
-                return Err(method_not_allowed(&READ_ONLY));
+        (Target::NestedCollection { parent, child, via }, Action::List) => {
+            let child = resource(model, child)?;
+            Operation::List {
+                scope: Some(scope(parent, child, via)?),
+                resource: child,
             }
-            let resource = resource(model, child)?;
-            Ok(Operation::Get {
-                id: parse_id(resource, id)?,
-                resource,
-                scope: Some(scope),
-            })
         }
-        _ => Err(ApiError::not_found(format!("no route for {path}"))),
-    }
+        (Target::NestedItem { parent, child, via }, Action::Read) => {
+            let child = resource(model, child)?;
+            let scope = scope(parent, child, via)?;
+            Operation::Get {
+                id: parse_id(child, param(1)?)?,
+                resource: child,
+                scope: Some(scope),
+            }
+        }
+        (_, other) => return Err(not_a_resource_action(other)),
+    })
+}
+
+fn not_a_resource_action(action: Action) -> ApiError {
+    ApiError::internal(format!("{action:?} is not an action on a resource"))
 }

@@ -7,7 +7,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -376,8 +375,14 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 "resource names start with a letter and use letters, digits and '_' (at most 63)",
             );
         }
-        if rname.starts_with("_") || rname == "health" || rname == "auth" || rname == "queues" {
-            errs.add(&path, format!("\"{rname}\" is reserved by the engine"));
+        if rname.starts_with("_") || crate::routes::RESERVED_NAMES.contains(&rname.as_str()) {
+            errs.add(
+                &path,
+                format!(
+                    "\"{rname}\" is reserved by the engine (its routes: {})",
+                    crate::routes::RESERVED_NAMES.join(", ")
+                ),
+            );
         }
         // SQLite refuses to create such a table, whatever the case.
         if rname.to_ascii_lowercase().starts_with("sqlite_") {
@@ -686,16 +691,10 @@ fn build_field(
     let pattern = raw
         .pattern
         .as_ref()
-        .and_then(|p| match Regex::new(&format!("^(?:{p})$")) {
-            Ok(regex) => Some(Pattern {
-                source: p.clone(),
-                regex,
-            }),
-            Err(e) => {
-                errs.add(
-                    format!("{path}.pattern"),
-                    format!("invalid regular expression: {e}"),
-                );
+        .and_then(|p| match super::pattern::compile(p) {
+            Ok(pattern) => Some(pattern),
+            Err(why) => {
+                errs.add(format!("{path}.pattern"), why);
                 None
             }
         });

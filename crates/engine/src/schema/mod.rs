@@ -3,6 +3,8 @@
 
 pub mod load;
 pub mod model;
+pub(crate) mod pattern;
+pub mod shape;
 
 pub use load::{SchemaError, SchemaErrors, load_file, load_str};
 pub use model::*;

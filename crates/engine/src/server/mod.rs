@@ -7,13 +7,11 @@ mod connections;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use http::{HeaderName, HeaderValue, Method, Request, header};
+use http::{HeaderName, HeaderValue, Request};
 use tokio::net::TcpListener;
 use tower::util::MapRequestLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -74,58 +72,8 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn cors(settings: &Settings, extra_headers: &[HeaderName]) -> Option<CorsLayer> {
-    if settings.cors_origins.is_empty() {
-        return None;
-    }
-    let origin = if settings.cors_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            settings
-                .cors_origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(origin)
-            .allow_methods([
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ])
-            .allow_headers(
-                [
-                    header::CONTENT_TYPE,
-                    header::AUTHORIZATION,
-                    header::IF_MATCH,
-                    header::IF_NONE_MATCH,
-                    REQUEST_ID,
-                ]
-                .into_iter()
-                .chain(extra_headers.iter().cloned())
-                .collect::<Vec<_>>(),
-            )
-            .expose_headers([header::ETAG, header::LOCATION, REQUEST_ID])
-            .max_age(Duration::from_secs(600)),
-    )
-}
-
 /// Wraps a router in the middleware every adapter uses.
-pub fn with_middleware(
-    router: Router,
-    settings: &Settings,
-    extra_headers: &[HeaderName],
-) -> Router {
-    let router = match cors(settings, extra_headers) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
+pub fn with_middleware(router: Router) -> Router {
     router
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<axum::body::Body>| {
@@ -192,7 +140,10 @@ pub async fn prepare(
             "schema migrated"
         );
     }
+    let routes = crate::routes::RouteTable::new(&model);
     Ok(AppState {
+        description: Arc::new(crate::Description::new(&model, &routes)),
+        routes: Arc::new(routes),
         model,
         storage,
         settings: Arc::new(settings),
