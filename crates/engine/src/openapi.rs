@@ -341,7 +341,9 @@ fn resource_schema(resource: &Resource, mode: Mode) -> Json {
         if !include {
             continue;
         }
-        if mode == Mode::Read || field.presence == Presence::Required {
+        // Rows carry every field unless `fields` selects some: a response
+        // cannot mark them required.
+        if mode != Mode::Read && field.presence == Presence::Required {
             required.push(field.column.name.clone());
         }
         properties.insert(
@@ -349,12 +351,19 @@ fn resource_schema(resource: &Resource, mode: Mode) -> Json {
             field_schema(resource, &field, mode),
         );
     }
-    json!({
+    let mut schema = json!({
         "type": "object",
         "properties": properties,
         "required": required,
         "additionalProperties": mode == Mode::Read,
-    })
+    });
+    if mode == Mode::Read {
+        schema["description"] = json!(format!(
+            "A {} row: every field below unless `fields` selects some; `expand` adds the referenced rows.",
+            resource.name
+        ));
+    }
+    schema
 }
 
 fn security_schemes(model: &AppModel) -> Map<String, Json> {
@@ -389,7 +398,8 @@ fn security_schemes(model: &AppModel) -> Map<String, Json> {
 }
 
 /// The security requirement of an endpoint: none without `[auth]`, optional
-/// credentials on public rules, any accepted credential otherwise.
+/// credentials on public rules (and on operations nobody may perform: no
+/// credential changes their 403), any accepted credential otherwise.
 fn security(model: &AppModel, rules: &[&Rule]) -> Option<Json> {
     let schemes = security_schemes(model);
     if schemes.is_empty() {
@@ -400,7 +410,7 @@ fn security(model: &AppModel, rules: &[&Rule]) -> Option<Json> {
         .filter(|k| *k != "basic")
         .map(|k| json!({ k.as_str(): [] }))
         .collect();
-    if rules.iter().all(|r| **r == Rule::Public) {
+    if rules.iter().all(|r| **r == Rule::Public) || rules.contains(&&Rule::Denied) {
         alternatives.insert(0, json!({}));
     }
     Some(Json::Array(alternatives))
@@ -658,6 +668,26 @@ fn filter_value_schema(column: &Column) -> Json {
     }
 }
 
+/// An `[in]` list as it travels: one comma-separated string (so one value is
+/// a list of one), with a pattern where the element type has one.
+fn in_list_schema(element: &Json) -> Json {
+    let item = match (element["type"].as_str(), element["format"].as_str()) {
+        (Some("integer"), _) => Some(r"[+-]?[0-9]+"),
+        (_, Some("uuid")) => {
+            Some(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+        }
+        _ => None,
+    };
+    let mut schema = json!({
+        "type": "string",
+        "description": format!("A comma-separated list of at most {MAX_IN_VALUES} values."),
+    });
+    if let Some(item) = item {
+        schema["pattern"] = json!(format!("^{item}(,{item})*$"));
+    }
+    schema
+}
+
 fn filter_column_schema(resource: &Resource, column: &Column) -> Json {
     if column.role == ColumnRole::Id {
         return match &resource.id_kind {
@@ -680,38 +710,24 @@ fn list_parameters(resource: &Resource) -> Vec<Json> {
             if !op.applies_to(column.scalar()) {
                 continue;
             }
-            let (name, schema, style) = match op {
-                Op::Eq => (column.name.clone(), value.clone(), None),
-                Op::In => (
-                    format!("{}[in]", column.name),
-                    json!({"type": "array", "items": value.clone(), "minItems": 1, "maxItems": MAX_IN_VALUES}),
-                    Some(()),
-                ),
+            let (name, schema) = match op {
+                Op::Eq => (column.name.clone(), value.clone()),
+                Op::In => (format!("{}[in]", column.name), in_list_schema(&value)),
                 Op::Like | Op::Ilike => (
                     format!("{}[{}]", column.name, op.name()),
                     json!({"type": "string", "maxLength": MAX_PATTERN_CHARS}),
-                    None,
                 ),
                 Op::Null => (
                     format!("{}[null]", column.name),
                     json!({"type": "string", "enum": ["true", "false"]}),
-                    None,
                 ),
-                _ => (
-                    format!("{}[{}]", column.name, op.name()),
-                    value.clone(),
-                    None,
-                ),
+                _ => (format!("{}[{}]", column.name, op.name()), value.clone()),
             };
-            let mut param = json!({
+            let param = json!({
                 "name": name, "in": "query", "required": false,
                 "description": op.description(),
                 "schema": schema,
             });
-            if style.is_some() {
-                param["style"] = json!("form");
-                param["explode"] = json!(false);
-            }
             out.push(param);
         }
     }
