@@ -1,0 +1,292 @@
+// The /docs page in a real browser, with the network closed.
+//
+// Starts the release binary (ANTEROOM_BIN overrides target/release/anteroom)
+// on a random 127.0.0.1 port with an example schema and a fresh SQLite file,
+// drives Debian's headless Chromium (CHROMIUM overrides /usr/bin/chromium)
+// with playwright-core, and aborts every request that is not to that server:
+//
+// 1. office-hours with its seed data: the reference lists colleges, majors,
+//    advisors, faqs and students; "try it" on GET /colleges shows a 200 and a
+//    seeded college in the page; screenshot to target/browser/docs-page.png.
+// 2. records (JWT HS256): "try it" on GET /records shows 401; a bearer token
+//    pasted into "Authorize" is sent and the same request shows 200; after a
+//    reload the token is still there (persistAuthorization).
+//
+// Both: no request left the server's origin, no Content-Security-Policy
+// violation, no uncaught page error. Exits 1 on any failure, 0 otherwise, and
+// stops every server it started whatever happens, within DEADLINE_MS.
+//
+// Run: (cd tests/browser && npm ci && node docs-page.mjs), after
+// `cargo build --release`.
+
+import { spawn } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, "../..");
+const BIN = process.env.ANTEROOM_BIN ? resolve(process.env.ANTEROOM_BIN) : join(ROOT, "target/release/anteroom");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SCREENSHOT = join(ROOT, "target/browser/docs-page.png");
+const DEADLINE_MS = 120_000;
+const STEP_MS = 15_000;
+// Until the server serves its own /openapi.json, the browser is handed a
+// hand-written document for it (fixtures/); the server never serves these.
+const FIXTURES = process.env.DOCS_PAGE_FIXTURES === "1";
+
+const started = Date.now();
+const servers = new Set();
+const work = mkdtempSync(join(tmpdir(), "anteroom-docs-page-"));
+
+function log(message) {
+  const s = ((Date.now() - started) / 1000).toFixed(1).padStart(5);
+  console.log(`[${s}s] ${message}`);
+}
+
+let passed = 0;
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+  passed += 1;
+  log(`ok: ${message}`);
+}
+
+/** Starts `anteroom serve` on port 0; resolves once it says where it listens. */
+function startServer(name, schema, extraArgs = [], env = {}) {
+  const db = join(work, `${name}.db`);
+  const child = spawn(
+    BIN,
+    ["serve", schema, "--port", "0", "--database-url", `sqlite://${db}`, ...extraArgs],
+    { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const server = { name, child, output: "", base: null };
+  servers.add(server);
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${name}: no "listening on" within 20 s\n${server.output}`)), 20_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      fail(new Error(`${name}: cannot start ${BIN}: ${e.message}`));
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      servers.delete(server);
+      if (!server.base) fail(new Error(`${name}: exited with ${code} before listening\n${server.output}`));
+    });
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => {
+      server.output += chunk;
+      const m = !server.base && server.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) {
+        server.base = m[1];
+        clearTimeout(timer);
+        log(`${name} listening on ${server.base}`);
+        ok(server);
+      }
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL after 5 s. */
+async function stopServer(server) {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((ok) => server.child.once("exit", ok));
+  server.child.kill("SIGTERM");
+  const timer = setTimeout(() => server.child.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+  servers.delete(server);
+}
+
+/** An HS256 JWT for the records example. */
+function hs256(secret, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const input = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  const sig = createHmac("sha256", secret).update(input).digest("base64url");
+  return `${input}.${sig}`;
+}
+
+/**
+ * A browser context that lets requests reach `base` only: everything else is
+ * aborted and recorded in `blocked`. Collects CSP violations and page errors.
+ */
+async function openContext(browser, base, fixture) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context.setDefaultTimeout(STEP_MS);
+  const origin = new URL(base).origin;
+  const blocked = [];
+  await context.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (url.origin !== origin) {
+      blocked.push(route.request().url());
+      return route.abort("blockedbyclient");
+    }
+    if (fixture && url.pathname === "/openapi.json") {
+      return route.fulfill({ contentType: "application/json", body: readFileSync(fixture) });
+    }
+    return route.continue();
+  });
+  await context.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", (e) =>
+      window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`),
+    );
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const finish = async () => {
+    const violations = await page.evaluate(() => window.__violations).catch(() => []);
+    check(blocked.length === 0, `no request left ${origin} (${blocked.join(", ") || "none attempted"})`);
+    check(violations.length === 0, `no Content-Security-Policy violation (${violations.join(", ") || "none"})`);
+    check(errors.length === 0, `no uncaught error in the page (${errors.join("; ") || "none"})`);
+    await context.close();
+  };
+  return { page, finish };
+}
+
+/** The operation block of `GET path`, expanded. */
+async function openOperation(page, path) {
+  const op = page
+    .locator(".opblock.opblock-get")
+    .filter({ has: page.locator(`.opblock-summary-path[data-path="${path}"]`) })
+    .first();
+  if (!(await op.locator(".opblock-body").count())) {
+    await op.locator(".opblock-summary").first().click();
+  }
+  await op.locator("button.execute").waitFor();
+  return op;
+}
+
+/** Clicks Execute; returns the status and body the page shows. */
+async function execute(page, op) {
+  const [request] = await Promise.all([
+    page.waitForRequest((r) => r.url().includes("/") && r.resourceType() === "fetch" && !r.url().endsWith("/openapi.json")),
+    op.locator("button.execute").click(),
+  ]);
+  const status = op.locator(".live-responses-table .response .response-col_status").first();
+  await status.waitFor();
+  const body = await op.locator(".live-responses-table .response-col_description pre").first().innerText();
+  return { request, status: (await status.innerText()).trim().split(/\s+/)[0], body };
+}
+
+async function officeHours(browser) {
+  const server = await startServer(
+    "office-hours",
+    "examples/office-hours/anteroom.toml",
+    ["--seed", "examples/office-hours/seed.json"],
+  );
+  const fixture = FIXTURES ? join(HERE, "fixtures/office-hours.openapi.json") : null;
+  const { page, finish } = await openContext(browser, server.base, fixture);
+  const response = await page.goto(`${server.base}/docs`);
+  check(response.status() === 200, `GET /docs answers 200 (${response.status()})`);
+  await page.locator(".opblock").first().waitFor();
+  for (const res of ["colleges", "majors", "advisors", "faqs", "students"]) {
+    const n = await page.locator(`.opblock-summary-path[data-path="/${res}"]`).count();
+    check(n > 0, `the reference lists /${res}`);
+  }
+  const op = await openOperation(page, "/colleges");
+  const shown = await execute(page, op);
+  check(shown.request.url() === `${server.base}/colleges`, `"try it" sent GET ${shown.request.url()}`);
+  check(shown.status === "200", `"try it" GET /colleges shows 200 (${shown.status})`);
+  check(shown.body.includes("College of Engineering"), "the page shows the seeded colleges");
+  await op.scrollIntoViewIfNeeded();
+  await page.evaluate(() => window.scrollTo(0, 0));
+  mkdirSync(dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  log(`screenshot: ${SCREENSHOT}`);
+  await finish();
+  await stopServer(server);
+}
+
+async function records(browser) {
+  const secret = randomBytes(32).toString("base64");
+  const server = await startServer("records", "examples/records/anteroom.toml", [], {
+    RECORDS_JWT_SECRET: secret,
+  });
+  const token = hs256(secret, {
+    iss: "records-demo",
+    sub: "docs-page-test",
+    exp: Math.floor(Date.now() / 1000) + 600,
+  });
+  const fixture = FIXTURES ? join(HERE, "fixtures/records.openapi.json") : null;
+  const { page, finish } = await openContext(browser, server.base, fixture);
+  await page.goto(`${server.base}/docs`);
+  let op = await openOperation(page, "/records");
+  let shown = await execute(page, op);
+  check(shown.status === "401", `without a token, "try it" GET /records shows 401 (${shown.status})`);
+
+  await page.locator(".auth-wrapper button.authorize").click();
+  const modal = page.locator(".modal-ux");
+  await modal.locator("input").first().fill(token);
+  await modal.locator("button.authorize").first().click();
+  await modal.locator("button.btn-done").click();
+  shown = await execute(page, op);
+  const sent = await shown.request.headerValue("authorization");
+  check(sent === `Bearer ${token}`, "the token pasted into Authorize is sent as a bearer token");
+  check(shown.status === "200", `with it, "try it" GET /records shows 200 (${shown.status})`);
+
+  await page.reload();
+  op = await openOperation(page, "/records");
+  shown = await execute(page, op);
+  check(
+    (await shown.request.headerValue("authorization")) === `Bearer ${token}` && shown.status === "200",
+    `after a reload the token is still sent (persistAuthorization): ${shown.status}`,
+  );
+  await finish();
+  await stopServer(server);
+}
+
+async function main() {
+  log(`binary ${BIN}, browser ${CHROMIUM}${FIXTURES ? ", fixture OpenAPI documents" : ""}`);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  try {
+    await officeHours(browser);
+    await records(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+async function cleanup() {
+  await Promise.all([...servers].map(stopServer));
+  rmSync(work, { recursive: true, force: true });
+}
+
+const deadline = setTimeout(() => {
+  console.error(`FAIL: not done within ${DEADLINE_MS / 1000} s`);
+  console.log(`docs-page: ${passed} passed, 1 failed`);
+  for (const s of servers) s.child.kill("SIGKILL");
+  rmSync(work, { recursive: true, force: true });
+  process.exit(1);
+}, DEADLINE_MS);
+
+try {
+  await main();
+  await cleanup();
+  clearTimeout(deadline);
+  console.log(`docs-page: ${passed} passed, 0 failed`);
+} catch (e) {
+  console.error(`FAIL: ${e.stack ?? e}`);
+  for (const s of servers) if (s.output) console.error(`--- ${s.name} log ---\n${s.output}`);
+  await cleanup();
+  clearTimeout(deadline);
+  console.log(`docs-page: ${passed} passed, 1 failed`);
+  process.exit(1);
+}
