@@ -166,7 +166,8 @@ async function openOperation(page, path) {
 /** Clicks Execute; returns the status and body the page shows. */
 async function execute(page, op) {
   const [request] = await Promise.all([
-    page.waitForRequest((r) => r.url().includes("/") && r.resourceType() === "fetch" && !r.url().endsWith("/openapi.json")),
+    // The request "Execute" sends (the page's only fetch but the document's).
+    page.waitForRequest((r) => r.resourceType() === "fetch" && new URL(r.url()).pathname !== "/openapi.json"),
     op.locator("button.execute").click(),
   ]);
   const status = op.locator(".live-responses-table .response .response-col_status").first();
