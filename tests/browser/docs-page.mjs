@@ -6,9 +6,10 @@
 // with playwright-core, and aborts every request that is not to that server:
 //
 // 1. office-hours with its seed data: the reference lists colleges, majors,
-//    advisors, faqs and students; "try it" on GET /colleges shows a 200 and a
-//    seeded college in the page; a screenshot of the page down to that
-//    response goes to target/browser/docs-page.png.
+//    advisors, faqs and students (screenshot of the top of the page:
+//    target/browser/docs-page.png); "try it" on GET /colleges shows a 200 and
+//    the seeded colleges in the page (screenshot of that part:
+//    target/browser/docs-page-try-it.png).
 // 2. records (JWT HS256): "try it" on GET /records shows 401; a bearer token
 //    pasted into "Authorize" is sent and the same request shows 200; after a
 //    reload the token is still there (persistAuthorization).
@@ -22,7 +23,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,12 +34,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, "../..");
 const BIN = process.env.ANTEROOM_BIN ? resolve(process.env.ANTEROOM_BIN) : join(ROOT, "target/release/anteroom");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SCREENSHOT = join(ROOT, "target/browser/docs-page.png");
+const SCREENSHOTS = join(ROOT, "target/browser");
 const DEADLINE_MS = 120_000;
 const STEP_MS = 15_000;
-// Until the server serves its own /openapi.json, the browser is handed a
-// hand-written document for it (fixtures/); the server never serves these.
-const FIXTURES = process.env.DOCS_PAGE_FIXTURES === "1";
 
 const started = Date.now();
 const servers = new Set();
@@ -115,7 +113,7 @@ function hs256(secret, claims) {
  * A browser context that lets requests reach `base` only: everything else is
  * aborted and recorded in `blocked`. Collects CSP violations and page errors.
  */
-async function openContext(browser, base, fixture) {
+async function openContext(browser, base) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   context.setDefaultTimeout(STEP_MS);
   const origin = new URL(base).origin;
@@ -125,9 +123,6 @@ async function openContext(browser, base, fixture) {
     if (url.origin !== origin) {
       blocked.push(route.request().url());
       return route.abort("blockedbyclient");
-    }
-    if (fixture && url.pathname === "/openapi.json") {
-      return route.fulfill({ contentType: "application/json", body: readFileSync(fixture) });
     }
     return route.continue();
   });
@@ -176,14 +171,19 @@ async function execute(page, op) {
   return { request, status: (await status.innerText()).trim().split(/\s+/)[0], body };
 }
 
+async function screenshot(page, name, options = {}) {
+  const path = join(SCREENSHOTS, name);
+  await page.screenshot({ path, ...options });
+  log(`screenshot: ${path}`);
+}
+
 async function officeHours(browser) {
   const server = await startServer(
     "office-hours",
     "examples/office-hours/anteroom.toml",
     ["--seed", "examples/office-hours/seed.json"],
   );
-  const fixture = FIXTURES ? join(HERE, "fixtures/office-hours.openapi.json") : null;
-  const { page, finish } = await openContext(browser, server.base, fixture);
+  const { page, finish } = await openContext(browser, server.base);
   const response = await page.goto(`${server.base}/docs`);
   check(response.status() === 200, `GET /docs answers 200 (${response.status()})`);
   await page.locator(".opblock").first().waitFor();
@@ -191,21 +191,26 @@ async function officeHours(browser) {
     const n = await page.locator(`.opblock-summary-path[data-path="/${res}"]`).count();
     check(n > 0, `the reference lists /${res}`);
   }
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await screenshot(page, "docs-page.png");
   const op = await openOperation(page, "/colleges");
   const shown = await execute(page, op);
-  check(shown.request.url() === `${server.base}/colleges`, `"try it" sent GET ${shown.request.url()}`);
+  const sentTo = new URL(shown.request.url());
+  check(
+    sentTo.origin === server.base && sentTo.pathname === "/colleges",
+    `"try it" sent GET ${shown.request.url()} to the server itself`,
+  );
   check(shown.status === "200", `"try it" GET /colleges shows 200 (${shown.status})`);
   check(shown.body.includes("College of Engineering"), "the page shows the seeded colleges");
-  // From the top of the page to the end of the response "try it" shows.
+  // From the Execute button to the end of the response it shows.
   await page.evaluate(() => window.scrollTo(0, 0));
-  const shownBox = await op.locator(".live-responses-table").first().boundingBox();
-  mkdirSync(dirname(SCREENSHOT), { recursive: true });
-  await page.screenshot({
-    path: SCREENSHOT,
+  const from = await op.locator("button.execute").boundingBox();
+  const to = await op.locator(".live-responses-table").first().boundingBox();
+  const top = Math.floor(from.y - 16);
+  await screenshot(page, "docs-page-try-it.png", {
     fullPage: true,
-    clip: { x: 0, y: 0, width: 1280, height: Math.ceil(shownBox.y + shownBox.height + 24) },
+    clip: { x: 0, y: top, width: 1280, height: Math.ceil(to.y + to.height + 16 - top) },
   });
-  log(`screenshot: ${SCREENSHOT}`);
   await finish();
   await stopServer(server);
 }
@@ -220,8 +225,7 @@ async function records(browser) {
     sub: "docs-page-test",
     exp: Math.floor(Date.now() / 1000) + 600,
   });
-  const fixture = FIXTURES ? join(HERE, "fixtures/records.openapi.json") : null;
-  const { page, finish } = await openContext(browser, server.base, fixture);
+  const { page, finish } = await openContext(browser, server.base);
   await page.goto(`${server.base}/docs`);
   let op = await openOperation(page, "/records");
   let shown = await execute(page, op);
@@ -249,7 +253,7 @@ async function records(browser) {
 }
 
 async function main() {
-  log(`binary ${BIN}, browser ${CHROMIUM}${FIXTURES ? ", fixture OpenAPI documents" : ""}`);
+  log(`binary ${BIN}, browser ${CHROMIUM}`);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
