@@ -13,6 +13,8 @@
 // 2. records (JWT HS256): "try it" on GET /records shows 401; a bearer token
 //    pasted into "Authorize" is sent and the same request shows 200; after a
 //    reload the token is still there (persistAuthorization).
+// 3. a schema whose notes need an API key: likewise 401, then the key pasted
+//    into "Authorize" is sent in its header and the request shows 200.
 //
 // Both: no request left the server's origin, no Content-Security-Policy
 // violation, no uncaught page error. Exits 1 on any failure, 0 otherwise, and
@@ -23,7 +25,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -231,11 +233,7 @@ async function records(browser) {
   let shown = await execute(page, op);
   check(shown.status === "401", `without a token, "try it" GET /records shows 401 (${shown.status})`);
 
-  await page.locator(".auth-wrapper button.authorize").click();
-  const modal = page.locator(".modal-ux");
-  await modal.locator("input").first().fill(token);
-  await modal.locator("button.authorize").first().click();
-  await modal.locator("button.btn-done").click();
+  await authorize(page, token);
   shown = await execute(page, op);
   const sent = await shown.request.headerValue("authorization");
   check(sent === `Bearer ${token}`, "the token pasted into Authorize is sent as a bearer token");
@@ -248,6 +246,47 @@ async function records(browser) {
     (await shown.request.headerValue("authorization")) === `Bearer ${token}` && shown.status === "200",
     `after a reload the token is still sent (persistAuthorization): ${shown.status}`,
   );
+  await finish();
+  await stopServer(server);
+}
+
+/** Pastes `value` into the only security scheme of the Authorize dialog. */
+async function authorize(page, value) {
+  await page.locator(".auth-wrapper button.authorize").click();
+  const modal = page.locator(".modal-ux");
+  await modal.locator("input").first().fill(value);
+  await modal.locator("button.authorize").first().click();
+  await modal.locator("button.btn-done").click();
+}
+
+const API_KEY_SCHEMA = `[app]
+name = "keyed"
+
+[auth]
+api_keys = { env = "DOCS_PAGE_API_KEY", header = "x-api-key", role = "service" }
+
+[resources.notes]
+fields.title = { type = "string", required = true }
+rules = { list = "role:service", read = "role:service" }
+`;
+
+async function apiKey(browser) {
+  const key = randomBytes(32).toString("hex");
+  const schema = join(work, "keyed.toml");
+  writeFileSync(schema, API_KEY_SCHEMA);
+  const server = await startServer("api-key", schema, [], { DOCS_PAGE_API_KEY: key });
+  const { page, finish } = await openContext(browser, server.base);
+  await page.goto(`${server.base}/docs`);
+  const op = await openOperation(page, "/notes");
+  let shown = await execute(page, op);
+  check(shown.status === "401", `without the key, "try it" GET /notes shows 401 (${shown.status})`);
+  await authorize(page, key);
+  shown = await execute(page, op);
+  check(
+    (await shown.request.headerValue("x-api-key")) === key,
+    "the API key pasted into Authorize is sent in x-api-key",
+  );
+  check(shown.status === "200", `with it, "try it" GET /notes shows 200 (${shown.status})`);
   await finish();
   await stopServer(server);
 }
@@ -270,6 +309,7 @@ async function main() {
   try {
     await officeHours(browser);
     await records(browser);
+    await apiKey(browser);
   } finally {
     await browser.close();
   }
