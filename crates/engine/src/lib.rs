@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod cors;
+mod docs_page;
 pub mod error;
 pub mod execute;
 pub mod openapi;
@@ -127,9 +128,8 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
         Target::Root => index(state),
         Target::Health => health(state).await,
         Target::OpenApi => describe(state, &req),
-        Target::Docs | Target::DocsAsset => {
-            ApiError::not_found("the docs page is not available yet").into_response()
-        }
+        Target::Docs => docs_page::page(req.method(), req.uri(), req.headers()),
+        Target::DocsAsset => docs_page::asset(req.method(), req.uri(), req.headers()),
         Target::Signup => auth::accounts::signup(state, req).await,
         Target::Login => auth::accounts::login(state, req).await,
         Target::Me => auth::accounts::me(state, req).await,

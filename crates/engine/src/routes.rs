@@ -329,6 +329,35 @@ fn get_and_head(action: Action, query: QueryKind, outcomes: Vec<Outcome>) -> Vec
     vec![get, head]
 }
 
+/// `/docs` (`/docs/` redirects there) and its assets (`docs_page.rs`).
+fn docs_routes() -> Vec<Route> {
+    let page = vec![
+        success(StatusCode::OK),
+        success(StatusCode::NOT_MODIFIED),
+        success(StatusCode::PERMANENT_REDIRECT),
+    ];
+    let asset = vec![
+        success(StatusCode::OK),
+        success(StatusCode::NOT_MODIFIED),
+        outcome(StatusCode::NOT_FOUND, &[Code::NotFound]),
+    ];
+    vec![
+        Route {
+            segments: literal(&["docs"]),
+            target: Target::Docs,
+            endpoints: get_and_head(Action::Docs, QueryKind::Ignored, page),
+        },
+        Route {
+            segments: vec![
+                Segment::Literal("docs".into()),
+                Segment::Param("asset".into()),
+            ],
+            target: Target::DocsAsset,
+            endpoints: get_and_head(Action::Docs, QueryKind::Ignored, asset),
+        },
+    ]
+}
+
 fn literal(parts: &[&str]) -> Vec<Segment> {
     parts
         .iter()
@@ -381,6 +410,7 @@ impl RouteTable {
         for resource in model.resources.values() {
             routes.extend(resource_routes(model, resource, auth_on));
         }
+        routes.extend(docs_routes());
         RouteTable { routes }
     }
 

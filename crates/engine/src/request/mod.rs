@@ -28,7 +28,7 @@ pub enum EntityTags {
 }
 
 impl EntityTags {
-    fn parse(headers: &HeaderMap, name: header::HeaderName) -> Result<Self, ApiError> {
+    pub(crate) fn parse(headers: &HeaderMap, name: header::HeaderName) -> Result<Self, ApiError> {
         let mut tags = Vec::new();
         let mut any = false;
         let mut present = false;
