@@ -221,7 +221,12 @@ fn openapi(path: &Path) -> ExitCode {
         Ok(model) => {
             let routes = anteroom_engine::routes::RouteTable::new(&model);
             let description = anteroom_engine::Description::new(&model, &routes);
-            println!("{}", String::from_utf8_lossy(&description.body));
+            // A reader that stops early (`| head`) is not an error.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out
+                .write_all(&description.body)
+                .and_then(|()| out.write_all(b"\n"));
             ExitCode::SUCCESS
         }
         Err(errors) => {

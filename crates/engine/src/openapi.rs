@@ -590,6 +590,9 @@ fn summary(route: &Route, endpoint: &Endpoint) -> String {
         Action::Index => "Where the description, the docs and the resources are".into(),
         Action::Health => "200 when the database answers, 503 when not".into(),
         Action::Describe => "This document".into(),
+        Action::Docs if route.target == Target::DocsAsset => {
+            "A file of the API reference page (script, style)".into()
+        }
         Action::Docs => "The API reference page".into(),
         Action::Signup => "Create an account and get a token".into(),
         Action::Login => "Log in and get a token".into(),
