@@ -14,6 +14,7 @@ pub mod execute;
 pub mod openapi;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod request;
 pub mod response;
 pub mod routes;

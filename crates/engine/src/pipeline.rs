@@ -12,7 +12,7 @@ use crate::plan::PlanContext;
 use crate::request::RawRequest;
 use crate::routes::Matched;
 use crate::{AppState, Settings};
-use crate::{execute, plan, request, response};
+use crate::{execute, plan, policy, request, response};
 
 /// Reads the body, refusing it with 413 past `settings.body_limit` bytes and
 /// with 408 when it has not fully arrived within `settings.body_timeout` (a
@@ -93,10 +93,11 @@ pub async fn run_as(
     raw: &RawRequest<'_>,
     ctx: PlanContext,
 ) -> Result<Response, ApiError> {
-    let request = request::parse_gated(&state.model, matched, raw, |op| plan::authorize(op, &ctx))?;
+    let (request, grant) =
+        request::parse_gated(&state.model, matched, raw, |op| policy::authorize(op, &ctx))?;
     let preconditions = request.preconditions.clone();
     let head = request.head;
-    let plan = plan::plan(&state.model, request, &ctx)?;
+    let plan = plan::plan(&state.model, request, grant, &ctx)?;
     let outcome = execute::execute(&*state.storage, plan).await?;
     Ok(response::render(outcome, &preconditions, head))
 }

@@ -1,13 +1,11 @@
 //! Authentication and access rules. [`Authenticator`] turns a request's
 //! credentials (a JWT bearer token, an API key) into an [`Identity`], or
-//! refuses them with 401; [`rules`] decides what an identity may do and turns
-//! `owner` rules into SQL conditions. Secrets are read once at start-up from
+//! refuses them with 401; what an identity may do is [`crate::policy`]'s business. Secrets are read once at start-up from
 //! the places `[auth]` names, and never logged.
 
 pub mod accounts;
 pub mod gateway;
 pub mod jwt;
-pub mod rules;
 
 use std::path::Path;
 

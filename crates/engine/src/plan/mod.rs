@@ -8,8 +8,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::auth::{Identity, rules};
+use crate::auth::Identity;
 use crate::error::{ApiError, Code};
+use crate::policy::{self, Grant};
 use crate::request::{
     ApiRequest, Body, Direction, EntityTags, Filter, ListQuery, Op, Operand, Operation, Record,
     SortKey, query,
@@ -358,8 +359,8 @@ impl PlanContext {
         }
     }
 
-    /// Applies a resource's rule for one operation (see [`rules::check`]).
-    fn allow(
+    /// Applies a resource's rule for one operation (see [`policy::check`]).
+    pub(crate) fn allow(
         &self,
         rule: &Rule,
         resource: &Resource,
@@ -368,7 +369,7 @@ impl PlanContext {
         if self.system {
             return Ok(None);
         }
-        rules::check(rule, self.identity.as_ref(), resource, verb)
+        policy::check(rule, self.identity.as_ref(), resource, verb)
     }
 
     /// Whether the caller may set `column`.
@@ -377,26 +378,8 @@ impl PlanContext {
             || column
                 .writable
                 .as_ref()
-                .is_none_or(|rule| rules::may_write(rule, self.identity.as_ref()))
+                .is_none_or(|rule| policy::may_write(rule, self.identity.as_ref()))
     }
-}
-
-/// Refuses an operation the caller may not perform at all (401/403), before
-/// its query or body are looked at; row-level `owner` conditions come later.
-pub fn authorize(operation: &Operation<'_>, ctx: &PlanContext) -> Result<(), ApiError> {
-    let resource = operation.resource();
-    let rules = &resource.rules;
-    let checks: &[(&Rule, &str)] = match operation {
-        Operation::List { .. } => &[(&rules.list, "list"), (&rules.read, "read")],
-        Operation::Get { .. } => &[(&rules.read, "read")],
-        Operation::Create { .. } => &[(&rules.create, "create")],
-        Operation::Update { .. } | Operation::Replace { .. } => &[(&rules.update, "update")],
-        Operation::Delete { .. } => &[(&rules.delete, "delete")],
-    };
-    for (rule, verb) in checks {
-        ctx.allow(rule, resource, verb)?;
-    }
-    Ok(())
 }
 
 /// Fields in `records` the caller may not set: a 422 listing each.
@@ -628,6 +611,7 @@ fn expansions<'m>(
 pub fn plan<'m>(
     model: &'m crate::schema::AppModel,
     request: ApiRequest<'m>,
+    grant: Grant,
     ctx: &PlanContext,
 ) -> Result<Plan<'m>, ApiError> {
     let lookup = &|name: &str| model.resource(name);
@@ -649,8 +633,7 @@ pub fn plan<'m>(
         Operation::List { resource, scope } => {
             // A list shows only rows the caller may read: both rules filter in SQL.
             let mut conditions: Vec<Condition> = scope_condition(&scope).into_iter().collect();
-            conditions.extend(ctx.allow(&resource.rules.list, resource, "list")?);
-            conditions.extend(ctx.allow(&resource.rules.read, resource, "read")?);
+            conditions.extend(grant.rows);
             let expand = expansions(lookup, resource, &query.expand, ctx)?;
             let parent = parent_check(&scope, ctx)?;
             Plan::List(list_plan(resource, conditions, parent, expand, query))
@@ -662,7 +645,7 @@ pub fn plan<'m>(
         } => {
             let mut all = vec![id_condition(resource, &id)];
             all.extend(scope_condition(&scope));
-            all.extend(ctx.allow(&resource.rules.read, resource, "read")?);
+            all.extend(grant.rows);
             Plan::Read(ReadPlan {
                 resource,
                 parent: parent_check(&scope, ctx)?,
@@ -683,7 +666,6 @@ pub fn plan<'m>(
                     ));
                 }
             };
-            ctx.allow(&resource.rules.create, resource, "create")?;
             check_writable(resource, &records.iter().collect::<Vec<_>>(), ctx, bulk)?;
             Plan::Insert(InsertPlan {
                 ref_checks: ref_checks(model, resource, ctx),
@@ -697,7 +679,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Update { resource, id } => {
-            let scope = ctx.allow(&resource.rules.update, resource, "update")?;
+            let scope = grant.scope();
             let given = single(body)?;
             check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
@@ -721,7 +703,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Replace { resource, id } => {
-            let scope = ctx.allow(&resource.rules.update, resource, "update")?;
+            let scope = grant.scope();
             let mut given = single(body)?;
             check_writable(resource, &[&given], ctx, false)?;
             let mut set = Record::new();
@@ -738,10 +720,7 @@ pub fn plan<'m>(
             }
             stamp_update(resource, &mut set, ctx);
             // PUT creates a client key only for callers who may create.
-            let may_create = ctx
-                .allow(&resource.rules.create, resource, "create")
-                .is_ok();
-            let insert = (resource.has_client_key() && may_create).then(|| {
+            let insert = grant.may_create.then(|| {
                 given.insert(resource.id_column().name.clone(), id.clone());
                 complete_row(resource, &given, ctx)
             });
@@ -759,7 +738,7 @@ pub fn plan<'m>(
             })
         }
         Operation::Delete { resource, id } => Plan::Delete(DeletePlan {
-            scope: ctx.allow(&resource.rules.delete, resource, "delete")?,
+            scope: grant.scope(),
             resource,
             id,
             expect: expect(&preconditions),
@@ -860,7 +839,10 @@ mod tests {
             headers: &headers,
             body,
         };
-        plan(model, parse(model, &raw)?, &PlanContext::for_caller(None))
+        let ctx = PlanContext::for_caller(None);
+        let request = parse(model, &raw)?;
+        let grant = policy::authorize(&request.operation, &ctx)?;
+        plan(model, request, grant, &ctx)
     }
 
     #[test]

@@ -134,20 +134,20 @@ pub fn parse<'m>(model: &'m AppModel, raw: &RawRequest<'_>) -> Result<ApiRequest
     let table = crate::routes::RouteTable::new(model);
     let segments = crate::routes::segments(raw.path)?;
     let matched = table.find(model, raw.method, &segments)?;
-    parse_gated(model, &matched, raw, |_| Ok(()))
+    parse_gated(model, &matched, raw, |_| Ok(())).map(|(request, ())| request)
 }
 
 /// Parses a resource request, asking `gate` about the operation as soon as it
 /// is routed — before the query string or body are read — so a caller who may
 /// not perform it learns nothing about the resource's fields.
-pub fn parse_gated<'m>(
+pub fn parse_gated<'m, G>(
     model: &'m AppModel,
     matched: &crate::routes::Matched<'_>,
     raw: &RawRequest<'_>,
-    gate: impl FnOnce(&Operation<'m>) -> Result<(), ApiError>,
-) -> Result<ApiRequest<'m>, ApiError> {
+    gate: impl FnOnce(&Operation<'m>) -> Result<G, ApiError>,
+) -> Result<(ApiRequest<'m>, G), ApiError> {
     let operation = route::operation(model, matched)?;
-    gate(&operation)?;
+    let granted = gate(&operation)?;
     let resource = operation.resource();
     let preconditions = Preconditions {
         if_match: EntityTags::parse(raw.headers, header::IF_MATCH)?,
@@ -181,11 +181,12 @@ pub fn parse_gated<'m>(
             )
         }
     };
-    Ok(ApiRequest {
+    let request = ApiRequest {
         operation,
         query,
         body,
         preconditions,
         head: raw.method == Method::HEAD,
-    })
+    };
+    Ok((request, granted))
 }
