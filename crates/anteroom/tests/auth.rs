@@ -685,6 +685,42 @@ async fn an_api_key_differing_in_its_last_character_is_refused_in_the_header_and
     );
 }
 
+/// Sends `head` over a fresh connection and never sends the body it
+/// announces; returns the status line the server answers with, if any
+/// within `within`.
+async fn status_without_body(server: &Server, head: &str, within: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let mut received = vec![0u8; 512];
+    match tokio::time::timeout(within, stream.read(&mut received)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&received[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        _ => String::from("no answer"),
+    }
+}
+
+#[tokio::test]
+async fn an_anonymous_write_is_refused_from_its_head_without_waiting_for_the_body() {
+    let server = start_rs256().await;
+    // The head promises 900 kB that never come: the server must not wait for
+    // (or buffer) a body the caller may not send. The body timeout is 30 s.
+    let head = "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n";
+    let status = status_without_body(&server, head, std::time::Duration::from_secs(10)).await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status:?}");
+    // A role the caller lacks is refused just as early.
+    let token = user_token("alice");
+    let head = format!(
+        "PATCH /courses/0190f0f0-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n"
+    );
+    let status = status_without_body(&server, &head, std::time::Duration::from_secs(10)).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Accepted credentials
 // ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use http::header;
 use crate::error::{ApiError, Code};
 use crate::plan::PlanContext;
 use crate::request::RawRequest;
-use crate::routes::Matched;
+use crate::routes::{BodyKind, Matched};
 use crate::{AppState, Settings};
 use crate::{execute, plan, policy, request, response};
 
@@ -50,54 +50,67 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Handles a request the route table sent to a resource endpoint.
+/// Handles a request the route table sent to a resource endpoint:
+/// authenticate and authorize from the head alone, and only then — and only
+/// where the endpoint takes one — read the body. An anonymous or forbidden
+/// client cannot make the server buffer a body.
 pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let result = async {
-        let bytes = read_body(body, &parts.headers, &state.settings).await?;
+        let authenticated = state
+            .auth
+            .authenticate(
+                &parts.headers,
+                parts.uri.query(),
+                &*state.storage,
+                &state.model,
+            )
+            .await?;
+        let ctx = PlanContext::for_caller(authenticated.identity);
+        let operation = request::route::operation(&state.model, matched)?;
+        let grant = policy::authorize(&operation, &ctx)?;
+        let bytes = match matched.endpoint.body {
+            BodyKind::None => bytes::Bytes::new(),
+            _ => read_body(body, &parts.headers, &state.settings).await?,
+        };
         let raw = RawRequest {
             method: &parts.method,
             path: parts.uri.path(),
-            query: parts.uri.query(),
+            query: authenticated.query.as_deref(),
             headers: &parts.headers,
             body: &bytes,
         };
-        run(state, matched, &raw).await
+        let request = request::parse_operation(operation, &raw)?;
+        plan_and_run(state, request, grant, &ctx).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// authenticate, then parse → plan → execute → render.
-pub async fn run(
-    state: &AppState,
-    matched: &Matched<'_>,
-    raw: &RawRequest<'_>,
-) -> Result<Response, ApiError> {
-    let authenticated = state
-        .auth
-        .authenticate(raw.headers, raw.query, &*state.storage, &state.model)
-        .await?;
-    let raw = RawRequest {
-        query: authenticated.query.as_deref(),
-        ..*raw
-    };
-    let ctx = PlanContext::for_caller(authenticated.identity);
-    run_as(state, matched, &raw, ctx).await
-}
-
-/// parse → plan → execute → render for an already-established caller.
-pub async fn run_as(
+/// authorize → parse → plan → execute → render for an already-established
+/// caller whose request is fully in memory (seed data).
+pub(crate) async fn run_as(
     state: &AppState,
     matched: &Matched<'_>,
     raw: &RawRequest<'_>,
     ctx: PlanContext,
 ) -> Result<Response, ApiError> {
-    let (request, grant) =
-        request::parse_gated(&state.model, matched, raw, |op| policy::authorize(op, &ctx))?;
+    let operation = request::route::operation(&state.model, matched)?;
+    let grant = policy::authorize(&operation, &ctx)?;
+    let request = request::parse_operation(operation, raw)?;
+    plan_and_run(state, request, grant, &ctx).await
+}
+
+/// plan → execute → render.
+async fn plan_and_run(
+    state: &AppState,
+    request: request::ApiRequest<'_>,
+    grant: policy::Grant,
+    ctx: &PlanContext,
+) -> Result<Response, ApiError> {
     let preconditions = request.preconditions.clone();
     let head = request.head;
-    let plan = plan::plan(&state.model, request, grant, &ctx)?;
+    let plan = plan::plan(&state.model, request, grant, ctx)?;
     let outcome = execute::execute(&*state.storage, plan).await?;
     Ok(response::render(outcome, &preconditions, head))
 }

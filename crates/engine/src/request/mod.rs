@@ -13,6 +13,7 @@ pub use query::{Direction, Filter, ListQuery, Op, Operand, SortKey};
 pub use route::{Operation, Scope};
 
 use crate::error::{ApiError, Code};
+#[cfg(test)]
 use crate::schema::AppModel;
 
 /// An `If-Match` / `If-None-Match` header, parsed.
@@ -128,26 +129,26 @@ pub struct RawRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Routes and parses a resource request (plans' unit tests; the server routes
-/// once, in the dispatcher, and calls [`parse_gated`]).
-pub fn parse<'m>(model: &'m AppModel, raw: &RawRequest<'_>) -> Result<ApiRequest<'m>, ApiError> {
+/// Routes and parses a resource request in one go (the plans' unit tests;
+/// the server routes once, in the dispatcher, and authorizes before parsing).
+#[cfg(test)]
+pub(crate) fn parse<'m>(
+    model: &'m AppModel,
+    raw: &RawRequest<'_>,
+) -> Result<ApiRequest<'m>, ApiError> {
     let table = crate::routes::RouteTable::new(model);
     let segments = crate::routes::segments(raw.path)?;
     let matched = table.find(model, raw.method, &segments)?;
-    parse_gated(model, &matched, raw, |_| Ok(())).map(|(request, ())| request)
+    parse_operation(route::operation(model, &matched)?, raw)
 }
 
-/// Parses a resource request, asking `gate` about the operation as soon as it
-/// is routed — before the query string or body are read — so a caller who may
-/// not perform it learns nothing about the resource's fields.
-pub fn parse_gated<'m, G>(
-    model: &'m AppModel,
-    matched: &crate::routes::Matched<'_>,
+/// Parses the query string, conditional headers and body of an operation the
+/// caller has already been authorized for: a caller who may not perform it
+/// never has its query or body looked at.
+pub(crate) fn parse_operation<'m>(
+    operation: Operation<'m>,
     raw: &RawRequest<'_>,
-    gate: impl FnOnce(&Operation<'m>) -> Result<G, ApiError>,
-) -> Result<(ApiRequest<'m>, G), ApiError> {
-    let operation = route::operation(model, matched)?;
-    let granted = gate(&operation)?;
+) -> Result<ApiRequest<'m>, ApiError> {
     let resource = operation.resource();
     let preconditions = Preconditions {
         if_match: EntityTags::parse(raw.headers, header::IF_MATCH)?,
@@ -181,12 +182,11 @@ pub fn parse_gated<'m, G>(
             )
         }
     };
-    let request = ApiRequest {
+    Ok(ApiRequest {
         operation,
         query,
         body,
         preconditions,
         head: raw.method == Method::HEAD,
-    };
-    Ok((request, granted))
+    })
 }
