@@ -63,6 +63,14 @@ pub enum Code {
     ForeignKeyViolation,
     /// 409: a delete refused because other rows still refer to the row.
     StillReferenced,
+    /// 409: the member already has an active entry in the queue.
+    AlreadyInQueue,
+    /// 409: the queue is closed to joins.
+    QueueClosed,
+    /// 409: the member's line already holds the queue's capacity.
+    QueueFull,
+    /// 409: the entry is not in the status the transition starts from.
+    InvalidTransition,
     /// 412: `If-Match` or `If-None-Match` does not hold for the current version.
     PreconditionFailed,
     /// 413: the body is over the size limit.
@@ -109,6 +117,10 @@ impl Code {
         Code::UniqueViolation,
         Code::ForeignKeyViolation,
         Code::StillReferenced,
+        Code::AlreadyInQueue,
+        Code::QueueClosed,
+        Code::QueueFull,
+        Code::InvalidTransition,
         Code::PreconditionFailed,
         Code::PayloadTooLarge,
         Code::UnsupportedMediaType,
@@ -253,6 +265,22 @@ impl Code {
                 "still_referenced",
                 S::CONFLICT,
                 "other rows still refer to the row being deleted (with field)",
+            ),
+            Code::AlreadyInQueue => (
+                "already_in_queue",
+                S::CONFLICT,
+                "the member already has an active entry in this queue (with its id)",
+            ),
+            Code::QueueClosed => ("queue_closed", S::CONFLICT, "the queue is closed to joins"),
+            Code::QueueFull => (
+                "queue_full",
+                S::CONFLICT,
+                "the member's line already holds the queue's capacity",
+            ),
+            Code::InvalidTransition => (
+                "invalid_transition",
+                S::CONFLICT,
+                "the entry is not in the status this transition starts from",
             ),
             Code::PreconditionFailed => (
                 "precondition_failed",

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+mod queues;
 pub mod request;
 pub mod response;
 pub mod routes;
@@ -140,6 +141,7 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
         | Target::Item { .. }
         | Target::NestedCollection { .. }
         | Target::NestedItem { .. } => pipeline::handle(state, &matched, req).await,
+        Target::Queue { .. } => queues::handle(state, &matched, req).await,
     }
 }
 

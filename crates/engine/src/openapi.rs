@@ -81,6 +81,9 @@ pub fn document(model: &AppModel, routes: &RouteTable) -> Json {
             }),
         );
     }
+    for queue in model.queues.values() {
+        queue_schemas(queue, &mut schemas);
+    }
     if let Some(accounts) = model.auth.as_ref().and_then(|a| a.accounts.as_ref())
         && let Some(users) = model.resource(&accounts.resource)
     {
@@ -135,6 +138,84 @@ pub fn document(model: &AppModel, routes: &RouteTable) -> Json {
         "paths": paths,
         "components": components,
     })
+}
+
+/// The queue a queue route serves.
+fn queue_of<'m>(model: &'m AppModel, route: &Route) -> Option<&'m crate::schema::queue::Queue> {
+    match &route.target {
+        Target::Queue { queue } => model.queues.get(queue),
+        _ => None,
+    }
+}
+
+/// A queue's entry (as read, with its position), its join body, a page of
+/// its line, and the state every queue answers with.
+fn queue_schemas(queue: &crate::schema::queue::Queue, schemas: &mut Map<String, Json>) {
+    let entries = &queue.entries;
+    schemas.insert(
+        schema_name(entries, Mode::Create),
+        resource_schema(entries, Mode::Create),
+    );
+    let mut entry = resource_schema(entries, Mode::Read);
+    entry["description"] = json!(format!(
+        "An entry of the {} queue. `position` is 1 for the head of its line, null unless waiting.",
+        queue.name
+    ));
+    entry["properties"]["position"] = json!({"type": ["integer", "null"], "minimum": 1});
+    entry["properties"][crate::schema::queue::columns::STATUS] =
+        json!({"type": "string", "enum": crate::schema::queue::STATUSES});
+    schemas.insert(format!("{}.entry", entries.name), entry);
+    schemas.insert(
+        format!("{}.line", entries.name),
+        json!({
+            "type": "object",
+            "description": "Waiting entries in line order; while next_after is not null, ask again with after=next_after.",
+            "properties": {
+                "items": {"type": "array", "items": schema_ref(&format!("{}.entry", entries.name))},
+                "next_after": {"type": ["integer", "null"]},
+            },
+            "required": ["items", "next_after"],
+            "additionalProperties": false,
+        }),
+    );
+    schemas.insert(
+        "QueueState".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "member": {"type": "string"},
+                "partition_by": {"type": "array", "items": {"type": "string"}},
+                "capacity": {"type": ["integer", "null"]},
+                "open": {"type": "boolean"},
+            },
+            "required": ["name", "member", "partition_by", "capacity", "open"],
+        }),
+    );
+}
+
+/// The query parameters naming a line (every partition field, required),
+/// with `limit` and `after` for reading it.
+fn partition_parameters(queue: &crate::schema::queue::Queue, line: bool) -> Vec<Json> {
+    let mut out: Vec<Json> = queue
+        .partition_columns()
+        .map(|c| {
+            let mut schema = value_schema(c, Mode::Read);
+            allow_null(&mut schema);
+            json!({
+                "name": c.name, "in": "query", "required": true, "schema": schema,
+                "description": format!("The line's {} (an empty value is null).", c.name),
+            })
+        })
+        .collect();
+    if line {
+        out.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}));
+        out.push(
+            json!({"name": "after", "in": "query", "schema": {"type": "integer"},
+            "description": "The ticket after which to continue (the previous page's next_after)."}),
+        );
+    }
+    out
 }
 
 fn schema_ref(name: &str) -> Json {
@@ -462,7 +543,12 @@ fn operation(
     list_on_path: bool,
     shared: &mut SharedResponses,
 ) -> Json {
-    let resource = route.target.resource().and_then(|r| model.resource(r));
+    let queue = queue_of(model, route);
+    let resource = route
+        .target
+        .resource()
+        .and_then(|r| model.resource(r))
+        .or(queue.map(|q| &q.entries));
     let mut op = Map::new();
     op.insert("operationId".into(), json!(operation_id(route, endpoint)));
     op.insert("summary".into(), json!(summary(route, endpoint)));
@@ -473,6 +559,11 @@ fn operation(
             parameters.extend(parameter_refs(r, list_parameters(r)));
         }
         (QueryKind::Read, Some(r)) => parameters.extend(parameter_refs(r, read_parameters(r))),
+        (QueryKind::Partition | QueryKind::Line, _) => {
+            if let Some(q) = queue {
+                parameters.extend(partition_parameters(q, endpoint.query == QueryKind::Line));
+            }
+        }
         _ => {}
     }
     parameters.extend(header_parameters(endpoint));
@@ -511,6 +602,11 @@ fn endpoint_rules<'m>(
 ) -> Vec<&'m Rule> {
     static PUBLIC: Rule = Rule::Public;
     static AUTHENTICATED: Rule = Rule::Authenticated;
+    if let Some(action) = endpoint.action.queue_rule()
+        && let Some(q) = queue_of(model, route)
+    {
+        return vec![action.rule(&q.rules)];
+    }
     let Some(r) = resource else {
         return match endpoint.action {
             Action::Me | Action::ChangePassword | Action::LogoutAll => vec![&AUTHENTICATED],
@@ -540,6 +636,7 @@ fn tag(route: &Route) -> String {
         Target::Signup | Target::Login | Target::Me | Target::Password | Target::LogoutAll => {
             "auth".into()
         }
+        Target::Queue { queue } => format!("queue {queue}"),
         t => t.resource().map_or_else(|| "server".into(), str::to_owned),
     }
 }
@@ -561,8 +658,18 @@ fn operation_id(route: &Route, endpoint: &Endpoint) -> String {
         Action::Update => "update",
         Action::Replace => "replace",
         Action::Delete => "delete",
+        Action::QueueState => "state",
+        Action::QueueManage => "open_or_close",
+        Action::Join => "join",
+        Action::Line => "line",
+        Action::ReadEntry => "read_entry",
+        Action::Leave => "leave",
+        Action::Next => "next",
+        Action::Done => "done",
+        Action::NoShow => "no_show",
     };
     let subject = match &route.target {
+        Target::Queue { queue } => format!("_{queue}"),
         Target::Collection { resource } | Target::Item { resource } => format!("_{resource}"),
         Target::NestedCollection { parent, child, .. }
         | Target::NestedItem { parent, child, .. } => format!("_{child}_of_{parent}"),
@@ -605,6 +712,15 @@ fn summary(route: &Route, endpoint: &Endpoint) -> String {
         Action::Update => format!("Update some fields of one of {what}"),
         Action::Replace => format!("Replace one of {what}"),
         Action::Delete => format!("Delete one of {what}"),
+        Action::QueueState => "The queue: whether it is open, how it is partitioned".into(),
+        Action::QueueManage => "Open or close the queue (a closed queue refuses joins with 409)".into(),
+        Action::Join => "Join: a waiting entry with its ticket and position (409 if the member already has an active entry)".into(),
+        Action::Line => "The waiting entries of one line, in order; page with after=next_after".into(),
+        Action::ReadEntry => "One entry: status and position; poll with If-None-Match (304 while unchanged)".into(),
+        Action::Leave => "Leave the line: status left; everyone behind moves up".into(),
+        Action::Next => "Serve next: atomically claims the head of the line (status serving); 204 when nobody waits".into(),
+        Action::Done => "Finish serving the entry (status done)".into(),
+        Action::NoShow => "The called member did not show up (status no_show)".into(),
     };
     if endpoint.method == Method::HEAD {
         format!("{text} (headers only)")
@@ -621,6 +737,7 @@ fn path_parameters(model: &AppModel, route: &Route) -> Vec<Json> {
         Target::NestedCollection { parent, .. } => vec![key_of(parent)],
         Target::NestedItem { parent, child, .. } => vec![key_of(parent), key_of(child)],
         Target::DocsAsset => vec![None],
+        Target::Queue { .. } => vec![Some(&IdKind::Uuid)],
         _ => Vec::new(),
     };
     let params = route.segments.iter().filter_map(|s| match s {
@@ -842,6 +959,11 @@ fn request_body(body: BodyKind, resource: Option<&Resource>) -> Option<Json> {
             "type": "object",
             "properties": {"username": string, "email": string, "password": string},
             "required": ["password"]})),
+        (BodyKind::Join, Some(entries)) => content(schema_ref(&schema_name(entries, Mode::Create))),
+        (BodyKind::QueueState, _) => content(json!({
+            "type": "object",
+            "properties": {"open": {"type": "boolean"}},
+            "required": ["open"], "additionalProperties": false})),
         (BodyKind::Password, _) => content(json!({
             "type": "object",
             "properties": {"password": string,
@@ -972,6 +1094,17 @@ fn success_schema(
         (Action::Docs, _) => return None,
         (Action::Signup | Action::Login | Action::ChangePassword, _) => schema_ref("Session"),
         (Action::Me, _) => schema_ref(&schema_name(users()?, Mode::Read)),
+        (Action::QueueState | Action::QueueManage, _) => schema_ref("QueueState"),
+        (Action::Line, Some(entries)) => schema_ref(&format!("{}.line", entries.name)),
+        (
+            Action::Join
+            | Action::ReadEntry
+            | Action::Leave
+            | Action::Next
+            | Action::Done
+            | Action::NoShow,
+            Some(entries),
+        ) => schema_ref(&format!("{}.entry", entries.name)),
         _ => return None,
     })
 }

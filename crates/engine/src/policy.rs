@@ -11,7 +11,7 @@ use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::plan::{Compare, Condition, PlanContext};
 use crate::request::Operation;
-use crate::schema::{ColumnRole, Resource, Rule};
+use crate::schema::{Resource, Rule};
 use crate::value::Value;
 
 /// What one request may do, decided once from its operation's rules.
@@ -93,9 +93,7 @@ pub fn check(
         Rule::Owner => {
             let identity = identity.ok_or_else(|| refuse(None, verb, resource))?;
             let column = resource
-                .columns
-                .iter()
-                .find(|c| c.role == ColumnRole::CreatedBy)
+                .owner_column()
                 .map_or_else(|| "created_by".to_owned(), |c| c.name.clone());
             Ok(Some(Condition::Compare {
                 column,

@@ -63,6 +63,11 @@ pub enum Target {
         /// The child's ref column to the parent.
         via: String,
     },
+    /// `/queues/{queue}/…`: one of a queue's routes.
+    Queue {
+        /// The queue.
+        queue: String,
+    },
     /// `/{parent}/{parent_id}/{child}/{id}`.
     NestedItem {
         /// The parent resource.
@@ -120,6 +125,77 @@ pub enum Action {
     Replace,
     /// Delete one row.
     Delete,
+    /// A queue's state (open or closed).
+    QueueState,
+    /// Open or close a queue.
+    QueueManage,
+    /// Join a queue.
+    Join,
+    /// A partition's line, in order.
+    Line,
+    /// One entry, with its position.
+    ReadEntry,
+    /// Leave the line.
+    Leave,
+    /// Claim the head of a partition's line.
+    Next,
+    /// Finish serving an entry.
+    Done,
+    /// Mark a called entry as not shown up.
+    NoShow,
+}
+
+impl Action {
+    /// The queue action whose rule decides this endpoint.
+    pub fn queue_rule(self) -> Option<QueueAction> {
+        Some(match self {
+            Action::QueueState | Action::Line | Action::ReadEntry => QueueAction::View,
+            Action::QueueManage => QueueAction::Manage,
+            Action::Join => QueueAction::Join,
+            Action::Leave => QueueAction::Leave,
+            Action::Next | Action::Done | Action::NoShow => QueueAction::Serve,
+            _ => return None,
+        })
+    }
+}
+
+/// The actions a queue's rules name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    /// `rules.join`.
+    Join,
+    /// `rules.leave`.
+    Leave,
+    /// `rules.view`.
+    View,
+    /// `rules.serve`.
+    Serve,
+    /// `rules.manage`.
+    Manage,
+}
+
+impl QueueAction {
+    /// The schema-file name of the action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueAction::Join => "join",
+            QueueAction::Leave => "leave",
+            QueueAction::View => "view",
+            QueueAction::Serve => "serve",
+            QueueAction::Manage => "manage",
+        }
+    }
+
+    /// This action's rule in `rules`.
+    pub fn rule(self, rules: &crate::schema::queue::QueueRules) -> &Rule {
+        match self {
+            QueueAction::Join => &rules.join,
+            QueueAction::Leave => &rules.leave,
+            QueueAction::View => &rules.view,
+            QueueAction::Serve => &rules.serve,
+            QueueAction::Manage => &rules.manage,
+        }
+    }
 }
 
 /// The query parameters an endpoint takes.
@@ -133,6 +209,10 @@ pub enum QueryKind {
     Read,
     /// Anything (the docs page ignores its query string).
     Ignored,
+    /// A queue partition: one parameter per `partition_by` field, all required.
+    Partition,
+    /// A queue partition, `limit` and `after` (the last ticket of the previous page).
+    Line,
 }
 
 /// The body an endpoint takes.
@@ -148,6 +228,10 @@ pub enum BodyKind {
     Login,
     /// `{password, new_password}`.
     Password,
+    /// `{member_id, …queue fields}`.
+    Join,
+    /// `{open}`.
+    QueueState,
 }
 
 /// One possible answer of an endpoint: a status and, for errors, the codes
@@ -410,6 +494,9 @@ impl RouteTable {
         for resource in model.resources.values() {
             routes.extend(resource_routes(model, resource, auth_on));
         }
+        for queue in model.queues.values() {
+            routes.extend(queue_routes(queue, auth_on));
+        }
         routes.extend(docs_routes());
         RouteTable { routes }
     }
@@ -499,6 +586,12 @@ fn not_found_detail(model: &AppModel, segments: &[String]) -> String {
     let unknown = |name: &str| format!("no resource named \"{name}\"");
     match segments {
         [] => "no route for /".to_owned(),
+        [queues, name, ..] if queues == "queues" && !model.queues.contains_key(name) => {
+            format!("no queue named \"{name}\"")
+        }
+        [queues, ..] if queues == "queues" => {
+            format!("no route for /{}", segments.join("/"))
+        }
         [first, ..] if model.resource(first).is_none() => unknown(first),
         [parent, _, child, ..] => match model.resource(child) {
             None => unknown(child),
@@ -608,6 +701,174 @@ fn account_routes() -> Vec<Route> {
                 o.push(success(StatusCode::NO_CONTENT));
                 o
             })],
+        },
+    ]
+}
+
+/// Codes a partition query string can answer.
+const PARTITION_QUERY_CODES: &[Code] = &[
+    Code::UnknownParameter,
+    Code::InvalidFilterValue,
+    Code::MalformedQuery,
+    Code::MalformedHeader,
+];
+
+/// `/queues/{q}`, its entries, an entry, its transitions and `next`.
+fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route> {
+    let target = Target::Queue {
+        queue: queue.name.clone(),
+    };
+    let rules = &queue.rules;
+    let endpoint = |method: Method,
+                    action: Action,
+                    query: QueryKind,
+                    body: BodyKind,
+                    mut outcomes: Vec<Outcome>| {
+        let rule = action.queue_rule().map_or(&Rule::Public, |a| a.rule(rules));
+        outcomes.extend(refusals(rule, auth_on));
+        outcomes.extend(database_outcomes());
+        if body != BodyKind::None {
+            outcomes.extend([
+                outcome(StatusCode::BAD_REQUEST, BODY_CODES),
+                outcome(StatusCode::PAYLOAD_TOO_LARGE, &[Code::PayloadTooLarge]),
+                outcome(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &[Code::UnsupportedMediaType],
+                ),
+                outcome(StatusCode::UNPROCESSABLE_ENTITY, &[Code::ValidationFailed]),
+            ]);
+        }
+        let query_codes = match query {
+            QueryKind::Partition | QueryKind::Line => PARTITION_QUERY_CODES,
+            _ => &[Code::UnknownParameter, Code::MalformedHeader][..],
+        };
+        outcomes.push(outcome(StatusCode::BAD_REQUEST, query_codes));
+        Endpoint {
+            method,
+            action,
+            query,
+            body,
+            outcomes: sorted(outcomes),
+        }
+    };
+    let get = |action, query, outcomes: Vec<Outcome>| {
+        let get = endpoint(Method::GET, action, query, BodyKind::None, outcomes);
+        let head = Endpoint {
+            method: Method::HEAD,
+            ..get.clone()
+        };
+        vec![get, head]
+    };
+    let not_found = || outcome(StatusCode::NOT_FOUND, &[Code::NotFound]);
+    let transition = || outcome(StatusCode::CONFLICT, &[Code::InvalidTransition]);
+    let base = vec![
+        Segment::Literal("queues".into()),
+        Segment::Literal(queue.name.clone()),
+    ];
+    let under = |more: &[Segment]| {
+        let mut s = base.clone();
+        s.extend_from_slice(more);
+        s
+    };
+    let lit = |l: &str| Segment::Literal(l.to_owned());
+    let id = Segment::Param("entry_id".into());
+    vec![
+        Route {
+            segments: base.clone(),
+            target: target.clone(),
+            endpoints: {
+                let mut e = get(
+                    Action::QueueState,
+                    QueryKind::None,
+                    vec![success(StatusCode::OK)],
+                );
+                e.push(endpoint(
+                    Method::PATCH,
+                    Action::QueueManage,
+                    QueryKind::None,
+                    BodyKind::QueueState,
+                    vec![success(StatusCode::OK)],
+                ));
+                e
+            },
+        },
+        Route {
+            segments: under(&[lit("entries")]),
+            target: target.clone(),
+            endpoints: {
+                let mut e = get(Action::Line, QueryKind::Line, vec![success(StatusCode::OK)]);
+                e.push(endpoint(
+                    Method::POST,
+                    Action::Join,
+                    QueryKind::None,
+                    BodyKind::Join,
+                    vec![
+                        success(StatusCode::CREATED),
+                        not_found(),
+                        outcome(
+                            StatusCode::CONFLICT,
+                            &[Code::AlreadyInQueue, Code::QueueClosed, Code::QueueFull],
+                        ),
+                    ],
+                ));
+                e
+            },
+        },
+        Route {
+            segments: under(&[lit("entries"), id.clone()]),
+            target: target.clone(),
+            endpoints: {
+                let mut e = get(
+                    Action::ReadEntry,
+                    QueryKind::None,
+                    vec![
+                        success(StatusCode::OK),
+                        success(StatusCode::NOT_MODIFIED),
+                        not_found(),
+                    ],
+                );
+                e.push(endpoint(
+                    Method::DELETE,
+                    Action::Leave,
+                    QueryKind::None,
+                    BodyKind::None,
+                    vec![success(StatusCode::OK), not_found(), transition()],
+                ));
+                e
+            },
+        },
+        Route {
+            segments: under(&[lit("entries"), id.clone(), lit("done")]),
+            target: target.clone(),
+            endpoints: vec![endpoint(
+                Method::POST,
+                Action::Done,
+                QueryKind::None,
+                BodyKind::None,
+                vec![success(StatusCode::OK), not_found(), transition()],
+            )],
+        },
+        Route {
+            segments: under(&[lit("entries"), id, lit("no-show")]),
+            target: target.clone(),
+            endpoints: vec![endpoint(
+                Method::POST,
+                Action::NoShow,
+                QueryKind::None,
+                BodyKind::None,
+                vec![success(StatusCode::OK), not_found(), transition()],
+            )],
+        },
+        Route {
+            segments: under(&[lit("next")]),
+            target,
+            endpoints: vec![endpoint(
+                Method::POST,
+                Action::Next,
+                QueryKind::Partition,
+                BodyKind::None,
+                vec![success(StatusCode::OK), success(StatusCode::NO_CONTENT)],
+            )],
         },
     ]
 }

@@ -533,13 +533,17 @@ pub(crate) fn complete_row(resource: &Resource, given: &Record, ctx: &PlanContex
                 IdKind::Integer => continue,
                 IdKind::Key { .. } => given.get(&column.name).cloned().unwrap_or(Value::Null),
             },
-            ColumnRole::Field => match given.get(&column.name) {
-                Some(v) => v.clone(),
-                None => match &column.constraints.default {
-                    Some(json) => value::from_json(column, json).unwrap_or(Value::Null),
-                    None => Value::Null,
-                },
-            },
+            // Computed by the database.
+            ColumnRole::Active => continue,
+            ColumnRole::Field | ColumnRole::Maintained | ColumnRole::Owner => {
+                match given.get(&column.name) {
+                    Some(v) => v.clone(),
+                    None => match &column.constraints.default {
+                        Some(json) => value::from_json(column, json).unwrap_or(Value::Null),
+                        None => Value::Null,
+                    },
+                }
+            }
             ColumnRole::CreatedAt | ColumnRole::UpdatedAt => Value::Timestamp(ctx.now),
             ColumnRole::CreatedBy | ColumnRole::UpdatedBy => {
                 ctx.subject.clone().map_or(Value::Null, Value::Text)

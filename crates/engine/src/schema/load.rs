@@ -77,6 +77,28 @@ struct RawSchema {
     #[serde(default)]
     resources: IndexMap<String, RawResource>,
     auth: Option<RawAuth>,
+    #[serde(default)]
+    queues: IndexMap<String, RawQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawQueue {
+    member: String,
+    #[serde(default)]
+    partition_by: Vec<String>,
+    #[serde(default)]
+    fields: IndexMap<String, RawField>,
+    capacity: Option<u64>,
+    rules: Option<RawQueueRules>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawQueueRules {
+    join: Option<RawRule>,
+    leave: Option<RawRule>,
+    view: Option<RawRule>,
+    serve: Option<RawRule>,
+    manage: Option<RawRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,30 +494,7 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 columns.push(column);
             }
         }
-        for (name, ty) in [
-            ("created_at", FieldType::Timestamp),
-            ("updated_at", FieldType::Timestamp),
-            ("created_by", FieldType::String),
-            ("updated_by", FieldType::String),
-        ] {
-            let role = match name {
-                "created_at" => ColumnRole::CreatedAt,
-                "updated_at" => ColumnRole::UpdatedAt,
-                "created_by" => ColumnRole::CreatedBy,
-                _ => ColumnRole::UpdatedBy,
-            };
-            columns.push(Column {
-                name: name.to_owned(),
-                ty,
-                role,
-                constraints: Constraints {
-                    index: name == "created_at",
-                    ..Constraints::default()
-                },
-                writable: None,
-                hidden: false,
-            });
-        }
+        columns.extend(audit_columns());
         for (i, index) in res.indexes.iter().enumerate() {
             if index.is_empty() {
                 errs.add(
@@ -539,19 +538,58 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         );
     }
 
+    let mut queues = IndexMap::new();
+    for (qname, raw_queue) in raw.queues {
+        if let Some(queue) =
+            build_queue(&qname, raw_queue, &resources, &id_kinds, auth_on, &mut errs)
+        {
+            queues.insert(qname, queue);
+        }
+    }
     let auth = raw.auth.map(|a| build_auth(a, &mut errs));
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
     // Table, index and foreign key names, checked once the resources are
     // sound: the same code names them for `check`, `migrate` and `serve`.
-    let snapshot = crate::storage::migrate::snapshot(&resources)?;
+    let state = (!queues.is_empty()).then(super::queue::state_resource);
+    let tables: Vec<&Resource> = resources
+        .values()
+        .chain(queues.values().flat_map(|q| [&q.entries, &q.partitions]))
+        .chain(state.as_ref())
+        .collect();
+    let snapshot = crate::storage::migrate::snapshot(&tables)?;
     Ok(AppModel {
         name: raw.app.name,
         resources,
         auth,
+        queues,
         snapshot,
     })
+}
+
+/// The audit columns every row gets: `created_at` (indexed), `updated_at`,
+/// `created_by`, `updated_by`.
+fn audit_columns() -> Vec<Column> {
+    [
+        ("created_at", FieldType::Timestamp, ColumnRole::CreatedAt),
+        ("updated_at", FieldType::Timestamp, ColumnRole::UpdatedAt),
+        ("created_by", FieldType::String, ColumnRole::CreatedBy),
+        ("updated_by", FieldType::String, ColumnRole::UpdatedBy),
+    ]
+    .into_iter()
+    .map(|(name, ty, role)| Column {
+        name: name.to_owned(),
+        ty,
+        role,
+        constraints: Constraints {
+            index: role == ColumnRole::CreatedAt,
+            ..Constraints::default()
+        },
+        writable: None,
+        hidden: false,
+    })
+    .collect()
 }
 
 fn build_field(
@@ -806,6 +844,151 @@ fn build_field(
     })
 }
 
+/// Types a partition field may have: values that name a line, compared
+/// exactly (no floats, decimals, long text or documents).
+const PARTITION_TYPES: [&str; 6] = ["ref", "boolean", "enum", "integer", "string", "date"];
+
+fn build_queue(
+    name: &str,
+    raw: RawQueue,
+    resources: &IndexMap<String, Resource>,
+    id_kinds: &BTreeMap<String, (IdKind, String)>,
+    auth_on: bool,
+    errs: &mut Errors,
+) -> Option<super::queue::Queue> {
+    use super::queue::{ENTRY_COLUMNS, QueueRules};
+    let path = format!("queues.{name}");
+    if !valid_name(name) {
+        errs.add(
+            &path,
+            "queue names start with a letter and use letters, digits and '_' (at most 63)",
+        );
+    }
+    if name.to_ascii_lowercase().starts_with("sqlite_") {
+        errs.add(&path, "SQLite reserves names starting with \"sqlite_\"");
+    }
+    let Some(member) = resources.get(&raw.member) else {
+        errs.add(
+            format!("{path}.member"),
+            format!(
+                "unknown resource \"{}\"; the member must be one of: {}",
+                raw.member,
+                resources.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        return None;
+    };
+    let mut partition = Vec::new();
+    for (i, field) in raw.partition_by.iter().enumerate() {
+        let fpath = format!("{path}.partition_by[{i}]");
+        match member.column(field) {
+            Some(c) if c.role == ColumnRole::Field && !c.hidden => {
+                let ty = c.ty.name();
+                let bounded = c.ty != FieldType::String
+                    || c.constraints.max_length.unwrap_or(DEFAULT_STRING_LENGTH) <= 255;
+                if !PARTITION_TYPES.contains(&ty) || !bounded {
+                    errs.add(
+                        &fpath,
+                        format!(
+                            "{} is a {ty}; a partition field is a ref, boolean, enum, integer, date or a string of at most 255 characters",
+                            c.name
+                        ),
+                    );
+                }
+                if partition.iter().any(|p: &&Column| p.name == c.name) {
+                    errs.add(&fpath, format!("{field} is listed twice"));
+                }
+                partition.push(c);
+            }
+            _ => errs.add(&fpath, format!("{} has no field \"{field}\"", member.name)),
+        }
+    }
+    if partition.len() > 4 {
+        errs.add(format!("{path}.partition_by"), "at most 4 fields");
+    }
+    if raw.capacity == Some(0) {
+        errs.add(
+            format!("{path}.capacity"),
+            "must be at least 1 (omit it for no limit)",
+        );
+    }
+    let mut fields = Vec::new();
+    for (fname, raw_field) in raw.fields {
+        let fpath = format!("{path}.fields.{fname}");
+        if !valid_name(&fname) {
+            errs.add(
+                &fpath,
+                "field names start with a letter and use letters, digits and '_' (at most 63)",
+            );
+        }
+        if SYSTEM_COLUMNS.contains(&fname.as_str())
+            || ENTRY_COLUMNS.contains(&fname.as_str())
+            || raw.partition_by.contains(&fname)
+        {
+            errs.add(&fpath, format!("\"{fname}\" is maintained by the engine"));
+        }
+        if RESERVED_PARAMS.contains(&fname.as_str()) {
+            errs.add(
+                &fpath,
+                format!("\"{fname}\" is a reserved query parameter; choose another name"),
+            );
+        }
+        if raw_field.ty == "ref" || raw_field.unique {
+            errs.add(
+                &fpath,
+                "a queue field cannot be a ref or unique (entries are kept as history)",
+            );
+            continue;
+        }
+        if let Some(column) = build_field(&fname, raw_field, &fpath, id_kinds, auth_on, errs) {
+            fields.push(column);
+        }
+    }
+    let rules = match (auth_on, raw.rules) {
+        (false, raw) => {
+            let raw = raw.unwrap_or_default();
+            for (action, rule) in [
+                ("join", raw.join),
+                ("leave", raw.leave),
+                ("view", raw.view),
+                ("serve", raw.serve),
+                ("manage", raw.manage),
+            ] {
+                if let Some(r) = rule {
+                    parse_rule(r, &format!("{path}.rules.{action}"), false, errs);
+                }
+            }
+            QueueRules::public()
+        }
+        (true, raw) => {
+            let raw = raw.unwrap_or_default();
+            let mut one = |rule: Option<RawRule>, action: &str| match rule {
+                Some(r) => parse_rule(r, &format!("{path}.rules.{action}"), true, errs),
+                None => Rule::Denied,
+            };
+            QueueRules {
+                join: one(raw.join, "join"),
+                leave: one(raw.leave, "leave"),
+                view: one(raw.view, "view"),
+                serve: one(raw.serve, "serve"),
+                manage: one(raw.manage, "manage"),
+            }
+        }
+    };
+    let audit = audit_columns();
+    let entries = super::queue::entries_resource(name, member, &partition, fields, audit);
+    let partitions = super::queue::partitions_resource(name, &entries, &raw.partition_by);
+    Some(super::queue::Queue {
+        name: name.to_owned(),
+        member: member.name.clone(),
+        partition_by: raw.partition_by,
+        capacity: raw.capacity,
+        rules,
+        entries,
+        partitions,
+    })
+}
+
 /// Parses one rule. Without `[auth]` every rule is public (a prototype), but
 /// the rules written are still checked so adding `[auth]` later holds no surprise.
 fn parse_rule(raw: RawRule, path: &str, auth_on: bool, errs: &mut Errors) -> Rule {
@@ -1048,6 +1231,73 @@ mod tests {
                 "created_by",
                 "updated_by"
             ]
+        );
+    }
+
+    const MEMBERS: &str = "[app]\nname='q'\n[resources.students]\nid={type='integer'}\n\
+        fields.major={type='integer'}\nfields.score={type='float'}\nfields.bio={type='text'}\n";
+
+    #[test]
+    fn a_queue_copies_its_partition_fields_and_keeps_its_own_tables() {
+        let model = load_str(&format!(
+            "{MEMBERS}[queues.advising]\nmember='students'\npartition_by=['major']\ncapacity=5\n\
+             fields.topic={{type='string',max_length=200}}\n"
+        ))
+        .unwrap();
+        let queue = &model.queues["advising"];
+        assert_eq!(queue.capacity, Some(5));
+        let major = queue.entries.column("major").unwrap();
+        assert_eq!(major.ty, FieldType::Integer);
+        assert!(!major.is_writable());
+        assert!(queue.entries.column("topic").unwrap().is_writable());
+        assert!(queue.entries.column("member_id").unwrap().is_writable());
+        let tables: Vec<&String> = model.snapshot().tables.keys().collect();
+        assert_eq!(
+            tables,
+            [
+                "students",
+                "advising",
+                "advising_partitions",
+                "_anteroom_queues"
+            ]
+        );
+        let active = &model.snapshot().tables["advising"].columns["active_member"];
+        assert!(active.generated.is_some() && active.references.is_none());
+    }
+
+    #[test]
+    fn a_queue_names_what_is_wrong_with_its_member_partition_and_fields() {
+        let errs = errors(&format!(
+            "{MEMBERS}[queues.line]\nmember='nobody'\n\
+             [queues.advising]\nmember='students'\npartition_by=['score','bio','nope']\ncapacity=0\n\
+             fields.ticket={{type='integer'}}\nfields.peer={{type='ref',to='students'}}\n"
+        ));
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "queues.line.member",
+                "queues.advising.partition_by[0]",
+                "queues.advising.partition_by[1]",
+                "queues.advising.partition_by[2]",
+                "queues.advising.capacity",
+                "queues.advising.fields.ticket",
+                "queues.advising.fields.peer",
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[0].message.contains("students"), "{errs:?}");
+        assert!(errs[1].message.contains("float"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_queue_and_a_resource_cannot_share_a_table() {
+        let errs = errors(&format!(
+            "{MEMBERS}[resources.advising]\nfields.x={{type='string'}}\n[queues.advising]\nmember='students'\n"
+        ));
+        assert!(
+            errs.iter().any(|e| e.message.contains("advising")),
+            "{errs:?}"
         );
     }
 

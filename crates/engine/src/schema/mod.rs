@@ -4,6 +4,7 @@
 pub mod load;
 pub mod model;
 pub(crate) mod pattern;
+pub mod queue;
 pub mod shape;
 
 pub use load::{SchemaError, SchemaErrors, load_file, load_str};

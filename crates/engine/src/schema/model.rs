@@ -15,6 +15,8 @@ pub struct AppModel {
     pub resources: IndexMap<String, Resource>,
     /// `[auth]`; `None` is a prototype where every operation is public.
     pub auth: Option<AuthModel>,
+    /// Waiting-room queues in file order, keyed by their URL name (`/queues/{name}`).
+    pub queues: IndexMap<String, super::queue::Queue>,
     /// The tables, indexes and foreign keys the database holds for this
     /// model, with their names: chosen once, while loading, so a schema whose
     /// names cannot be made unique is refused there.
@@ -216,6 +218,12 @@ impl Resource {
         &self.columns[0]
     }
 
+    /// The column `owner` rules compare with the caller's subject.
+    pub fn owner_column(&self) -> Option<&Column> {
+        let by_role = |role| self.columns.iter().find(|c| c.role == role);
+        by_role(ColumnRole::Owner).or_else(|| by_role(ColumnRole::CreatedBy))
+    }
+
     /// A column by its API name.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
@@ -254,6 +262,16 @@ pub enum ColumnRole {
     CreatedBy,
     /// The authenticated subject that last wrote the row.
     UpdatedBy,
+    /// Maintained by the engine (a queue entry's ticket, status, partition
+    /// values, transition times): rendered, never written by a client.
+    Maintained,
+    /// The subject `owner` rules compare with (a queue entry's member's
+    /// owner); `created_by` where a table has none.
+    Owner,
+    /// Computed by the database from the row's status (a queue entry's
+    /// member while it is active, NULL otherwise), so a unique index on it
+    /// holds "one active entry per member" whatever writes the row.
+    Active,
 }
 
 /// A column: a declared field or one the engine maintains.
@@ -284,8 +302,10 @@ impl Column {
     pub fn nullable(&self) -> bool {
         match self.role {
             ColumnRole::Id | ColumnRole::CreatedAt | ColumnRole::UpdatedAt => false,
-            ColumnRole::CreatedBy | ColumnRole::UpdatedBy => true,
-            ColumnRole::Field => !self.constraints.required,
+            ColumnRole::CreatedBy | ColumnRole::UpdatedBy | ColumnRole::Active => true,
+            ColumnRole::Field | ColumnRole::Maintained | ColumnRole::Owner => {
+                !self.constraints.required
+            }
         }
     }
 

@@ -76,6 +76,21 @@ pub struct ColumnSpec {
     /// never compares it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreign_key: Option<String>,
+    /// Computed by the database (see [`Generated`]); never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<Generated>,
+}
+
+/// A column the database computes: `value` while `when` is one of `is_in`,
+/// NULL otherwise (a queue entry's member while it is active).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generated {
+    /// The column whose value it takes.
+    pub value: String,
+    /// The column deciding whether it holds it.
+    pub when: String,
+    /// The values of `when` for which it does.
+    pub is_in: Vec<String>,
 }
 
 /// One index.
@@ -404,13 +419,14 @@ fn column_case_conflicts(resource: &Resource) -> Vec<SchemaError> {
 /// The snapshot the resources need, with every index and foreign key named
 /// (see the module docs); or every name conflict that renaming cannot
 /// resolve, as schema errors with key paths. Run once, by the schema loader.
-pub(crate) fn snapshot(
-    resources: &IndexMap<String, Resource>,
-) -> Result<Snapshot, Vec<SchemaError>> {
-    let mut errors: Vec<SchemaError> = resources.values().flat_map(column_case_conflicts).collect();
+pub(crate) fn snapshot(resources: &[&Resource]) -> Result<Snapshot, Vec<SchemaError>> {
+    let mut errors: Vec<SchemaError> = resources
+        .iter()
+        .flat_map(|r| column_case_conflicts(r))
+        .collect();
     let mut fixed = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
-    for resource in resources.values() {
+    for resource in resources {
         let path = format!("resources.{}", resource.name);
         fixed.push(Fixed {
             name: resource.name.clone(),
@@ -473,7 +489,7 @@ pub(crate) fn snapshot(
     let name_of: HashMap<&Origin, &String> = wanted.iter().map(|w| &w.origin).zip(&names).collect();
 
     let mut tables = IndexMap::new();
-    for resource in resources.values() {
+    for resource in resources {
         let mut columns = IndexMap::new();
         for column in &resource.columns {
             let references = match &column.ty {
@@ -510,6 +526,14 @@ pub(crate) fn snapshot(
                     default: column.constraints.default.clone(),
                     references,
                     foreign_key,
+                    generated: (column.role == ColumnRole::Active).then(|| Generated {
+                        value: crate::schema::queue::columns::MEMBER.to_owned(),
+                        when: crate::schema::queue::columns::STATUS.to_owned(),
+                        is_in: crate::schema::queue::ACTIVE_STATUSES
+                            .iter()
+                            .map(|s| (*s).to_owned())
+                            .collect(),
+                    }),
                 },
             );
         }

@@ -4,6 +4,7 @@
 //! connection loss) into the same [`ApiError`]s in one place.
 
 pub mod migrate;
+pub mod queue;
 pub mod sql;
 
 use std::sync::Arc;
@@ -127,6 +128,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes one row.
     async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError>;
+
+    /// The queue operations of this database.
+    fn queues(&self) -> &dyn queue::QueueStore;
 
     /// Brings the database to `target`, refusing destructive changes.
     async fn migrate(

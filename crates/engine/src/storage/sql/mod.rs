@@ -5,6 +5,7 @@
 
 pub mod mysql;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 pub mod store;
 
@@ -521,6 +522,22 @@ fn column_definition<D: Dialect + ?Sized>(
     with_default: bool,
 ) -> String {
     let mut def = format!("{} {}", d.quote(name), d.column_type(spec));
+    if let Some(g) = &spec.generated {
+        // The same syntax on the three databases; `is_in` holds engine
+        // constants (statuses), never client text.
+        let values: Vec<String> = g
+            .is_in
+            .iter()
+            .map(|v| format!("'{}'", v.replace('\'', "''")))
+            .collect();
+        def.push_str(&format!(
+            " GENERATED ALWAYS AS (CASE WHEN {} IN ({}) THEN {} END) STORED",
+            d.quote(&g.when),
+            values.join(", "),
+            d.quote(&g.value)
+        ));
+        return def;
+    }
     def.push_str(if spec.nullable { " NULL" } else { " NOT NULL" });
     if with_default && let Some(default) = &spec.default {
         def.push_str(" DEFAULT ");

@@ -23,24 +23,24 @@ use crate::value::{Value, format_timestamp};
 
 /// A SQL database behind a backend.
 pub struct SqlStorage<B: Backend> {
-    backend: B,
-    model: Arc<AppModel>,
+    pub(super) backend: B,
+    pub(super) model: Arc<AppModel>,
     /// Writes (SQLite: a single connection; others: the pool).
-    writer: Pool<B::Db>,
+    pub(super) writer: Pool<B::Db>,
     /// Primary-key reads (SQLite: a separate pool; others: the same pool).
     /// Never armed with a deadline: they are bounded by construction.
-    readers: Pool<B::Db>,
+    pub(super) readers: Pool<B::Db>,
     /// Lists and counts, armed with the deadline at every acquire (SQLite: a
     /// pool of its own, so that a reader never meets a handler left by an
     /// earlier request; others: the same pool).
-    scanners: Pool<B::Db>,
+    pub(super) scanners: Pool<B::Db>,
     /// Longest a statement may run (armed per acquire where the server does not enforce it).
     statement_timeout: std::time::Duration,
 }
 
 /// A pooled connection armed with the statement deadline for as long as the
 /// request holds it.
-struct Armed<DB: Database> {
+pub(super) struct Armed<DB: Database> {
     conn: PoolConnection<DB>,
     _deadline: Option<Deadline>,
 }
@@ -58,7 +58,7 @@ impl<DB: Database> std::ops::DerefMut for Armed<DB> {
     }
 }
 
-fn sql(text: String) -> AssertSqlSafe<String> {
+pub(super) fn sql(text: String) -> AssertSqlSafe<String> {
     // Every statement is built by sea-query or the DDL renderer from schema
     // identifiers; client values are bound parameters.
     AssertSqlSafe(text)
@@ -94,7 +94,7 @@ where
     i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
     usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
 {
-    fn unavailable_or_internal(&self, e: sqlx::Error) -> ApiError {
+    pub(super) fn unavailable_or_internal(&self, e: sqlx::Error) -> ApiError {
         match self.backend.classify(&self.model, &e) {
             Failure::Unavailable | Failure::Transient => ApiError::Unavailable {
                 cause: e.to_string(),
@@ -104,7 +104,7 @@ where
     }
 
     /// A connection from `pool`, its statements bounded by the statement timeout.
-    async fn acquire(&self, pool: &Pool<B::Db>) -> Result<Armed<B::Db>, ApiError> {
+    pub(super) async fn acquire(&self, pool: &Pool<B::Db>) -> Result<Armed<B::Db>, ApiError> {
         let fail = |e| self.unavailable_or_internal(e);
         let mut conn = pool.acquire().await.map_err(fail)?;
         let deadline = B::arm(&mut conn, self.statement_timeout)
@@ -117,7 +117,7 @@ where
     }
 
     /// Opens a write transaction on an armed writer connection.
-    async fn begin_write<'a>(
+    pub(super) async fn begin_write<'a>(
         &self,
         conn: &'a mut Armed<B::Db>,
     ) -> Result<sqlx::Transaction<'a, B::Db>, ApiError> {
@@ -160,7 +160,12 @@ where
     }
 
     /// A failed write becomes the 409 that names its field, or 503/500.
-    async fn write_error(&self, e: sqlx::Error, resource: &Resource, rows: &[&Record]) -> ApiError {
+    pub(super) async fn write_error(
+        &self,
+        e: sqlx::Error,
+        resource: &Resource,
+        rows: &[&Record],
+    ) -> ApiError {
         match self.backend.classify(&self.model, &e) {
             Failure::Unique { field, primary_key } => {
                 let field = if primary_key {
@@ -437,7 +442,7 @@ where
     }
 
     /// Inserts one row inside `conn`, returning it as stored.
-    async fn insert_one(
+    pub(super) async fn insert_one(
         &self,
         conn: &mut <B::Db as Database>::Connection,
         resource: &Resource,
@@ -666,6 +671,10 @@ where
                 DeleteOutcome::NotFound
             },
         )
+    }
+
+    fn queues(&self) -> &dyn crate::storage::queue::QueueStore {
+        self
     }
 
     async fn migrate(

@@ -1,0 +1,550 @@
+//! The request pipeline for queue routes, chained in [`handle`] like the
+//! resources' one: authenticate → authorize (from the head, by
+//! [`crate::policy`]) → parse (path, query, body) → execute (over the
+//! [`QueueStore`]) → render. The invariants live in the store's
+//! transactions; this module only translates HTTP to them and back.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, Value as Json, json};
+
+use crate::error::{ApiError, Code};
+use crate::plan::{Condition, PlanContext};
+use crate::request::body::{self, BodyMode};
+use crate::request::{EntityTags, Record};
+use crate::routes::{Action, BodyKind, Matched, QueryKind, Target};
+use crate::schema::Rule;
+use crate::schema::queue::{Queue, Status};
+use crate::storage::queue::{Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp};
+use crate::value::{self, Value};
+use crate::{AppState, pipeline, policy};
+
+/// Entries a line page holds unless `limit` says otherwise.
+const DEFAULT_LINE_LIMIT: u64 = 50;
+/// Most entries a line page holds.
+const MAX_LINE_LIMIT: u64 = 1000;
+
+/// What a queue request asks, once parsed.
+enum Ask {
+    State,
+    SetOpen(bool),
+    Join(Record),
+    Line {
+        partition: Partition,
+        after: Option<i64>,
+        limit: u64,
+    },
+    Read(Value, EntityTags),
+    Leave(Value),
+    Next(Partition),
+    Finish(Value, Status),
+}
+
+/// Handles a request the route table sent to a queue route.
+pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let result = async {
+        let Target::Queue { queue } = &matched.route.target else {
+            return Err(ApiError::internal("a queue handler for a non-queue route"));
+        };
+        let queue = state
+            .model
+            .queues
+            .get(queue)
+            .ok_or_else(|| ApiError::internal("a queue route without its queue"))?;
+        let authenticated = state
+            .auth
+            .authenticate(
+                &parts.headers,
+                parts.uri.query(),
+                &*state.storage,
+                &state.model,
+            )
+            .await?;
+        let ctx = PlanContext::for_caller(authenticated.identity);
+        let action = matched.endpoint.action;
+        let (scope, member_scope) = authorize(state, queue, action, &ctx)?;
+        let query = authenticated.query.as_deref();
+        let bytes = match matched.endpoint.body {
+            BodyKind::None => bytes::Bytes::new(),
+            _ => {
+                body::check_media_type(
+                    parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                )?;
+                pipeline::read_body(body, &parts.headers, &state.settings).await?
+            }
+        };
+        let ask = parse(queue, matched, query, &parts.headers, &bytes)?;
+        let stamp = Stamp {
+            now: ctx.now,
+            subject: ctx.subject.clone(),
+        };
+        run(
+            state.storage.queues(),
+            queue,
+            ask,
+            scope,
+            member_scope,
+            &ctx,
+            &stamp,
+        )
+        .await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The rule of the endpoint's action, applied: refused, or allowed on the
+/// entries a condition selects (`owner`: entries whose member the caller
+/// owns). A join's `owner` condition is on the member row instead.
+fn authorize(
+    state: &AppState,
+    queue: &Queue,
+    action: Action,
+    ctx: &PlanContext,
+) -> Result<(Option<Condition>, Option<Condition>), ApiError> {
+    let Some(queue_action) = action.queue_rule() else {
+        return Err(ApiError::internal("a queue route without a queue action"));
+    };
+    let rule = queue_action.rule(&queue.rules);
+    let identity = ctx.identity.as_ref();
+    let verb = format!("{} the queue", queue_action.as_str());
+    let scope = policy::check(rule, identity, &queue.entries, &verb)?;
+    if action != Action::Join || *rule != Rule::Owner {
+        return Ok((scope, None));
+    }
+    let member = state
+        .model
+        .resource(&queue.member)
+        .ok_or_else(|| ApiError::internal("a queue without its member resource"))?;
+    Ok((None, policy::check(rule, identity, member, &verb)?))
+}
+
+fn parse(
+    queue: &Queue,
+    matched: &Matched<'_>,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    bytes: &[u8],
+) -> Result<Ask, ApiError> {
+    let endpoint = matched.endpoint;
+    if endpoint.query == QueryKind::None {
+        crate::request::query::parse_none(query)?;
+    }
+    let entry_id = || {
+        let raw = matched.params.first().map_or("", String::as_str);
+        value::from_text(queue.entries.id_column(), raw)
+            .map_err(|_| ApiError::not_found(format!("no {} entry with id {raw}", queue.name)))
+    };
+    Ok(match endpoint.action {
+        Action::QueueState => Ask::State,
+        Action::QueueManage => Ask::SetOpen(parse_state(bytes)?),
+        Action::Join => match body::parse(&queue.entries, BodyMode::Create, bytes, None)? {
+            body::Body::One(record) => Ask::Join(record),
+            body::Body::Many(_) => {
+                return Err(ApiError::bad_request(
+                    Code::MalformedBody,
+                    "join with one object: one member joins at a time",
+                ));
+            }
+        },
+        Action::Line => {
+            let (partition, rest) = parse_partition(queue, query, &["limit", "after"])?;
+            let mut after = None;
+            let mut limit = DEFAULT_LINE_LIMIT;
+            for (key, raw) in rest {
+                let number = raw.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(
+                        Code::MalformedQuery,
+                        format!("{key} must be an integer, not \"{raw}\""),
+                    )
+                })?;
+                match key.as_str() {
+                    "limit" if (1..=MAX_LINE_LIMIT as i64).contains(&number) => {
+                        limit = number as u64;
+                    }
+                    "limit" => {
+                        return Err(ApiError::bad_request(
+                            Code::MalformedQuery,
+                            format!("limit must be between 1 and {MAX_LINE_LIMIT}"),
+                        ));
+                    }
+                    _ => after = Some(number),
+                }
+            }
+            Ask::Line {
+                partition,
+                after,
+                limit,
+            }
+        }
+        Action::ReadEntry => Ask::Read(
+            entry_id()?,
+            EntityTags::parse(headers, header::IF_NONE_MATCH)?,
+        ),
+        Action::Leave => Ask::Leave(entry_id()?),
+        Action::Next => Ask::Next(parse_partition(queue, query, &[])?.0),
+        Action::Done => Ask::Finish(entry_id()?, Status::Done),
+        Action::NoShow => Ask::Finish(entry_id()?, Status::NoShow),
+        _ => return Err(ApiError::internal("a queue route with a resource action")),
+    })
+}
+
+/// `{"open": true|false}`.
+fn parse_state(bytes: &[u8]) -> Result<bool, ApiError> {
+    let json: Json = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let invalid = |message: &str| ApiError::Validation {
+        errors: vec![value::FieldError::new(
+            "open",
+            value::FieldCode::Type,
+            message,
+        )],
+    };
+    match json {
+        Json::Object(map) => {
+            if let Some(other) = map.keys().find(|k| *k != "open") {
+                return Err(ApiError::Validation {
+                    errors: vec![value::FieldError::new(
+                        other,
+                        value::FieldCode::UnknownField,
+                        "a queue's state has only `open`",
+                    )],
+                });
+            }
+            match map.get("open") {
+                Some(Json::Bool(open)) => Ok(*open),
+                Some(_) => Err(invalid("must be true or false")),
+                None => Err(ApiError::Validation {
+                    errors: vec![value::FieldError::new(
+                        "open",
+                        value::FieldCode::Required,
+                        "send {\"open\": true} or {\"open\": false}",
+                    )],
+                }),
+            }
+        }
+        _ => Err(ApiError::bad_request(
+            Code::MalformedBody,
+            "the body must be an object: {\"open\": true|false}",
+        )),
+    }
+}
+
+/// The partition a query string names (every `partition_by` field, once;
+/// an empty value is null), and the other parameters among `also`.
+fn parse_partition(
+    queue: &Queue,
+    query: Option<&str>,
+    also: &[&str],
+) -> Result<(Partition, Vec<(String, String)>), ApiError> {
+    let mut given: Record = Record::new();
+    let mut rest = Vec::new();
+    for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let key = key.into_owned();
+        let repeated = || {
+            ApiError::bad_request(
+                Code::MalformedQuery,
+                format!("\"{key}\" is given twice; give it once"),
+            )
+        };
+        if also.contains(&key.as_str()) {
+            if rest.iter().any(|(k, _)| *k == key) {
+                return Err(repeated());
+            }
+            rest.push((key, raw.into_owned()));
+            continue;
+        }
+        let Some(column) = queue.partition_columns().find(|c| c.name == key) else {
+            let mut accepted: Vec<&str> = queue.partition_by.iter().map(String::as_str).collect();
+            accepted.extend(also);
+            return Err(ApiError::bad_request(
+                Code::UnknownParameter,
+                format!(
+                    "\"{key}\" is not accepted here; this route takes {}",
+                    if accepted.is_empty() {
+                        "no parameters".to_owned()
+                    } else {
+                        accepted.join(", ")
+                    }
+                ),
+            ));
+        };
+        if given.contains_key(&key) {
+            return Err(repeated());
+        }
+        let value = if raw.is_empty() {
+            Value::Null
+        } else {
+            value::from_text(column, &raw).map_err(|e| {
+                ApiError::bad_request(Code::InvalidFilterValue, format!("{key}: {}", e.message))
+            })?
+        };
+        given.insert(key, value);
+    }
+    let mut values = Record::new();
+    for column in queue.partition_columns() {
+        match given.get(&column.name) {
+            Some(v) => values.insert(column.name.clone(), v.clone()),
+            None => {
+                return Err(ApiError::bad_request(
+                    Code::MalformedQuery,
+                    format!(
+                        "name the line: add ?{} (an empty value is null)",
+                        queue
+                            .partition_by
+                            .iter()
+                            .map(|p| format!("{p}=…"))
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    ),
+                ));
+            }
+        };
+    }
+    Ok((Partition::new(values), rest))
+}
+
+async fn run(
+    store: &dyn QueueStore,
+    queue: &Queue,
+    ask: Ask,
+    scope: Option<Condition>,
+    member_scope: Option<Condition>,
+    ctx: &PlanContext,
+    stamp: &Stamp,
+) -> Result<Response, ApiError> {
+    let scope = scope.as_ref();
+    Ok(match ask {
+        Ask::State => render_state(queue, store.is_open(queue).await?),
+        Ask::SetOpen(open) => {
+            store.set_open(queue, open, stamp).await?;
+            render_state(queue, open)
+        }
+        Ask::Join(record) => {
+            let member = record
+                .get(crate::schema::queue::columns::MEMBER)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let row = crate::plan::complete_row(&queue.entries, &record, ctx);
+            let plan = JoinPlan {
+                queue,
+                member: member.clone(),
+                member_scope,
+                row,
+            };
+            match store.join(&plan).await? {
+                Joined::Entry(entry) => {
+                    let mut response = render_entry(queue, &entry, StatusCode::CREATED);
+                    if let Some(id) = entry.row.values.get("id").and_then(Json::as_str)
+                        && let Ok(location) =
+                            HeaderValue::from_str(&format!("/queues/{}/entries/{id}", queue.name))
+                    {
+                        response.headers_mut().insert(header::LOCATION, location);
+                    }
+                    response
+                }
+                Joined::Closed => {
+                    return Err(conflict(
+                        Code::QueueClosed,
+                        format!(
+                            "the {} queue is closed; try again once it opens",
+                            queue.name
+                        ),
+                    ));
+                }
+                Joined::Full { capacity } => {
+                    return Err(conflict(
+                        Code::QueueFull,
+                        format!(
+                            "this line of the {} queue already has {capacity} waiting; try again later",
+                            queue.name
+                        ),
+                    ));
+                }
+                Joined::NoMember => {
+                    return Err(ApiError::not_found(format!(
+                        "no {} row with id {} that you may join with",
+                        queue.member,
+                        shown(&member)
+                    )));
+                }
+                Joined::AlreadyActive { id } => {
+                    let place = id
+                        .and_then(|id| id.as_str().map(str::to_owned))
+                        .map(|id| format!(": /queues/{}/entries/{id}", queue.name))
+                        .unwrap_or_default();
+                    return Err(conflict(
+                        Code::AlreadyInQueue,
+                        format!(
+                            "{} {} already has an active entry in the {} queue{place}",
+                            queue.member,
+                            shown(&member),
+                            queue.name
+                        ),
+                    ));
+                }
+                Joined::PartitionTooLong => {
+                    return Err(ApiError::bad_request(
+                        Code::MalformedBody,
+                        "the member's partition values are too long to name a line",
+                    ));
+                }
+            }
+        }
+        Ask::Line {
+            partition,
+            after,
+            limit,
+        } => {
+            let entries = store.line(queue, &partition, scope, after, limit).await?;
+            let next_after = (entries.len() as u64 == limit)
+                .then(|| {
+                    entries
+                        .last()
+                        .and_then(|e| e.row.values.get(crate::schema::queue::columns::TICKET))
+                        .cloned()
+                })
+                .flatten();
+            let items: Vec<Json> = entries.iter().map(|e| entry_json(queue, e)).collect();
+            (
+                StatusCode::OK,
+                axum::Json(json!({"items": items, "next_after": next_after})),
+            )
+                .into_response()
+        }
+        Ask::Read(id, if_none_match) => {
+            let entry = store
+                .entry(queue, &id, scope)
+                .await?
+                .ok_or_else(|| not_found(queue, &id))?;
+            let etag = entry_etag(&entry);
+            if if_none_match.matches_weakly(&etag) {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                set_etag(&mut response, &etag);
+                response
+            } else {
+                render_entry(queue, &entry, StatusCode::OK)
+            }
+        }
+        Ask::Leave(id) => moved(
+            queue,
+            &id,
+            store.leave(queue, &id, scope, stamp).await?,
+            "waiting",
+            "leave",
+        )?,
+        Ask::Next(partition) => match store.next(queue, &partition, stamp).await? {
+            Some(entry) => render_entry(queue, &entry, StatusCode::OK),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+        Ask::Finish(id, to) => {
+            let verb = match to {
+                Status::NoShow => "mark as no-show",
+                _ => "finish",
+            };
+            moved(
+                queue,
+                &id,
+                store.finish(queue, &id, scope, to, stamp).await?,
+                "serving",
+                verb,
+            )?
+        }
+    })
+}
+
+fn conflict(code: Code, detail: String) -> ApiError {
+    ApiError::Conflict {
+        code,
+        detail,
+        field: None,
+    }
+}
+
+fn not_found(queue: &Queue, id: &Value) -> ApiError {
+    ApiError::not_found(format!("no {} entry with id {}", queue.name, shown(id)))
+}
+
+/// A value as a message shows it: text without JSON quotes.
+fn shown(value: &Value) -> String {
+    match value::to_json(value) {
+        Json::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// A transition's outcome as a response.
+fn moved(
+    queue: &Queue,
+    id: &Value,
+    outcome: Moved,
+    from: &str,
+    verb: &str,
+) -> Result<Response, ApiError> {
+    match outcome {
+        Moved::Entry(entry) => Ok(render_entry(queue, &entry, StatusCode::OK)),
+        Moved::NotFound => Err(not_found(queue, id)),
+        Moved::WrongStatus(status) => Err(conflict(
+            Code::InvalidTransition,
+            format!("the entry is {status}; only a {from} entry can {verb}"),
+        )),
+    }
+}
+
+/// An entry as clients see it: its visible columns and its position.
+fn entry_json(queue: &Queue, entry: &Entry) -> Json {
+    let mut out = Map::new();
+    for column in queue.entries.columns.iter().filter(|c| !c.hidden) {
+        if let Some(v) = entry.row.values.get(&column.name) {
+            out.insert(column.name.clone(), v.clone());
+        }
+    }
+    out.insert("position".into(), json!(entry.position));
+    Json::Object(out)
+}
+
+/// Changes exactly when what the caller sees does: the row's version
+/// (status, transitions) or its position.
+fn entry_etag(entry: &Entry) -> String {
+    match entry.position {
+        Some(p) => format!("\"{}.{p}\"", entry.row.version),
+        None => format!("\"{}\"", entry.row.version),
+    }
+}
+
+fn set_etag(response: &mut Response, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+}
+
+fn render_entry(queue: &Queue, entry: &Entry, status: StatusCode) -> Response {
+    let mut response = (status, axum::Json(entry_json(queue, entry))).into_response();
+    set_etag(&mut response, &entry_etag(entry));
+    response
+}
+
+fn render_state(queue: &Queue, open: bool) -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "name": queue.name,
+            "member": queue.member,
+            "partition_by": queue.partition_by,
+            "capacity": queue.capacity,
+            "open": open,
+        })),
+    )
+        .into_response()
+}

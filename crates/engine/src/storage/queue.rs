@@ -1,0 +1,175 @@
+//! Stage 3 for queues: the [`QueueStore`] trait, beside [`super::Storage`]
+//! because its transitions are multi-statement transactions that hold row
+//! locks, which the CRUD trait has no business knowing. One implementation
+//! for the SQL databases lives in `sql::queue`.
+//!
+//! **Position.** The position of a waiting entry with ticket `t` is
+//! 1 + the number of waiting entries of its partition with a smaller ticket.
+//! Tickets are dense per partition (the counter is incremented in the join
+//! transaction, and a rolled-back join rolls it back), and `next` always
+//! claims the smallest waiting ticket, so every ticket up to the partition's
+//! `called_upto` is no longer waiting. Hence
+//! `position = t − called_upto − (entries that left with called_upto < ticket < t)`:
+//! one primary-key read of the partition row and an index range count
+//! bounded by the entries that left ahead of you, never a count over the
+//! people waiting.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+
+use super::StoredRow;
+use crate::error::ApiError;
+use crate::plan::Condition;
+use crate::request::Record;
+use crate::schema::queue::{Queue, Status};
+use crate::value::Value;
+
+/// One line of a queue: the partition values and their canonical key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// `[v1, v2, …]` as JSON text: the partition table's primary key.
+    pub key: String,
+    /// Partition column → value, in `partition_by` order.
+    pub values: Record,
+}
+
+impl Partition {
+    /// The partition of these values (in `partition_by` order).
+    pub fn new(values: Record) -> Partition {
+        let json: Vec<Json> = values.values().map(crate::value::to_json).collect();
+        Partition {
+            key: Json::Array(json).to_string(),
+            values,
+        }
+    }
+}
+
+/// An entry as read, with its position while it waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The entry row.
+    pub row: StoredRow,
+    /// 1 for the head of the line; `None` unless waiting.
+    pub position: Option<u64>,
+}
+
+/// Who makes a transition, and when.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The transition's time.
+    pub now: DateTime<Utc>,
+    /// The caller's subject (`updated_by`, `served_by`).
+    pub subject: Option<String>,
+}
+
+/// A join, planned: the member and the entry's client fields.
+#[derive(Debug)]
+pub struct JoinPlan<'m> {
+    /// The queue.
+    pub queue: &'m Queue,
+    /// The joining member's id.
+    pub member: Value,
+    /// The member rows the caller may join with (`owner` rules).
+    pub member_scope: Option<Condition>,
+    /// The entry as completed by the planner: id, member, fields, audit columns.
+    pub row: Record,
+}
+
+/// What a join did.
+#[derive(Debug)]
+pub enum Joined {
+    /// A new waiting entry.
+    Entry(Entry),
+    /// The queue is closed.
+    Closed,
+    /// The member's partition already has `capacity` entries waiting.
+    Full {
+        /// The queue's capacity.
+        capacity: u64,
+    },
+    /// No member row with that id that the caller may join with.
+    NoMember,
+    /// The member already has an active entry: its id.
+    AlreadyActive {
+        /// The active entry's id, when it could be read back.
+        id: Option<Json>,
+    },
+    /// The member's partition values are too long to be a line's key.
+    PartitionTooLong,
+}
+
+/// What a transition of one entry did.
+#[derive(Debug)]
+pub enum Moved {
+    /// The entry after the transition.
+    Entry(Entry),
+    /// No entry with that id (or none the caller may touch).
+    NotFound,
+    /// The entry is not in the status the transition starts from: its status.
+    WrongStatus(String),
+}
+
+/// Queue operations, each one transaction.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Joins: checks the queue is open, reads the member (locked against a
+    /// concurrent change) and its partition values, takes the next ticket
+    /// from the partition's counter and inserts the entry; the database's
+    /// unique index refuses a second active entry of the member.
+    async fn join(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError>;
+
+    /// One entry with its position.
+    async fn entry(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+    ) -> Result<Option<Entry>, ApiError>;
+
+    /// The waiting entries of a partition in ticket order, after `after`
+    /// (a ticket), at most `limit`.
+    async fn line(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        scope: Option<&Condition>,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Entry>, ApiError>;
+
+    /// `waiting → left`.
+    async fn leave(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        stamp: &Stamp,
+    ) -> Result<Moved, ApiError>;
+
+    /// Claims the head of a partition's line (`waiting → serving`); `None`
+    /// when nobody waits. Claims of one partition are serialized by its
+    /// counter row, so no entry is claimed twice and none is skipped.
+    async fn next(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        stamp: &Stamp,
+    ) -> Result<Option<Entry>, ApiError>;
+
+    /// `serving → done | no_show`.
+    async fn finish(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        to: Status,
+        stamp: &Stamp,
+    ) -> Result<Moved, ApiError>;
+
+    /// Whether the queue accepts joins.
+    async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError>;
+
+    /// Opens or closes the queue.
+    async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError>;
+}

@@ -1,0 +1,749 @@
+//! The one implementation of [`QueueStore`] for SQL databases, generic over
+//! a [`Backend`]. Lock order, the same in every transition, so two of them
+//! never deadlock: the member row (join), then the partition row, then
+//! entries. The partition row is the lock that serializes a line: joins
+//! take it by incrementing its ticket counter, `next` and `leave` with
+//! `FOR UPDATE` (SQLite has one writer: `BEGIN IMMEDIATE` already
+//! serializes). `next` does not need `SKIP LOCKED`: it must update the
+//! partition row anyway, and skipping a head row locked by a `leave` that
+//! then rolls back would serve the line out of order.
+
+use async_trait::async_trait;
+use sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Func, LockType, OnConflict, Order, Query, SelectStatement,
+};
+use sea_query_sqlx::SqlxValues;
+use sqlx::{Database, Executor, IntoArguments, Pool, Row};
+
+use super::store::sql;
+use super::{Backend, Failure, SqlStorage, VERSION_COLUMN};
+use crate::error::ApiError;
+use crate::plan::{Compare, Condition};
+use crate::schema::queue::{Queue, STATE_TABLE, Status, columns};
+use crate::schema::{Resource, Scalar};
+use crate::storage::StoredRow;
+use crate::storage::queue::{Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp};
+use crate::value::Value;
+
+fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+fn entry_alias() -> Alias {
+    Alias::new("e")
+}
+
+fn partition_alias() -> Alias {
+    Alias::new("p")
+}
+
+/// `SELECT e.*, e._version, p.called_upto, (left ahead) FROM entries e
+/// JOIN partitions p USING (partition_key)`: an entry and what its position
+/// needs, in one statement (one snapshot, so positions never go backwards).
+fn entry_select(queue: &Queue) -> SelectStatement {
+    let entries = &queue.entries;
+    let (e, p) = (entry_alias(), partition_alias());
+    let mut stmt = Query::select();
+    for column in &entries.columns {
+        stmt.column((e.clone(), col(&column.name)));
+    }
+    stmt.column((e.clone(), col(VERSION_COLUMN)));
+    stmt.column((p.clone(), col(columns::CALLED_UPTO)));
+    let l = Alias::new("l");
+    let left_ahead = Query::select()
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from_as(col(&entries.name), l.clone())
+        .and_where(
+            Expr::col((l.clone(), col(columns::PARTITION_KEY)))
+                .equals((e.clone(), col(columns::PARTITION_KEY))),
+        )
+        .and_where(Expr::col((l.clone(), col(columns::STATUS))).eq(Status::Left.as_str()))
+        .and_where(
+            Expr::col((l.clone(), col(columns::TICKET)))
+                .gt(Expr::col((p.clone(), col(columns::CALLED_UPTO)))),
+        )
+        .and_where(
+            Expr::col((l.clone(), col(columns::TICKET)))
+                .lt(Expr::col((e.clone(), col(columns::TICKET)))),
+        )
+        .to_owned();
+    stmt.expr(Expr::SubQuery(
+        None,
+        Box::new(sea_query::SubQueryStatement::SelectStatement(left_ahead)),
+    ));
+    stmt.from_as(col(&entries.name), e.clone()).join_as(
+        sea_query::JoinType::InnerJoin,
+        col(&queue.partitions.name),
+        p.clone(),
+        Expr::col((p, col(columns::PARTITION_KEY))).equals((e, col(columns::PARTITION_KEY))),
+    );
+    stmt
+}
+
+/// A condition on the entry table, qualified by its alias.
+fn on_entry<D: super::Dialect + ?Sized>(
+    d: &D,
+    resource: &Resource,
+    c: &Condition,
+) -> sea_query::Condition {
+    // Conditions name entry columns only; the partition table shares some
+    // names, so qualify them by rewriting into a qualified comparison.
+    match c {
+        Condition::Compare { column, op, value } => {
+            let scalar = resource.column(column).map_or(Scalar::Text, |c| c.scalar());
+            let left = Expr::col((entry_alias(), col(column)));
+            let right = Expr::val(d.bind(value, scalar));
+            let expr = match op {
+                Compare::Eq => left.eq(right),
+                Compare::Ne => left.ne(right),
+                Compare::Gt => left.gt(right),
+                Compare::Gte => left.gte(right),
+                Compare::Lt => left.lt(right),
+                Compare::Lte => left.lte(right),
+            };
+            sea_query::Cond::all().add(expr)
+        }
+        Condition::All(items) => items.iter().fold(sea_query::Cond::all(), |acc, i| {
+            acc.add(on_entry(d, resource, i))
+        }),
+        Condition::Any(items) if items.is_empty() => {
+            sea_query::Cond::all().add(Expr::cust("1 = 0"))
+        }
+        Condition::Any(items) => items.iter().fold(sea_query::Cond::any(), |acc, i| {
+            acc.add(on_entry(d, resource, i))
+        }),
+        // Policies produce comparisons only; anything else denies.
+        _ => sea_query::Cond::all().add(Expr::cust("1 = 0")),
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+impl<B> SqlStorage<B>
+where
+    B: Backend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    SqlxValues: IntoArguments<B::Db>,
+    i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
+    usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
+{
+    /// Decodes a row of [`entry_select`].
+    fn decode_entry(
+        &self,
+        queue: &Queue,
+        row: &<B::Db as Database>::Row,
+    ) -> Result<Entry, ApiError> {
+        let stored = self.backend.decode(&queue.entries, row)?;
+        let n = queue.entries.columns.len() + 1;
+        let called_upto: i64 = row.try_get(n).map_err(ApiError::internal)?;
+        let left_ahead: i64 = row.try_get(n + 1).map_err(ApiError::internal)?;
+        Ok(entry_of(stored, called_upto, left_ahead))
+    }
+
+    /// One entry by id on `conn`, with its position.
+    async fn read_entry(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+    ) -> Result<Option<Entry>, ApiError> {
+        let d = &self.backend;
+        let mut stmt = entry_select(queue);
+        stmt.and_where(
+            Expr::col((entry_alias(), col("id"))).eq(Expr::val(d.bind(id, Scalar::Uuid))),
+        );
+        if let Some(scope) = scope {
+            stmt.cond_where(on_entry(d, &queue.entries, scope));
+        }
+        let (q, v) = d.build_select(&stmt);
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        row.map(|r| self.decode_entry(queue, &r)).transpose()
+    }
+
+    /// Locks a partition's counter row (the line's lock); its `called_upto`,
+    /// or `None` when the partition has never had an entry.
+    async fn lock_partition(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        key: &str,
+    ) -> Result<Option<i64>, ApiError> {
+        let d = &self.backend;
+        let mut stmt = Query::select();
+        stmt.column(col(columns::CALLED_UPTO))
+            .from(col(&queue.partitions.name))
+            .and_where(
+                Expr::col(col(columns::PARTITION_KEY))
+                    .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
+            )
+            .lock(LockType::Update);
+        let (q, v) = d.build_select(&stmt);
+        sqlx::query_scalar_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))
+    }
+
+    /// Sets an entry's status (and the columns that go with it) if it is in
+    /// `from`; whether it was.
+    async fn transition(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        id: &Value,
+        (from, to): (Status, Status),
+        scope: Option<&Condition>,
+        stamp: &Stamp,
+    ) -> Result<bool, ApiError> {
+        let d = &self.backend;
+        let now = Expr::val(d.bind(&Value::Timestamp(stamp.now), Scalar::Timestamp));
+        let subject = Expr::val(d.bind(
+            &stamp.subject.clone().map_or(Value::Null, Value::Text),
+            Scalar::Text,
+        ));
+        let mut stmt = Query::update();
+        stmt.table(col(&queue.entries.name))
+            .value(col(columns::STATUS), to.as_str())
+            .value(col("updated_at"), now.clone())
+            .value(col("updated_by"), subject.clone())
+            .value(col(VERSION_COLUMN), Expr::col(col(VERSION_COLUMN)).add(1))
+            .and_where(Expr::col(col("id")).eq(Expr::val(d.bind(id, Scalar::Uuid))))
+            .and_where(Expr::col(col(columns::STATUS)).eq(from.as_str()));
+        match to {
+            Status::Serving => {
+                stmt.value(col(columns::CALLED_AT), now)
+                    .value(col(columns::SERVED_BY), subject);
+            }
+            _ => {
+                stmt.value(col(columns::ENDED_AT), now);
+            }
+        }
+        if let Some(scope) = scope {
+            stmt.cond_where(super::condition(d, &queue.entries, scope));
+        }
+        let (q, v) = d.build_update(&stmt);
+        let done = sqlx::query_with(sql(q), v)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(B::rows_affected(&done) == 1)
+    }
+
+    /// After a transition matched nothing: 404 or the entry's actual status.
+    async fn why_not(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+    ) -> Result<Moved, ApiError> {
+        Ok(match self.read_entry(conn, queue, id, scope).await? {
+            None => Moved::NotFound,
+            Some(entry) => Moved::WrongStatus(
+                entry
+                    .row
+                    .values
+                    .get(columns::STATUS)
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+        })
+    }
+
+    /// Adds `delta` to the partition's waiting count (and sets `called_upto`).
+    async fn count_partition(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        key: &str,
+        delta: i64,
+        called_upto: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let d = &self.backend;
+        let mut stmt = Query::update();
+        stmt.table(col(&queue.partitions.name))
+            .value(
+                col(columns::WAITING),
+                Expr::col(col(columns::WAITING)).add(delta),
+            )
+            .value(col(VERSION_COLUMN), Expr::col(col(VERSION_COLUMN)).add(1))
+            .and_where(
+                Expr::col(col(columns::PARTITION_KEY))
+                    .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
+            );
+        if let Some(ticket) = called_upto {
+            stmt.value(col(columns::CALLED_UPTO), ticket);
+        }
+        let (q, v) = d.build_update(&stmt);
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(())
+    }
+
+    /// The active entry of a member, read after a join was refused for it.
+    async fn active_entry_of(&self, queue: &Queue, member: &Value) -> Option<serde_json::Value> {
+        let d = &self.backend;
+        let active = Condition::Compare {
+            column: columns::ACTIVE_MEMBER.to_owned(),
+            op: Compare::Eq,
+            value: member.clone(),
+        };
+        let (q, v) = d.build_select(&super::select(d, &queue.entries, &active, &[], Some(1), 0));
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&self.readers)
+            .await
+            .ok()
+            .flatten()?;
+        let stored = d.decode(&queue.entries, &row).ok()?;
+        stored.values.get("id").cloned()
+    }
+
+    async fn join_once(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError> {
+        let d = &self.backend;
+        let queue = plan.queue;
+        let fail = |e| self.unavailable_or_internal(e);
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+
+        if !self.is_open_on(&mut tx, queue).await? {
+            return Ok(Joined::Closed);
+        }
+
+        // The member and its partition values, read (and share-locked where
+        // the database has row locks) inside this transaction.
+        let member = self.model.resource(&queue.member).ok_or_else(|| {
+            ApiError::internal(format!("queue {} has no member resource", queue.name))
+        })?;
+        let mut cond = vec![Condition::Compare {
+            column: member.id_column().name.clone(),
+            op: Compare::Eq,
+            value: plan.member.clone(),
+        }];
+        cond.extend(plan.member_scope.clone());
+        let mut stmt = super::select(d, member, &Condition::All(cond), &[], Some(1), 0);
+        stmt.lock(LockType::Share);
+        let (q, v) = d.build_select(&stmt);
+        let Some(row) = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?
+        else {
+            return Ok(Joined::NoMember);
+        };
+        let member_row = d.decode(member, &row)?;
+        let mut values = crate::request::Record::new();
+        for column in queue.partition_columns() {
+            let json = member_row
+                .values
+                .get(&column.name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let value = crate::value::from_json(column, &json).unwrap_or(Value::Null);
+            values.insert(column.name.clone(), value);
+        }
+        let partition = Partition::new(values);
+        if partition.key.chars().count() > crate::schema::queue::MAX_PARTITION_KEY {
+            return Ok(Joined::PartitionTooLong);
+        }
+        let owner = member
+            .owner_column()
+            .and_then(|c| member_row.values.get(&c.name))
+            .and_then(|v| v.as_str())
+            .map_or(Value::Null, text);
+
+        // The next ticket: the counter row is created or incremented, and
+        // stays locked by this transaction until it commits.
+        let mut insert = Query::insert();
+        let mut names = vec![col(columns::PARTITION_KEY)];
+        let mut vals = vec![Expr::val(d.bind(&text(&partition.key), Scalar::Text))];
+        for (name, value) in &partition.values {
+            names.push(col(name));
+            let scalar = queue
+                .partitions
+                .column(name)
+                .map_or(Scalar::Text, |c| c.scalar());
+            vals.push(Expr::val(d.bind(value, scalar)));
+        }
+        names.extend([
+            col(columns::LAST_TICKET),
+            col(columns::CALLED_UPTO),
+            col(columns::WAITING),
+            col(VERSION_COLUMN),
+        ]);
+        vals.extend([
+            Expr::val(1i64),
+            Expr::val(0i64),
+            Expr::val(1i64),
+            Expr::val(1i64),
+        ]);
+        insert
+            .into_table(col(&queue.partitions.name))
+            .columns(names)
+            .values_panic(vals)
+            .on_conflict({
+                // Qualified: PostgreSQL would read a bare name as ambiguous
+                // between the row and EXCLUDED.
+                let current = |c: &str| Expr::col((col(&queue.partitions.name), col(c)));
+                OnConflict::column(col(columns::PARTITION_KEY))
+                    .value(
+                        col(columns::LAST_TICKET),
+                        current(columns::LAST_TICKET).add(1),
+                    )
+                    .value(col(columns::WAITING), current(columns::WAITING).add(1))
+                    .value(col(VERSION_COLUMN), current(VERSION_COLUMN).add(1))
+                    .to_owned()
+            });
+        let (q, v) = d.build_insert(&insert);
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let mut counters = Query::select();
+        counters
+            .columns([col(columns::LAST_TICKET), col(columns::WAITING)])
+            .from(col(&queue.partitions.name))
+            .and_where(
+                Expr::col(col(columns::PARTITION_KEY))
+                    .eq(Expr::val(d.bind(&text(&partition.key), Scalar::Text))),
+            );
+        let (q, v) = d.build_select(&counters);
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let ticket: i64 = row.try_get(0).map_err(fail)?;
+        let waiting: i64 = row.try_get(1).map_err(fail)?;
+        if let Some(capacity) = queue.capacity
+            && u64::try_from(waiting).unwrap_or(0) > capacity
+        {
+            return Ok(Joined::Full { capacity });
+        }
+
+        let mut entry = plan.row.clone();
+        for (name, value) in &partition.values {
+            entry.insert(name.clone(), value.clone());
+        }
+        entry.insert(columns::TICKET.to_owned(), Value::Int(ticket));
+        entry.insert(columns::STATUS.to_owned(), text(Status::Waiting.as_str()));
+        entry.insert(columns::PARTITION_KEY.to_owned(), text(&partition.key));
+        entry.insert(columns::MEMBER_OWNER.to_owned(), owner);
+        let id = entry.get("id").cloned().unwrap_or(Value::Null);
+        if let Err(e) = self.insert_one(&mut tx, &queue.entries, &entry).await {
+            drop(tx);
+            return match self.backend.classify(&self.model, &e) {
+                Failure::Unique { .. } => Ok(Joined::AlreadyActive {
+                    id: self.active_entry_of(queue, &plan.member).await,
+                }),
+                Failure::Transient => Err(ApiError::Unavailable {
+                    cause: e.to_string(),
+                }),
+                _ => Err(self.write_error(e, &queue.entries, &[&entry]).await),
+            };
+        }
+        let read = self.read_entry(&mut tx, queue, &id, None).await?;
+        tx.commit().await.map_err(fail)?;
+        read.map(Joined::Entry)
+            .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))
+    }
+
+    async fn is_open_on(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+    ) -> Result<bool, ApiError> {
+        let d = &self.backend;
+        // Counted rather than decoded: a queue without a row is open.
+        let mut stmt = Query::select();
+        stmt.expr(Func::count(Expr::col(Asterisk)))
+            .from(col(STATE_TABLE))
+            .and_where(
+                Expr::col(col("name")).eq(Expr::val(d.bind(&text(&queue.name), Scalar::Text))),
+            )
+            .and_where(
+                Expr::col(col(columns::OPEN))
+                    .eq(Expr::val(d.bind(&Value::Bool(false), Scalar::Bool))),
+            );
+        let (q, v) = d.build_select(&stmt);
+        let closed: i64 = sqlx::query_scalar_with(sql(q), v)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(closed == 0)
+    }
+}
+
+/// An entry row and its position from the partition's counter.
+fn entry_of(row: StoredRow, called_upto: i64, left_ahead: i64) -> Entry {
+    let waiting =
+        row.values.get(columns::STATUS).and_then(|s| s.as_str()) == Some(Status::Waiting.as_str());
+    let ticket = row
+        .values
+        .get(columns::TICKET)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    let position = waiting.then(|| u64::try_from(ticket - called_upto - left_ahead).unwrap_or(1));
+    Entry { row, position }
+}
+
+#[async_trait]
+impl<B> QueueStore for SqlStorage<B>
+where
+    B: Backend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    SqlxValues: IntoArguments<B::Db>,
+    i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
+    usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
+{
+    async fn join(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError> {
+        self.join_once(plan).await
+    }
+
+    async fn entry(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+    ) -> Result<Option<Entry>, ApiError> {
+        let mut conn = self.acquire(&self.readers).await?;
+        self.read_entry(&mut conn, queue, id, scope).await
+    }
+
+    async fn line(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        scope: Option<&Condition>,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Entry>, ApiError> {
+        let d = &self.backend;
+        let e = entry_alias();
+        let mut stmt = entry_select(queue);
+        stmt.and_where(
+            Expr::col((e.clone(), col(columns::PARTITION_KEY)))
+                .eq(Expr::val(d.bind(&text(&partition.key), Scalar::Text))),
+        )
+        .and_where(Expr::col((e.clone(), col(columns::STATUS))).eq(Status::Waiting.as_str()))
+        .order_by((e.clone(), col(columns::TICKET)), Order::Asc)
+        .limit(limit);
+        if let Some(after) = after {
+            stmt.and_where(Expr::col((e, col(columns::TICKET))).gt(after));
+        }
+        if let Some(scope) = scope {
+            stmt.cond_where(on_entry(d, &queue.entries, scope));
+        }
+        let (q, v) = d.build_select(&stmt);
+        let mut conn = self.acquire(&self.scanners).await?;
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        rows.iter().map(|r| self.decode_entry(queue, r)).collect()
+    }
+
+    async fn leave(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        stamp: &Stamp,
+    ) -> Result<Moved, ApiError> {
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
+            return Ok(Moved::NotFound);
+        };
+        let key = entry
+            .row
+            .values
+            .get(columns::PARTITION_KEY)
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        self.lock_partition(&mut tx, queue, &key).await?;
+        if !self
+            .transition(
+                &mut tx,
+                queue,
+                id,
+                (Status::Waiting, Status::Left),
+                scope,
+                stamp,
+            )
+            .await?
+        {
+            return self.why_not(&mut tx, queue, id, scope).await;
+        }
+        self.count_partition(&mut tx, queue, &key, -1, None).await?;
+        let read = self.read_entry(&mut tx, queue, id, None).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    async fn next(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        stamp: &Stamp,
+    ) -> Result<Option<Entry>, ApiError> {
+        let d = &self.backend;
+        let fail = |e| self.unavailable_or_internal(e);
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        if self
+            .lock_partition(&mut tx, queue, &partition.key)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let waiting = Condition::All(vec![
+            Condition::Compare {
+                column: columns::PARTITION_KEY.to_owned(),
+                op: Compare::Eq,
+                value: text(&partition.key),
+            },
+            Condition::Compare {
+                column: columns::STATUS.to_owned(),
+                op: Compare::Eq,
+                value: text(Status::Waiting.as_str()),
+            },
+        ]);
+        let by_ticket = [crate::request::SortKey {
+            column: columns::TICKET.to_owned(),
+            direction: crate::request::Direction::Asc,
+        }];
+        let mut head = super::select(d, &queue.entries, &waiting, &by_ticket, Some(1), 0);
+        head.lock(LockType::Update);
+        let (q, v) = d.build_select(&head);
+        let Some(row) = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?
+        else {
+            return Ok(None);
+        };
+        let head = d.decode(&queue.entries, &row)?;
+        let id = crate::value::from_json(
+            queue.entries.id_column(),
+            head.values.get("id").unwrap_or(&serde_json::Value::Null),
+        )
+        .map_err(|e| ApiError::internal(e.message))?;
+        let ticket = head
+            .values
+            .get(columns::TICKET)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        if !self
+            .transition(
+                &mut tx,
+                queue,
+                &id,
+                (Status::Waiting, Status::Serving),
+                None,
+                stamp,
+            )
+            .await?
+        {
+            return Err(ApiError::internal(
+                "the head of the line changed under its lock",
+            ));
+        }
+        self.count_partition(&mut tx, queue, &partition.key, -1, Some(ticket))
+            .await?;
+        let read = self.read_entry(&mut tx, queue, &id, None).await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(read)
+    }
+
+    async fn finish(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        to: Status,
+        stamp: &Stamp,
+    ) -> Result<Moved, ApiError> {
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        if !self
+            .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
+            .await?
+        {
+            return self.why_not(&mut tx, queue, id, scope).await;
+        }
+        let read = self.read_entry(&mut tx, queue, id, None).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {
+        let mut conn = self.acquire(&self.readers).await?;
+        self.is_open_on(&mut conn, queue).await
+    }
+
+    async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError> {
+        let d = &self.backend;
+        let now = Expr::val(d.bind(&Value::Timestamp(stamp.now), Scalar::Timestamp));
+        let subject = Expr::val(d.bind(
+            &stamp.subject.clone().map_or(Value::Null, Value::Text),
+            Scalar::Text,
+        ));
+        let mut insert = Query::insert();
+        insert
+            .into_table(col(STATE_TABLE))
+            .columns([
+                col("name"),
+                col(columns::OPEN),
+                col("updated_at"),
+                col("updated_by"),
+                col(VERSION_COLUMN),
+            ])
+            .values_panic([
+                Expr::val(d.bind(&text(&queue.name), Scalar::Text)),
+                Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
+                now.clone(),
+                subject.clone(),
+                Expr::val(1i64),
+            ])
+            .on_conflict(
+                OnConflict::column(col("name"))
+                    .value(
+                        col(columns::OPEN),
+                        Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
+                    )
+                    .value(col("updated_at"), now)
+                    .value(col("updated_by"), subject)
+                    .value(
+                        col(VERSION_COLUMN),
+                        Expr::col((col(STATE_TABLE), col(VERSION_COLUMN))).add(1),
+                    )
+                    .to_owned(),
+            );
+        let (q, v) = d.build_insert(&insert);
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        tx.commit()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))
+    }
+}
