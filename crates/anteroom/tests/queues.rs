@@ -437,3 +437,257 @@ async fn the_openapi_document_describes_every_queue_route() {
     let conflict = serde_json::to_string(&doc["components"]["responses"]).unwrap();
     assert!(conflict.contains("already_in_queue"), "{conflict}");
 }
+
+#[tokio::test]
+async fn a_retried_join_with_the_same_idempotency_key_answers_the_same_entry_and_another_body_is_a_422()
+ {
+    let server = server().await;
+    let ids = students(&server, 2).await;
+    let join_with = |key: &'static str, body: Value| {
+        let server = &server;
+        async move {
+            server
+                .send(
+                    "POST",
+                    "/queues/advising/entries",
+                    Some(body),
+                    &[("idempotency-key", key)],
+                )
+                .await
+        }
+    };
+    let body = json!({"member_id": ids[0], "topic": "credit transfer"});
+    let first = join_with("k-1", body.clone()).await.expect(201);
+    let retry = join_with("k-1", body.clone()).await;
+    let again = retry.expect(200);
+    assert_eq!(eid(&again), eid(&first));
+    assert_eq!(again["ticket"], first["ticket"]);
+    assert_eq!(
+        retry.header("location").unwrap(),
+        format!("/queues/advising/entries/{}", eid(&first))
+    );
+    // The same key with another body (another member) changes nothing.
+    join_with("k-1", json!({"member_id": ids[1]}))
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    assert_eq!(server.count_in_database("advising").await, 1);
+    // Still the same entry once it is being served: the retry shows it now.
+    server
+        .post(&format!("/queues/advising/next?{LINE}"), json!({}))
+        .await
+        .expect(200);
+    let later = join_with("k-1", body).await.expect(200);
+    assert_eq!(later["status"], "serving");
+    for bad in ["", "has space", &"k".repeat(201)] {
+        server
+            .send(
+                "POST",
+                "/queues/advising/entries",
+                Some(json!({"member_id": ids[1]})),
+                &[("idempotency-key", bad)],
+            )
+            .await
+            .expect_problem(400, "malformed_header");
+    }
+    assert_eq!(server.count_in_database("advising").await, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Rules
+// ---------------------------------------------------------------------------
+
+const SECRET: &str = "queue-tests-secret-0123456789abcdefgh";
+
+const RULED: &str = r#"
+[app]
+name = "office-hours"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET" }
+
+[resources.students]
+id = { type = "integer" }
+rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
+fields.email    = { type = "string", required = true, unique = true }
+fields.major_id = { type = "integer" }
+
+[queues.advising]
+member       = "students"
+partition_by = ["major_id"]
+rules = { join = "owner", leave = "owner", view = "owner", serve = "role:advisor", manage = "role:admin" }
+"#;
+
+fn token(sub: &str, role: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"sub": sub, "role": role, "iat": now, "exp": now + 600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+struct As<'s> {
+    server: &'s Server,
+    auth: String,
+}
+
+impl As<'_> {
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> common::Reply {
+        self.server
+            .send(method, path, body, &[("authorization", &self.auth)])
+            .await
+    }
+}
+
+fn caller<'s>(server: &'s Server, sub: &str, role: &str) -> As<'s> {
+    As {
+        server,
+        auth: format!("Bearer {}", token(sub, role)),
+    }
+}
+
+#[tokio::test]
+async fn members_join_only_with_rows_they_own_and_see_and_leave_only_their_own_entries() {
+    let server = Server::start_with_env(RULED, &[], &[("JWT_SECRET", SECRET)]).await;
+    let alice = caller(&server, "alice", "student");
+    let bob = caller(&server, "bob", "student");
+    let advisor = caller(&server, "ada", "advisor");
+    let admin = caller(&server, "root", "admin");
+    let mine = alice
+        .send(
+            "POST",
+            "/students",
+            Some(json!({"email": "a@uni.test", "major_id": 1})),
+        )
+        .await
+        .expect(201);
+    let bobs = bob
+        .send(
+            "POST",
+            "/students",
+            Some(json!({"email": "b@uni.test", "major_id": 1})),
+        )
+        .await
+        .expect(201);
+
+    // Anonymous callers are asked to authenticate; bob cannot join as alice.
+    server
+        .post("/queues/advising/entries", json!({"member_id": mine["id"]}))
+        .await
+        .expect_problem(401, "unauthorized");
+    bob.send(
+        "POST",
+        "/queues/advising/entries",
+        Some(json!({"member_id": mine["id"]})),
+    )
+    .await
+    .expect_problem(404, "not_found");
+    let entry = alice
+        .send(
+            "POST",
+            "/queues/advising/entries",
+            Some(json!({"member_id": mine["id"]})),
+        )
+        .await
+        .expect(201);
+    let bob_entry = bob
+        .send(
+            "POST",
+            "/queues/advising/entries",
+            Some(json!({"member_id": bobs["id"]})),
+        )
+        .await
+        .expect(201);
+    assert_eq!(bob_entry["position"], 2);
+    let path = format!("/queues/advising/entries/{}", eid(&entry));
+
+    // Bob can neither read nor remove alice's entry: it answers as missing.
+    bob.send("GET", &path, None)
+        .await
+        .expect_problem(404, "not_found");
+    bob.send("DELETE", &path, None)
+        .await
+        .expect_problem(404, "not_found");
+    let line = bob
+        .send("GET", "/queues/advising/entries?major_id=1", None)
+        .await
+        .expect(200);
+    let ids: Vec<String> = line["items"].as_array().unwrap().iter().map(eid).collect();
+    assert_eq!(ids, [eid(&bob_entry)]);
+    assert_eq!(line["items"][0]["position"], 2);
+    alice.send("GET", &path, None).await.expect(200);
+
+    // Students may not serve or manage; advisors serve and see the whole line.
+    bob.send("POST", "/queues/advising/next?major_id=1", None)
+        .await
+        .expect_problem(403, "forbidden");
+    advisor
+        .send("PATCH", "/queues/advising", Some(json!({"open": false})))
+        .await
+        .expect_problem(403, "forbidden");
+    let whole = advisor
+        .send("GET", "/queues/advising/entries?major_id=1", None)
+        .await
+        .expect(200);
+    assert_eq!(whole["items"].as_array().unwrap().len(), 2);
+    let called = advisor
+        .send("POST", "/queues/advising/next?major_id=1", None)
+        .await
+        .expect(200);
+    assert_eq!(eid(&called), eid(&entry));
+    assert_eq!(called["served_by"], "ada");
+    assert_eq!(called["updated_by"], "ada");
+    assert_eq!(called["created_by"], "alice");
+
+    // An admin may remove anyone (manage implies leave).
+    let removed = admin
+        .send(
+            "DELETE",
+            &format!("/queues/advising/entries/{}", eid(&bob_entry)),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(removed["status"], "left");
+    assert_eq!(removed["updated_by"], "root");
+    admin
+        .send("PATCH", "/queues/advising", Some(json!({"open": false})))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_from_two_callers_names_two_joins() {
+    let server = Server::start_with_env(RULED, &[], &[("JWT_SECRET", SECRET)]).await;
+    let alice = caller(&server, "alice", "student");
+    let bob = caller(&server, "bob", "student");
+    let mut entries = Vec::new();
+    for (who, email) in [(&alice, "a@uni.test"), (&bob, "b@uni.test")] {
+        let member = who
+            .send(
+                "POST",
+                "/students",
+                Some(json!({"email": email, "major_id": 1})),
+            )
+            .await
+            .expect(201);
+        let reply = server
+            .send(
+                "POST",
+                "/queues/advising/entries",
+                Some(json!({"member_id": member["id"]})),
+                &[
+                    ("authorization", &who.auth),
+                    ("idempotency-key", "same-key"),
+                ],
+            )
+            .await;
+        entries.push(reply.expect(201));
+    }
+    assert_ne!(eid(&entries[0]), eid(&entries[1]));
+}

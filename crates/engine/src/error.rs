@@ -71,6 +71,8 @@ pub enum Code {
     QueueFull,
     /// 409: the entry is not in the status the transition starts from.
     InvalidTransition,
+    /// 422: an `Idempotency-Key` already used with another body.
+    IdempotencyKeyReused,
     /// 412: `If-Match` or `If-None-Match` does not hold for the current version.
     PreconditionFailed,
     /// 413: the body is over the size limit.
@@ -125,6 +127,7 @@ impl Code {
         Code::PayloadTooLarge,
         Code::UnsupportedMediaType,
         Code::ValidationFailed,
+        Code::IdempotencyKeyReused,
         Code::InternalError,
         Code::DatabaseUnavailable,
         Code::KeysUnavailable,
@@ -282,6 +285,11 @@ impl Code {
                 S::CONFLICT,
                 "the entry is not in the status this transition starts from",
             ),
+            Code::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                S::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used with another body; use a new key for a new request",
+            ),
             Code::PreconditionFailed => (
                 "precondition_failed",
                 S::PRECONDITION_FAILED,
@@ -329,6 +337,15 @@ impl Code {
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 422 that is not about fields: the request is understood but cannot be
+    /// honoured as sent (an `Idempotency-Key` reused with another body).
+    #[error("{detail}")]
+    Unprocessable {
+        /// A 422 code of the catalogue.
+        code: Code,
+        /// What to do instead.
+        detail: String,
+    },
     /// 400: the request cannot be understood (bad JSON, unknown query field or operator…).
     #[error("{detail}")]
     BadRequest {
@@ -459,7 +476,9 @@ impl ApiError {
     /// The error's entry in the catalogue.
     pub fn code(&self) -> Code {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => *code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unprocessable { code, .. } => *code,
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::Unauthorized { .. } => Code::Unauthorized,
             ApiError::BadCredentials => Code::InvalidCredentials,

@@ -605,7 +605,13 @@ fn endpoint_rules<'m>(
     if let Some(action) = endpoint.action.queue_rule()
         && let Some(q) = queue_of(model, route)
     {
-        return vec![action.rule(&q.rules)];
+        let rule = action.rule(&q.rules);
+        // Where nobody may take the action itself, those who may take the
+        // stronger one (serve for view, manage for leave) still may.
+        return match action.implied_by() {
+            Some(stronger) if *rule == Rule::Denied => vec![stronger.rule(&q.rules)],
+            _ => vec![rule],
+        };
     }
     let Some(r) = resource else {
         return match endpoint.action {
@@ -918,10 +924,22 @@ fn header_parameters(endpoint: &Endpoint) -> Vec<Json> {
                "description": description, "schema": {"type": "string"}})
     };
     match endpoint.action {
-        Action::List | Action::Read | Action::Describe | Action::Docs => vec![header(
-            "If-None-Match",
-            "An ETag: answered 304 while it is current.",
-        )],
+        Action::List | Action::Read | Action::ReadEntry | Action::Describe | Action::Docs => {
+            vec![header(
+                "If-None-Match",
+                "An ETag: answered 304 while it is current.",
+            )]
+        }
+        Action::Join => {
+            let mut key = header(
+                "Idempotency-Key",
+                "A key for this join (a UUID): retried with the same body, it answers 200 \
+                 with the entry it created; with another body, 422.",
+            );
+            key["schema"] = json!({"type": "string", "minLength": 1,
+                "maxLength": crate::schema::queue::MAX_IDEMPOTENCY_KEY, "pattern": "^[!-~]+$"});
+            vec![key]
+        }
         Action::Update | Action::Replace | Action::Delete => vec![
             header(
                 "If-Match",

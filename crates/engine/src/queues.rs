@@ -16,8 +16,10 @@ use crate::request::body::{self, BodyMode};
 use crate::request::{EntityTags, Record};
 use crate::routes::{Action, BodyKind, Matched, QueryKind, Target};
 use crate::schema::Rule;
-use crate::schema::queue::{Queue, Status};
-use crate::storage::queue::{Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp};
+use crate::schema::queue::{Queue, Status, columns};
+use crate::storage::queue::{
+    Entry, IdempotencyKey, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp,
+};
 use crate::value::{self, Value};
 use crate::{AppState, pipeline, policy};
 
@@ -30,7 +32,7 @@ const MAX_LINE_LIMIT: u64 = 1000;
 enum Ask {
     State,
     SetOpen(bool),
-    Join(Record),
+    Join(Record, Option<String>),
     Line {
         partition: Partition,
         after: Option<i64>,
@@ -114,7 +116,19 @@ fn authorize(
     let rule = queue_action.rule(&queue.rules);
     let identity = ctx.identity.as_ref();
     let verb = format!("{} the queue", queue_action.as_str());
-    let scope = policy::check(rule, identity, &queue.entries, &verb)?;
+    // Whoever may serve may view; whoever may manage may remove anyone: the
+    // broader of the two grants applies.
+    let own = policy::check(rule, identity, &queue.entries, &verb);
+    let implied = queue_action.implied_by().map(|stronger| {
+        policy::check(stronger.rule(&queue.rules), identity, &queue.entries, &verb)
+    });
+    let scope = match (own, implied) {
+        (Ok(None), _) | (_, Some(Ok(None))) => None,
+        (Ok(Some(a)), Some(Ok(Some(b)))) => Some(Condition::Any(vec![a, b])),
+        (Ok(Some(a)), _) => Some(a),
+        (Err(_), Some(Ok(Some(b)))) => Some(b),
+        (Err(refused), _) => return Err(refused),
+    };
     if action != Action::Join || *rule != Rule::Owner {
         return Ok((scope, None));
     }
@@ -145,7 +159,7 @@ fn parse(
         Action::QueueState => Ask::State,
         Action::QueueManage => Ask::SetOpen(parse_state(bytes)?),
         Action::Join => match body::parse(&queue.entries, BodyMode::Create, bytes, None)? {
-            body::Body::One(record) => Ask::Join(record),
+            body::Body::One(record) => Ask::Join(record, idempotency_key(headers)?),
             body::Body::Many(_) => {
                 return Err(ApiError::bad_request(
                     Code::MalformedBody,
@@ -193,6 +207,32 @@ fn parse(
         Action::NoShow => Ask::Finish(entry_id()?, Status::NoShow),
         _ => return Err(ApiError::internal("a queue route with a resource action")),
     })
+}
+
+/// The `Idempotency-Key` header: 1 to 200 visible ASCII characters.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let max = crate::schema::queue::MAX_IDEMPOTENCY_KEY;
+    let malformed = || {
+        ApiError::bad_request(
+            Code::MalformedHeader,
+            format!(
+                "Idempotency-Key must be one value of 1 to {max} visible ASCII characters (a UUID is a good key)"
+            ),
+        )
+    };
+    let key = value.to_str().map_err(|_| malformed())?;
+    if values.next().is_some()
+        || key.is_empty()
+        || key.len() > max
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(malformed());
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// `{"open": true|false}`.
@@ -330,12 +370,29 @@ async fn run(
             store.set_open(queue, open, stamp).await?;
             render_state(queue, open)
         }
-        Ask::Join(record) => {
-            let member = record
-                .get(crate::schema::queue::columns::MEMBER)
-                .cloned()
-                .unwrap_or(Value::Null);
-            let row = crate::plan::complete_row(&queue.entries, &record, ctx);
+        Ask::Join(record, key) => {
+            let member = record.get(columns::MEMBER).cloned().unwrap_or(Value::Null);
+            let key = key.map(|k| {
+                let canonical: std::collections::BTreeMap<&String, Json> =
+                    record.iter().map(|(k, v)| (k, value::to_json(v))).collect();
+                IdempotencyKey::new(ctx.subject.as_deref(), &k, &json!(canonical))
+            });
+            if let Some(key) = &key
+                && let Some((entry, hash)) = store.entry_by_key(queue, &key.stored).await?
+            {
+                return replay(queue, &entry, &hash, key);
+            }
+            let mut row = crate::plan::complete_row(&queue.entries, &record, ctx);
+            if let Some(key) = &key {
+                row.insert(
+                    columns::IDEMPOTENCY_KEY.to_owned(),
+                    Value::Text(key.stored.clone()),
+                );
+                row.insert(
+                    columns::REQUEST_HASH.to_owned(),
+                    Value::Text(key.request_hash.clone()),
+                );
+            }
             let plan = JoinPlan {
                 queue,
                 member: member.clone(),
@@ -343,16 +400,7 @@ async fn run(
                 row,
             };
             match store.join(&plan).await? {
-                Joined::Entry(entry) => {
-                    let mut response = render_entry(queue, &entry, StatusCode::CREATED);
-                    if let Some(id) = entry.row.values.get("id").and_then(Json::as_str)
-                        && let Ok(location) =
-                            HeaderValue::from_str(&format!("/queues/{}/entries/{id}", queue.name))
-                    {
-                        response.headers_mut().insert(header::LOCATION, location);
-                    }
-                    response
-                }
+                Joined::Entry(entry) => created(queue, &entry, StatusCode::CREATED),
                 Joined::Closed => {
                     return Err(conflict(
                         Code::QueueClosed,
@@ -379,6 +427,12 @@ async fn run(
                     )));
                 }
                 Joined::AlreadyActive { id } => {
+                    // A concurrent retry with the same key won the race.
+                    if let Some(key) = &key
+                        && let Some((entry, hash)) = store.entry_by_key(queue, &key.stored).await?
+                    {
+                        return replay(queue, &entry, &hash, key);
+                    }
                     let place = id
                         .and_then(|id| id.as_str().map(str::to_owned))
                         .map(|id| format!(": /queues/{}/entries/{id}", queue.name))
@@ -411,7 +465,7 @@ async fn run(
                 .then(|| {
                     entries
                         .last()
-                        .and_then(|e| e.row.values.get(crate::schema::queue::columns::TICKET))
+                        .and_then(|e| e.row.values.get(columns::TICKET))
                         .cloned()
                 })
                 .flatten();
@@ -462,6 +516,36 @@ async fn run(
             )?
         }
     })
+}
+
+/// A join answered again: the entry it created (200, as it is now), or 422
+/// when the key came with another body.
+fn replay(
+    queue: &Queue,
+    entry: &Entry,
+    hash: &str,
+    key: &IdempotencyKey,
+) -> Result<Response, ApiError> {
+    if hash != key.request_hash {
+        return Err(ApiError::Unprocessable {
+            code: Code::IdempotencyKeyReused,
+            detail: "this Idempotency-Key was already used to join with another body; \
+                     send a new key for a new join"
+                .to_owned(),
+        });
+    }
+    Ok(created(queue, entry, StatusCode::OK))
+}
+
+/// An entry with the `Location` of its own route.
+fn created(queue: &Queue, entry: &Entry, status: StatusCode) -> Response {
+    let mut response = render_entry(queue, entry, status);
+    if let Some(id) = entry.row.values.get("id").and_then(Json::as_str)
+        && let Ok(location) = HeaderValue::from_str(&format!("/queues/{}/entries/{id}", queue.name))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 fn conflict(code: Code, detail: String) -> ApiError {

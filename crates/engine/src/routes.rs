@@ -186,6 +186,16 @@ impl QueueAction {
         }
     }
 
+    /// The action whose permission includes this one: serving staff may
+    /// view the line, and managers may remove anyone from it.
+    pub fn implied_by(self) -> Option<QueueAction> {
+        match self {
+            QueueAction::View => Some(QueueAction::Serve),
+            QueueAction::Leave => Some(QueueAction::Manage),
+            _ => None,
+        }
+    }
+
     /// This action's rule in `rules`.
     pub fn rule(self, rules: &crate::schema::queue::QueueRules) -> &Rule {
         match self {
@@ -724,8 +734,12 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
                     query: QueryKind,
                     body: BodyKind,
                     mut outcomes: Vec<Outcome>| {
-        let rule = action.queue_rule().map_or(&Rule::Public, |a| a.rule(rules));
-        outcomes.extend(refusals(rule, auth_on));
+        if let Some(a) = action.queue_rule() {
+            outcomes.extend(refusals(a.rule(rules), auth_on));
+            if let Some(stronger) = a.implied_by() {
+                outcomes.extend(refusals(stronger.rule(rules), auth_on));
+            }
+        }
         outcomes.extend(database_outcomes());
         if body != BodyKind::None {
             outcomes.extend([
@@ -804,6 +818,12 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
                     BodyKind::Join,
                     vec![
                         success(StatusCode::CREATED),
+                        // The same Idempotency-Key and body again.
+                        success(StatusCode::OK),
+                        outcome(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            &[Code::IdempotencyKeyReused],
+                        ),
                         not_found(),
                         outcome(
                             StatusCode::CONFLICT,

@@ -63,6 +63,10 @@ pub mod columns {
     pub const MEMBER_OWNER: &str = "member_owner";
     /// The member while active, NULL otherwise (uniquely indexed).
     pub const ACTIVE_MEMBER: &str = "active_member";
+    /// The join's `Idempotency-Key`, prefixed by its subject (uniquely indexed).
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+    /// A hash of the join's body, to tell a retry from a reuse of its key.
+    pub const REQUEST_HASH: &str = "request_hash";
     /// Partition counter: the last ticket issued.
     pub const LAST_TICKET: &str = "last_ticket";
     /// Partition counter: the ticket of the last entry `next` claimed.
@@ -74,7 +78,7 @@ pub mod columns {
 }
 
 /// Names a queue field may not take: the engine's columns of an entry.
-pub const ENTRY_COLUMNS: [&str; 9] = [
+pub const ENTRY_COLUMNS: [&str; 11] = [
     columns::MEMBER,
     columns::TICKET,
     columns::STATUS,
@@ -84,7 +88,12 @@ pub const ENTRY_COLUMNS: [&str; 9] = [
     columns::PARTITION_KEY,
     columns::MEMBER_OWNER,
     columns::ACTIVE_MEMBER,
+    columns::IDEMPOTENCY_KEY,
+    columns::REQUEST_HASH,
 ];
+
+/// Longest `Idempotency-Key` accepted, in characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// The engine's table of every queue's state (open or closed).
 pub const STATE_TABLE: &str = "_anteroom_queues";
@@ -268,6 +277,15 @@ pub(crate) fn entries_resource(
             writable: None,
             hidden: true,
         }),
+        hidden(Column {
+            constraints: Constraints {
+                unique: true,
+                max_length: Some(512),
+                ..Constraints::default()
+            },
+            ..text(columns::IDEMPOTENCY_KEY, 512, false)
+        }),
+        hidden(text(columns::REQUEST_HASH, 16, false)),
     ]);
     columns.extend(audit);
     Resource {

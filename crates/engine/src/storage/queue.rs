@@ -72,8 +72,35 @@ pub struct JoinPlan<'m> {
     pub member: Value,
     /// The member rows the caller may join with (`owner` rules).
     pub member_scope: Option<Condition>,
-    /// The entry as completed by the planner: id, member, fields, audit columns.
+    /// The entry as completed by the planner: id, member, fields, audit
+    /// columns, and the idempotency key and request hash when given.
     pub row: Record,
+}
+
+/// A join's `Idempotency-Key`, as stored: scoped to the caller, with a hash
+/// of what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// `{len(subject)}:{subject}{key}`: the same key from two callers differs.
+    pub stored: String,
+    /// FNV-1a (64-bit, hex) of the canonical body.
+    pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// The stored form of `key` sent by `subject` with `body` (the parsed
+    /// join, in canonical JSON).
+    pub fn new(subject: Option<&str>, key: &str, body: &Json) -> IdempotencyKey {
+        let subject = subject.unwrap_or("");
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in body.to_string().bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        IdempotencyKey {
+            stored: format!("{}:{subject}{key}", subject.len()),
+            request_hash: format!("{hash:016x}"),
+        }
+    }
 }
 
 /// What a join did.
@@ -118,6 +145,14 @@ pub trait QueueStore: Send + Sync {
     /// from the partition's counter and inserts the entry; the database's
     /// unique index refuses a second active entry of the member.
     async fn join(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError>;
+
+    /// The entry a join with this idempotency key created, with the hash
+    /// of that join's body.
+    async fn entry_by_key(
+        &self,
+        queue: &Queue,
+        key: &str,
+    ) -> Result<Option<(Entry, String)>, ApiError>;
 
     /// One entry with its position.
     async fn entry(

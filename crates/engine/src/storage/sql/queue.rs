@@ -509,6 +509,37 @@ where
         self.join_once(plan).await
     }
 
+    async fn entry_by_key(
+        &self,
+        queue: &Queue,
+        key: &str,
+    ) -> Result<Option<(Entry, String)>, ApiError> {
+        let d = &self.backend;
+        let mut stmt = entry_select(queue);
+        stmt.and_where(
+            Expr::col((entry_alias(), col(columns::IDEMPOTENCY_KEY)))
+                .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
+        );
+        let (q, v) = d.build_select(&stmt);
+        let mut conn = self.acquire(&self.readers).await?;
+        let row = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let entry = self.decode_entry(queue, &row)?;
+        let hash = entry
+            .row
+            .values
+            .get(columns::REQUEST_HASH)
+            .and_then(|h| h.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Some((entry, hash)))
+    }
+
     async fn entry(
         &self,
         queue: &Queue,
