@@ -421,6 +421,7 @@ async fn the_openapi_document_describes_every_queue_route() {
         ("/queues/advising/entries/{entry_id}/done", &["post"][..]),
         ("/queues/advising/entries/{entry_id}/no-show", &["post"][..]),
         ("/queues/advising/next", &["post"][..]),
+        ("/queues/advising/stats", &["get", "head"][..]),
     ] {
         for method in methods {
             assert!(paths[path][method].is_object(), "{path} {method}");
@@ -690,4 +691,62 @@ async fn the_same_idempotency_key_from_two_callers_names_two_joins() {
         entries.push(reply.expect(201));
     }
     assert_ne!(eid(&entries[0]), eid(&entries[1]));
+}
+
+#[tokio::test]
+async fn stats_and_estimated_waits_come_from_the_lines_calls() {
+    let server = server().await;
+    let ids = students(&server, 3).await;
+    for id in &ids {
+        join(&server, *id).await;
+    }
+    let next_path = format!("/queues/advising/next?{LINE}");
+    let next = || server.post(&next_path, json!({}));
+    let first = next().await.expect(200);
+    let waiting = server
+        .get(&format!("/queues/advising/entries?{LINE}"))
+        .await
+        .expect(200);
+    // One call: no interval between calls yet, so no estimate.
+    assert_eq!(waiting["items"][0]["estimated_wait_s"], Value::Null);
+    server
+        .post(
+            &format!("/queues/advising/entries/{}/done", eid(&first)),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    next().await.expect(200);
+    let last = server
+        .get(&format!("/queues/advising/entries?{LINE}"))
+        .await
+        .expect(200);
+    assert_eq!(last["items"][0]["position"], 1);
+    assert!(last["items"][0]["estimated_wait_s"].is_u64(), "{last}");
+
+    let stats = server
+        .get(&format!("/queues/advising/stats?{LINE}"))
+        .await
+        .expect(200);
+    assert_eq!(stats["waiting"], 1, "{stats}");
+    assert_eq!(stats["serving"], 1, "{stats}");
+    assert_eq!(stats["called"], 2, "{stats}");
+    assert_eq!(stats["done"], 1, "{stats}");
+    assert_eq!(stats["no_show"], 0, "{stats}");
+    assert!(stats["wait_p50_s"].as_f64().unwrap() >= 0.0, "{stats}");
+    assert!(stats["wait_p95_s"].as_f64().unwrap() >= stats["wait_p50_s"].as_f64().unwrap());
+    assert!(stats["call_interval_s"].is_number(), "{stats}");
+    assert_eq!(stats["calls_per_hour"], 2.0);
+    assert_eq!(stats["servers"][""], 2, "{stats}");
+    // Another line has no activity; a window out of range is a 400.
+    let other = server
+        .get("/queues/advising/stats?major_id=2&is_undergraduate=true")
+        .await
+        .expect(200);
+    assert_eq!(other["called"], 0);
+    assert_eq!(other["wait_p50_s"], Value::Null);
+    server
+        .get(&format!("/queues/advising/stats?{LINE}&window_s=5"))
+        .await
+        .expect_problem(400, "malformed_query");
 }

@@ -162,6 +162,8 @@ fn queue_schemas(queue: &crate::schema::queue::Queue, schemas: &mut Map<String, 
         queue.name
     ));
     entry["properties"]["position"] = json!({"type": ["integer", "null"], "minimum": 1});
+    entry["properties"]["estimated_wait_s"] = json!({"type": ["integer", "null"], "minimum": 0,
+        "description": "position × the line's rolling mean time between calls; null until the line has had two calls."});
     entry["properties"][crate::schema::queue::columns::STATUS] =
         json!({"type": "string", "enum": crate::schema::queue::STATUSES});
     schemas.insert(format!("{}.entry", entries.name), entry);
@@ -176,6 +178,31 @@ fn queue_schemas(queue: &crate::schema::queue::Queue, schemas: &mut Map<String, 
             },
             "required": ["items", "next_after"],
             "additionalProperties": false,
+        }),
+    );
+    let number_or_null = json!({"type": ["number", "null"]});
+    schemas.insert(
+        "QueueStats".into(),
+        json!({
+            "type": "object",
+            "description": "A line's activity over the window: entries called in it, their waits from join to call (nearest-rank percentiles), calls per hour and per server; call_interval_s is the rolling mean time between calls that estimated_wait_s uses.",
+            "properties": {
+                "window_s": {"type": "integer"},
+                "waiting": {"type": "integer"},
+                "serving": {"type": "integer"},
+                "called": {"type": "integer"},
+                "done": {"type": "integer"},
+                "no_show": {"type": "integer"},
+                "wait_p50_s": number_or_null,
+                "wait_p95_s": number_or_null,
+                "calls_per_hour": {"type": "number"},
+                "call_interval_s": number_or_null,
+                "servers": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "truncated": {"type": "boolean"},
+            },
+            "required": ["window_s", "waiting", "serving", "called", "done", "no_show",
+                         "wait_p50_s", "wait_p95_s", "calls_per_hour", "call_interval_s",
+                         "servers", "truncated"],
         }),
     );
     schemas.insert(
@@ -196,7 +223,7 @@ fn queue_schemas(queue: &crate::schema::queue::Queue, schemas: &mut Map<String, 
 
 /// The query parameters naming a line (every partition field, required),
 /// with `limit` and `after` for reading it.
-fn partition_parameters(queue: &crate::schema::queue::Queue, line: bool) -> Vec<Json> {
+fn partition_parameters(queue: &crate::schema::queue::Queue, query: QueryKind) -> Vec<Json> {
     let mut out: Vec<Json> = queue
         .partition_columns()
         .map(|c| {
@@ -208,7 +235,12 @@ fn partition_parameters(queue: &crate::schema::queue::Queue, line: bool) -> Vec<
             })
         })
         .collect();
-    if line {
+    if query == QueryKind::Stats {
+        out.push(json!({"name": "window_s", "in": "query",
+            "schema": {"type": "integer", "minimum": 60, "maximum": 86400, "default": 3600},
+            "description": "The window the stats cover, in seconds back from now."}));
+    }
+    if query == QueryKind::Line {
         out.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}));
         out.push(
             json!({"name": "after", "in": "query", "schema": {"type": "integer"},
@@ -559,9 +591,9 @@ fn operation(
             parameters.extend(parameter_refs(r, list_parameters(r)));
         }
         (QueryKind::Read, Some(r)) => parameters.extend(parameter_refs(r, read_parameters(r))),
-        (QueryKind::Partition | QueryKind::Line, _) => {
+        (QueryKind::Partition | QueryKind::Line | QueryKind::Stats, _) => {
             if let Some(q) = queue {
-                parameters.extend(partition_parameters(q, endpoint.query == QueryKind::Line));
+                parameters.extend(partition_parameters(q, endpoint.query));
             }
         }
         _ => {}
@@ -673,6 +705,7 @@ fn operation_id(route: &Route, endpoint: &Endpoint) -> String {
         Action::Next => "next",
         Action::Done => "done",
         Action::NoShow => "no_show",
+        Action::Stats => "stats",
     };
     let subject = match &route.target {
         Target::Queue { queue } => format!("_{queue}"),
@@ -727,6 +760,7 @@ fn summary(route: &Route, endpoint: &Endpoint) -> String {
         Action::Next => "Serve next: atomically claims the head of the line (status serving); 204 when nobody waits".into(),
         Action::Done => "Finish serving the entry (status done)".into(),
         Action::NoShow => "The called member did not show up (status no_show)".into(),
+        Action::Stats => "A line's counts, waits (p50/p95), calls per hour and calls per server over a window".into(),
     };
     if endpoint.method == Method::HEAD {
         format!("{text} (headers only)")
@@ -1113,6 +1147,7 @@ fn success_schema(
         (Action::Signup | Action::Login | Action::ChangePassword, _) => schema_ref("Session"),
         (Action::Me, _) => schema_ref(&schema_name(users()?, Mode::Read)),
         (Action::QueueState | Action::QueueManage, _) => schema_ref("QueueState"),
+        (Action::Stats, _) => schema_ref("QueueStats"),
         (Action::Line, Some(entries)) => schema_ref(&format!("{}.line", entries.name)),
         (
             Action::Join

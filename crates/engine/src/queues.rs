@@ -27,6 +27,12 @@ use crate::{AppState, pipeline, policy};
 const DEFAULT_LINE_LIMIT: u64 = 50;
 /// Most entries a line page holds.
 const MAX_LINE_LIMIT: u64 = 1000;
+/// The stats' window unless `window_s` says otherwise: the last hour.
+const DEFAULT_STATS_WINDOW_S: i64 = 3600;
+/// The longest stats window: a day.
+const MAX_STATS_WINDOW_S: i64 = 86_400;
+/// Most calls the stats read (the most recent ones of the window).
+const MAX_STATS_CALLS: u64 = 10_000;
 
 /// What a queue request asks, once parsed.
 enum Ask {
@@ -41,6 +47,7 @@ enum Ask {
     Read(Value, EntityTags),
     Leave(Value),
     Next(Partition),
+    Stats(Partition, i64),
     Finish(Value, Status),
 }
 
@@ -203,6 +210,25 @@ fn parse(
         ),
         Action::Leave => Ask::Leave(entry_id()?),
         Action::Next => Ask::Next(parse_partition(queue, query, &[])?.0),
+        Action::Stats => {
+            let (partition, rest) = parse_partition(queue, query, &["window_s"])?;
+            let mut window = DEFAULT_STATS_WINDOW_S;
+            if let Some((_, raw)) = rest.first() {
+                window = raw
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|w| (60..=MAX_STATS_WINDOW_S).contains(w))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            Code::MalformedQuery,
+                            format!(
+                                "window_s must be a number of seconds from 60 to {MAX_STATS_WINDOW_S}, not \"{raw}\""
+                            ),
+                        )
+                    })?;
+            }
+            Ask::Stats(partition, window)
+        }
         Action::Done => Ask::Finish(entry_id()?, Status::Done),
         Action::NoShow => Ask::Finish(entry_id()?, Status::NoShow),
         _ => return Err(ApiError::internal("a queue route with a resource action")),
@@ -498,6 +524,13 @@ async fn run(
             "waiting",
             "leave",
         )?,
+        Ask::Stats(partition, window_s) => {
+            let since = stamp.now - chrono::Duration::seconds(window_s);
+            let activity = store
+                .activity(queue, &partition, since, MAX_STATS_CALLS)
+                .await?;
+            (StatusCode::OK, axum::Json(stats(&activity, window_s))).into_response()
+        }
         Ask::Next(partition) => match store.next(queue, &partition, stamp).await? {
             Some(entry) => render_entry(queue, &entry, StatusCode::OK),
             None => StatusCode::NO_CONTENT.into_response(),
@@ -586,6 +619,65 @@ fn moved(
     }
 }
 
+/// A line's stats over its window: counts, waits (join to call) at the
+/// median and 95th percentile (nearest rank), calls per hour, and calls per
+/// server.
+fn stats(activity: &crate::storage::queue::Activity, window_s: i64) -> Json {
+    let time = |row: &crate::storage::StoredRow, column: &str| {
+        row.values
+            .get(column)
+            .and_then(Json::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let mut waits: Vec<f64> = activity
+        .calls
+        .iter()
+        .filter_map(|row| {
+            let wait = time(row, columns::CALLED_AT)? - time(row, "created_at")?;
+            Some(wait.num_milliseconds() as f64 / 1000.0)
+        })
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let rank = |q: f64| {
+        let n = waits.len();
+        (n > 0).then(|| waits[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+    };
+    let status_count = |status: Status| {
+        activity
+            .calls
+            .iter()
+            .filter(|r| {
+                r.values.get(columns::STATUS).and_then(Json::as_str) == Some(status.as_str())
+            })
+            .count()
+    };
+    let mut servers: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for row in &activity.calls {
+        let by = row
+            .values
+            .get(columns::SERVED_BY)
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_owned();
+        *servers.entry(by).or_default() += 1;
+    }
+    let called = activity.calls.len();
+    json!({
+        "window_s": window_s,
+        "waiting": activity.waiting,
+        "serving": activity.serving,
+        "called": called,
+        "done": status_count(Status::Done),
+        "no_show": status_count(Status::NoShow),
+        "wait_p50_s": rank(0.5),
+        "wait_p95_s": rank(0.95),
+        "calls_per_hour": called as f64 * 3600.0 / window_s as f64,
+        "call_interval_s": activity.interval_ms.map(|ms| ms as f64 / 1000.0),
+        "servers": servers,
+        "truncated": activity.truncated,
+    })
+}
+
 /// An entry as clients see it: its visible columns and its position.
 fn entry_json(queue: &Queue, entry: &Entry) -> Json {
     let mut out = Map::new();
@@ -595,6 +687,7 @@ fn entry_json(queue: &Queue, entry: &Entry) -> Json {
         }
     }
     out.insert("position".into(), json!(entry.position));
+    out.insert("estimated_wait_s".into(), json!(entry.estimated_wait_s));
     Json::Object(out)
 }
 

@@ -143,6 +143,8 @@ pub enum Action {
     Done,
     /// Mark a called entry as not shown up.
     NoShow,
+    /// A line's counts, waits and service rate.
+    Stats,
 }
 
 impl Action {
@@ -153,7 +155,7 @@ impl Action {
             Action::QueueManage => QueueAction::Manage,
             Action::Join => QueueAction::Join,
             Action::Leave => QueueAction::Leave,
-            Action::Next | Action::Done | Action::NoShow => QueueAction::Serve,
+            Action::Next | Action::Done | Action::NoShow | Action::Stats => QueueAction::Serve,
             _ => return None,
         })
     }
@@ -223,6 +225,8 @@ pub enum QueryKind {
     Partition,
     /// A queue partition, `limit` and `after` (the last ticket of the previous page).
     Line,
+    /// A queue partition and `window_s` (the stats' window).
+    Stats,
 }
 
 /// The body an endpoint takes.
@@ -753,7 +757,7 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
             ]);
         }
         let query_codes = match query {
-            QueryKind::Partition | QueryKind::Line => PARTITION_QUERY_CODES,
+            QueryKind::Partition | QueryKind::Line | QueryKind::Stats => PARTITION_QUERY_CODES,
             _ => &[Code::UnknownParameter, Code::MalformedHeader][..],
         };
         outcomes.push(outcome(StatusCode::BAD_REQUEST, query_codes));
@@ -878,6 +882,15 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
                 BodyKind::None,
                 vec![success(StatusCode::OK), not_found(), transition()],
             )],
+        },
+        Route {
+            segments: under(&[lit("stats")]),
+            target: target.clone(),
+            endpoints: get(
+                Action::Stats,
+                QueryKind::Stats,
+                vec![success(StatusCode::OK)],
+            ),
         },
         Route {
             segments: under(&[lit("next")]),

@@ -73,6 +73,11 @@ pub mod columns {
     pub const CALLED_UPTO: &str = "called_upto";
     /// Partition counter: entries waiting.
     pub const WAITING: &str = "waiting";
+    /// Partition: when `next` last claimed an entry.
+    pub const LAST_CALLED_AT: &str = "last_called_at";
+    /// Partition: the rolling mean time between two calls, in milliseconds
+    /// (see [`super::SERVICE_SMOOTHING`]); NULL until a second call.
+    pub const CALL_INTERVAL_MS: &str = "call_interval_ms";
     /// Queue state: whether joins are accepted.
     pub const OPEN: &str = "open";
 }
@@ -97,6 +102,10 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// The engine's table of every queue's state (open or closed).
 pub const STATE_TABLE: &str = "_anteroom_queues";
+
+/// Weight of the newest sample in a partition's rolling call interval (an
+/// exponentially weighted mean: about the last 10 calls count).
+pub const SERVICE_SMOOTHING: f64 = 0.2;
 
 /// Longest canonical partition key, in characters (it is a primary key).
 pub const MAX_PARTITION_KEY: usize = 512;
@@ -293,11 +302,19 @@ pub(crate) fn entries_resource(
         id_kind: IdKind::Uuid,
         columns,
         cache_control: None,
-        indexes: vec![vec![
-            columns::PARTITION_KEY.to_owned(),
-            columns::STATUS.to_owned(),
-            columns::TICKET.to_owned(),
-        ]],
+        indexes: vec![
+            // Positions, the line and `next`.
+            vec![
+                columns::PARTITION_KEY.to_owned(),
+                columns::STATUS.to_owned(),
+                columns::TICKET.to_owned(),
+            ],
+            // Stats over a recent window of calls.
+            vec![
+                columns::PARTITION_KEY.to_owned(),
+                columns::CALLED_AT.to_owned(),
+            ],
+        ],
         rules: super::model::Rules::public(),
         tokens: None,
     }
@@ -339,6 +356,8 @@ pub(crate) fn partitions_resource(
         counter(columns::LAST_TICKET),
         counter(columns::CALLED_UPTO),
         counter(columns::WAITING),
+        maintained(columns::LAST_CALLED_AT, FieldType::Timestamp, false),
+        maintained(columns::CALL_INTERVAL_MS, FieldType::Integer, false),
     ]);
     Resource {
         name: format!("{name}_partitions"),

@@ -52,6 +52,9 @@ pub struct Entry {
     pub row: StoredRow,
     /// 1 for the head of the line; `None` unless waiting.
     pub position: Option<u64>,
+    /// `position ×` the line's rolling call interval, in seconds;
+    /// `None` unless waiting or before the line's second call.
+    pub estimated_wait_s: Option<u64>,
 }
 
 /// Who makes a transition, and when.
@@ -137,6 +140,21 @@ pub enum Moved {
     WrongStatus(String),
 }
 
+/// What a partition's stats are computed from.
+#[derive(Debug)]
+pub struct Activity {
+    /// Entries waiting (the partition's counter).
+    pub waiting: i64,
+    /// Entries being served.
+    pub serving: i64,
+    /// The rolling call interval, when there is one.
+    pub interval_ms: Option<i64>,
+    /// Entries called since the window's start, most recent first.
+    pub calls: Vec<StoredRow>,
+    /// Whether more calls than `calls` holds fell in the window.
+    pub truncated: bool,
+}
+
 /// Queue operations, each one transaction.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
@@ -201,6 +219,16 @@ pub trait QueueStore: Send + Sync {
         to: Status,
         stamp: &Stamp,
     ) -> Result<Moved, ApiError>;
+
+    /// A partition's counters and the entries called since `since` (at most
+    /// `limit`, most recent first).
+    async fn activity(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        since: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Activity, ApiError>;
 
     /// Whether the queue accepts joins.
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError>;

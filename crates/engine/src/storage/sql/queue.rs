@@ -22,7 +22,9 @@ use crate::plan::{Compare, Condition};
 use crate::schema::queue::{Queue, STATE_TABLE, Status, columns};
 use crate::schema::{Resource, Scalar};
 use crate::storage::StoredRow;
-use crate::storage::queue::{Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp};
+use crate::storage::queue::{
+    Activity, Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp,
+};
 use crate::value::Value;
 
 fn col(name: &str) -> Alias {
@@ -49,6 +51,7 @@ fn entry_select(queue: &Queue) -> SelectStatement {
     }
     stmt.column((e.clone(), col(VERSION_COLUMN)));
     stmt.column((p.clone(), col(columns::CALLED_UPTO)));
+    stmt.column((p.clone(), col(columns::CALL_INTERVAL_MS)));
     let l = Alias::new("l");
     let left_ahead = Query::select()
         .expr(Func::count(Expr::col(Asterisk)))
@@ -139,8 +142,9 @@ where
         let stored = self.backend.decode(&queue.entries, row)?;
         let n = queue.entries.columns.len() + 1;
         let called_upto: i64 = row.try_get(n).map_err(ApiError::internal)?;
-        let left_ahead: i64 = row.try_get(n + 1).map_err(ApiError::internal)?;
-        Ok(entry_of(stored, called_upto, left_ahead))
+        let interval_ms: Option<i64> = row.try_get(n + 1).map_err(ApiError::internal)?;
+        let left_ahead: i64 = row.try_get(n + 2).map_err(ApiError::internal)?;
+        Ok(entry_of(stored, called_upto, left_ahead, interval_ms))
     }
 
     /// One entry by id on `conn`, with its position.
@@ -167,28 +171,28 @@ where
         row.map(|r| self.decode_entry(queue, &r)).transpose()
     }
 
-    /// Locks a partition's counter row (the line's lock); its `called_upto`,
-    /// or `None` when the partition has never had an entry.
+    /// Locks a partition's counter row (the line's lock) and reads it, or
+    /// `None` when the partition has never had an entry.
     async fn lock_partition(
         &self,
         conn: &mut <B::Db as Database>::Connection,
         queue: &Queue,
         key: &str,
-    ) -> Result<Option<i64>, ApiError> {
+    ) -> Result<Option<StoredRow>, ApiError> {
         let d = &self.backend;
-        let mut stmt = Query::select();
-        stmt.column(col(columns::CALLED_UPTO))
-            .from(col(&queue.partitions.name))
-            .and_where(
-                Expr::col(col(columns::PARTITION_KEY))
-                    .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
-            )
-            .lock(LockType::Update);
+        let cond = Condition::Compare {
+            column: columns::PARTITION_KEY.to_owned(),
+            op: Compare::Eq,
+            value: text(key),
+        };
+        let mut stmt = super::select(d, &queue.partitions, &cond, &[], Some(1), 0);
+        stmt.lock(LockType::Update);
         let (q, v) = d.build_select(&stmt);
-        sqlx::query_scalar_with(sql(q), v)
+        let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        row.map(|r| d.decode(&queue.partitions, &r)).transpose()
     }
 
     /// Sets an entry's status (and the columns that go with it) if it is in
@@ -265,7 +269,7 @@ where
         queue: &Queue,
         key: &str,
         delta: i64,
-        called_upto: Option<i64>,
+        called: Option<&Called>,
     ) -> Result<(), ApiError> {
         let d = &self.backend;
         let mut stmt = Query::update();
@@ -279,8 +283,19 @@ where
                 Expr::col(col(columns::PARTITION_KEY))
                     .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
             );
-        if let Some(ticket) = called_upto {
-            stmt.value(col(columns::CALLED_UPTO), ticket);
+        if let Some(called) = called {
+            stmt.value(col(columns::CALLED_UPTO), called.ticket)
+                .value(
+                    col(columns::LAST_CALLED_AT),
+                    Expr::val(d.bind(&Value::Timestamp(called.at), Scalar::Timestamp)),
+                )
+                .value(
+                    col(columns::CALL_INTERVAL_MS),
+                    Expr::val(d.bind(
+                        &called.interval_ms.map_or(Value::Null, Value::Int),
+                        Scalar::Int,
+                    )),
+                );
         }
         let (q, v) = d.build_update(&stmt);
         sqlx::query_with(sql(q), v)
@@ -482,8 +497,51 @@ where
     }
 }
 
+/// What `next` records on the partition row.
+struct Called {
+    /// The claimed ticket (the new `called_upto`).
+    ticket: i64,
+    /// The claim's time (the new `last_called_at`).
+    at: chrono::DateTime<chrono::Utc>,
+    /// The new rolling call interval.
+    interval_ms: Option<i64>,
+}
+
+fn timestamp(row: &StoredRow, column: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = row.values.get(column)?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The partition's rolling call interval after calling `head` at `now`: an
+/// exponentially weighted mean of the time each call took to come, counted
+/// from the later of the previous call and the head's join (time when nobody
+/// waited is not service time). NULL until a second call.
+fn call_interval(
+    counters: &StoredRow,
+    head: &StoredRow,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<i64> {
+    let previous = counters
+        .values
+        .get(columns::CALL_INTERVAL_MS)
+        .and_then(serde_json::Value::as_i64);
+    let Some(last) = timestamp(counters, columns::LAST_CALLED_AT) else {
+        return previous;
+    };
+    let since =
+        timestamp(head, "created_at").map_or(last, |joined| std::cmp::Ord::max(joined, last));
+    let sample = std::cmp::Ord::max((now - since).num_milliseconds(), 0);
+    let alpha = crate::schema::queue::SERVICE_SMOOTHING;
+    Some(match previous {
+        None => sample,
+        Some(mean) => (alpha * sample as f64 + (1.0 - alpha) * mean as f64).round() as i64,
+    })
+}
+
 /// An entry row and its position from the partition's counter.
-fn entry_of(row: StoredRow, called_upto: i64, left_ahead: i64) -> Entry {
+fn entry_of(row: StoredRow, called_upto: i64, left_ahead: i64, interval_ms: Option<i64>) -> Entry {
     let waiting =
         row.values.get(columns::STATUS).and_then(|s| s.as_str()) == Some(Status::Waiting.as_str());
     let ticket = row
@@ -492,7 +550,15 @@ fn entry_of(row: StoredRow, called_upto: i64, left_ahead: i64) -> Entry {
         .and_then(serde_json::Value::as_i64)
         .unwrap_or(0);
     let position = waiting.then(|| u64::try_from(ticket - called_upto - left_ahead).unwrap_or(1));
-    Entry { row, position }
+    // One mean call interval for everyone ahead and for this entry's own call.
+    let estimated_wait_s = position
+        .zip(interval_ms)
+        .map(|(p, ms)| (p * u64::try_from(ms).unwrap_or(0)).div_ceil(1000));
+    Entry {
+        row,
+        position,
+        estimated_wait_s,
+    }
 }
 
 #[async_trait]
@@ -634,13 +700,9 @@ where
         let fail = |e| self.unavailable_or_internal(e);
         let mut conn = self.acquire(&self.writer).await?;
         let mut tx = self.begin_write(&mut conn).await?;
-        if self
-            .lock_partition(&mut tx, queue, &partition.key)
-            .await?
-            .is_none()
-        {
+        let Some(counters) = self.lock_partition(&mut tx, queue, &partition.key).await? else {
             return Ok(None);
-        }
+        };
         let waiting = Condition::All(vec![
             Condition::Compare {
                 column: columns::PARTITION_KEY.to_owned(),
@@ -693,7 +755,12 @@ where
                 "the head of the line changed under its lock",
             ));
         }
-        self.count_partition(&mut tx, queue, &partition.key, -1, Some(ticket))
+        let called = Called {
+            ticket,
+            at: stamp.now,
+            interval_ms: call_interval(&counters, &head, stamp.now),
+        };
+        self.count_partition(&mut tx, queue, &partition.key, -1, Some(&called))
             .await?;
         let read = self.read_entry(&mut tx, queue, &id, None).await?;
         tx.commit().await.map_err(fail)?;
@@ -721,6 +788,94 @@ where
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    async fn activity(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<Activity, ApiError> {
+        let d = &self.backend;
+        let fail = |e| self.unavailable_or_internal(e);
+        let in_partition = || Condition::Compare {
+            column: columns::PARTITION_KEY.to_owned(),
+            op: Compare::Eq,
+            value: text(&partition.key),
+        };
+        let mut conn = self.acquire(&self.scanners).await?;
+        let (q, v) = d.build_select(&super::select(
+            d,
+            &queue.partitions,
+            &in_partition(),
+            &[],
+            Some(1),
+            0,
+        ));
+        let counters = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(fail)?
+            .map(|r| d.decode(&queue.partitions, &r))
+            .transpose()?;
+        let number = |column: &str| {
+            counters
+                .as_ref()
+                .and_then(|c| c.values.get(column))
+                .and_then(serde_json::Value::as_i64)
+        };
+        let mut serving = Query::select();
+        serving
+            .expr(Func::count(Expr::col(Asterisk)))
+            .from(col(&queue.entries.name))
+            .and_where(
+                Expr::col(col(columns::PARTITION_KEY))
+                    .eq(Expr::val(d.bind(&text(&partition.key), Scalar::Text))),
+            )
+            .and_where(Expr::col(col(columns::STATUS)).eq(Status::Serving.as_str()));
+        let (q, v) = d.build_select(&serving);
+        let serving: i64 = sqlx::query_scalar_with(sql(q), v)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fail)?;
+        let recent = Condition::All(vec![
+            in_partition(),
+            Condition::Compare {
+                column: columns::CALLED_AT.to_owned(),
+                op: Compare::Gte,
+                value: Value::Timestamp(since),
+            },
+        ]);
+        let newest_first = [crate::request::SortKey {
+            column: columns::CALLED_AT.to_owned(),
+            direction: crate::request::Direction::Desc,
+        }];
+        let (q, v) = d.build_select(&super::select(
+            d,
+            &queue.entries,
+            &recent,
+            &newest_first,
+            Some(limit + 1),
+            0,
+        ));
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(fail)?;
+        let truncated = rows.len() as u64 > limit;
+        let calls = rows
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|r| d.decode(&queue.entries, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Activity {
+            waiting: number(columns::WAITING).unwrap_or(0),
+            serving,
+            interval_ms: number(columns::CALL_INTERVAL_MS),
+            calls,
+            truncated,
+        })
     }
 
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {
