@@ -278,6 +278,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    anteroom_engine::queues::start_sweeper(&state);
     if state.model.auth.is_none() {
         tracing::warn!(
             "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",

@@ -750,3 +750,115 @@ async fn stats_and_estimated_waits_come_from_the_lines_calls() {
         .await
         .expect_problem(400, "malformed_query");
 }
+
+#[tokio::test]
+async fn a_student_who_changes_major_leaves_the_line_and_other_edits_keep_the_place() {
+    let server = server().await;
+    let ids = students(&server, 2).await;
+    let first = join(&server, ids[0]).await;
+    let second = join(&server, ids[1]).await;
+    // An edit outside the partition fields keeps the place.
+    server
+        .patch(
+            &format!("/students/{}", ids[0]),
+            json!({"email": "new@uni.test"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(position(&server, &second).await, 2);
+    server
+        .patch(&format!("/students/{}", ids[0]), json!({"major_id": 2}))
+        .await
+        .expect(200);
+    let gone = server
+        .get(&format!("/queues/advising/entries/{}", eid(&first)))
+        .await
+        .expect(200);
+    assert_eq!(gone["status"], "left");
+    assert_eq!(gone["major_id"], 1, "the entry keeps the line it was in");
+    assert_eq!(position(&server, &second).await, 1);
+    assert_eq!(
+        server
+            .query_i64("SELECT waiting FROM advising_partitions WHERE partition_key = '[1,true]'")
+            .await,
+        1
+    );
+    // The student may join the new major's line.
+    let again = join(&server, ids[0]).await;
+    assert_eq!(again["major_id"], 2);
+    assert_eq!(again["position"], 1);
+}
+
+const TIMED: &str = r#"
+[app]
+name = "office-hours"
+
+[resources.students]
+id = { type = "integer" }
+fields.email    = { type = "string", required = true }
+fields.major_id = { type = "integer" }
+
+[queues.advising]
+member           = "students"
+partition_by     = ["major_id"]
+serve_timeout    = "1s"
+on_member_change = "stay"
+fields.topic     = { type = "string" }
+"#;
+
+#[tokio::test]
+async fn a_called_entry_not_finished_within_the_serve_timeout_becomes_a_no_show() {
+    let server = Server::start(TIMED).await;
+    let mut entries = Vec::new();
+    for i in 0..3 {
+        let s = server
+            .post(
+                "/students",
+                json!({"email": format!("s{i}@uni.test"), "major_id": 1}),
+            )
+            .await
+            .expect(201);
+        entries.push(join(&server, s["id"].as_i64().unwrap()).await);
+    }
+    let next = || server.post("/queues/advising/next?major_id=1", json!({}));
+    next().await.expect(200);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // The next call first retires the timed-out one.
+    next().await.expect(200);
+    let first = server
+        .get(&format!("/queues/advising/entries/{}", eid(&entries[0])))
+        .await
+        .expect(200);
+    assert_eq!(first["status"], "no_show");
+    server
+        .post(
+            &format!("/queues/advising/entries/{}/done", eid(&entries[0])),
+            json!({}),
+        )
+        .await
+        .expect_problem(409, "invalid_transition");
+    // With nobody calling next, the instance's sweep retires the second.
+    let mut status = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = server
+            .get(&format!("/queues/advising/entries/{}", eid(&entries[1])))
+            .await
+            .expect(200)["status"]
+            .clone();
+        if status == "no_show" {
+            break;
+        }
+    }
+    assert_eq!(status, "no_show");
+    // on_member_change = "stay": a change of major keeps the third in line.
+    let third = &entries[2];
+    server
+        .patch(
+            &format!("/students/{}", third["member_id"]),
+            json!({"major_id": 2}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(position(&server, third).await, 1);
+}

@@ -15,7 +15,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
-mod queues;
+pub mod queues;
 pub mod request;
 pub mod response;
 pub mod routes;

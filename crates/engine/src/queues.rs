@@ -51,6 +51,43 @@ enum Ask {
     Finish(Value, Status),
 }
 
+/// Starts this instance's sweep of expired `serving` entries: every queue
+/// with a `serve_timeout` is swept every [`Queue::sweep_every`], so a called
+/// entry nobody finished becomes `no_show` within that long after its
+/// timeout, even on a line where nobody calls `next`. Every instance sweeps;
+/// the sweep is one conditional update per line, so instances never undo
+/// each other. Nothing to do (no task) when no queue has a timeout.
+pub fn start_sweeper(state: &AppState) {
+    let Some(every) = state
+        .model
+        .queues
+        .values()
+        .filter_map(Queue::sweep_every)
+        .min()
+    else {
+        return;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for queue in state.model.queues.values() {
+                match state.storage.queues().expire(queue, value::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(queue = %queue.name, entries = n, "serve timeout: marked no_show")
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = %queue.name, error = %e, "serve timeout sweep failed; retrying")
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Handles a request the route table sent to a queue route.
 pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request) -> Response {
     let (parts, body) = req.into_parts();

@@ -89,6 +89,8 @@ struct RawQueue {
     #[serde(default)]
     fields: IndexMap<String, RawField>,
     capacity: Option<u64>,
+    serve_timeout: Option<String>,
+    on_member_change: Option<String>,
     rules: Option<RawQueueRules>,
 }
 
@@ -912,6 +914,22 @@ fn build_queue(
             "must be at least 1 (omit it for no limit)",
         );
     }
+    let serve_timeout = raw.serve_timeout.as_deref().and_then(|t| {
+        crate::settings::parse_duration(t)
+            .map_err(|e| errs.add(format!("{path}.serve_timeout"), e))
+            .ok()
+    });
+    let on_member_change = match raw.on_member_change.as_deref() {
+        None | Some("leave") => super::queue::MemberChange::Leave,
+        Some("stay") => super::queue::MemberChange::Stay,
+        Some(other) => {
+            errs.add(
+                format!("{path}.on_member_change"),
+                format!("unknown action \"{other}\"; expected leave or stay"),
+            );
+            super::queue::MemberChange::Leave
+        }
+    };
     let mut fields = Vec::new();
     for (fname, raw_field) in raw.fields {
         let fpath = format!("{path}.fields.{fname}");
@@ -983,6 +1001,8 @@ fn build_queue(
         member: member.name.clone(),
         partition_by: raw.partition_by,
         capacity: raw.capacity,
+        serve_timeout,
+        on_member_change,
         rules,
         entries,
         partitions,

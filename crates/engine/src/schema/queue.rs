@@ -150,6 +150,12 @@ pub struct Queue {
     pub partition_by: Vec<String>,
     /// Most entries waiting in one partition, when limited.
     pub capacity: Option<u64>,
+    /// A `serving` entry not finished this long after its call becomes
+    /// `no_show` (checked by `next` on its line and by a sweep every
+    /// [`Queue::sweep_every`] on each instance).
+    pub serve_timeout: Option<std::time::Duration>,
+    /// What a member's entry does when its partition fields change.
+    pub on_member_change: MemberChange,
     /// Who may do what.
     pub rules: QueueRules,
     /// The entries table (named like the queue).
@@ -158,7 +164,28 @@ pub struct Queue {
     pub partitions: Resource,
 }
 
+/// `on_member_change`: what an active entry does when the member's partition
+/// fields change (a student changing major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A waiting entry leaves the line (status `left`), as the origin did.
+    Leave,
+    /// The entry stays in the line it joined.
+    Stay,
+}
+
 impl Queue {
+    /// How often each instance sweeps expired `serving` entries: a quarter of
+    /// the timeout, at most 30 s and at least 1 s.
+    pub fn sweep_every(&self) -> Option<std::time::Duration> {
+        self.serve_timeout.map(|t| {
+            (t / 4).clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(30),
+            )
+        })
+    }
+
     /// The partition columns of an entry, in `partition_by` order.
     pub fn partition_columns(&self) -> impl Iterator<Item = &Column> {
         self.partition_by

@@ -230,6 +230,10 @@ pub trait QueueStore: Send + Sync {
         limit: u64,
     ) -> Result<Activity, ApiError>;
 
+    /// Entries `serving` past the queue's `serve_timeout` become `no_show`,
+    /// on every line; how many did.
+    async fn expire(&self, queue: &Queue, now: DateTime<Utc>) -> Result<u64, ApiError>;
+
     /// Whether the queue accepts joins.
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError>;
 

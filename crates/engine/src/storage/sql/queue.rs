@@ -195,6 +195,122 @@ where
         row.map(|r| d.decode(&queue.partitions, &r)).transpose()
     }
 
+    /// Entries of this line still `serving` `serve_timeout` after their call
+    /// become `no_show`; how many did.
+    async fn expire_on(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ApiError> {
+        let Some(timeout) = queue.serve_timeout else {
+            return Ok(0);
+        };
+        let d = &self.backend;
+        let deadline = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let at = |t| Expr::val(d.bind(&Value::Timestamp(t), Scalar::Timestamp));
+        let mut stmt = Query::update();
+        stmt.table(col(&queue.entries.name))
+            .value(col(columns::STATUS), Status::NoShow.as_str())
+            .value(col(columns::ENDED_AT), at(now))
+            .value(col("updated_at"), at(now))
+            .value(col(VERSION_COLUMN), Expr::col(col(VERSION_COLUMN)).add(1))
+            .and_where(
+                Expr::col(col(columns::PARTITION_KEY))
+                    .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
+            )
+            .and_where(Expr::col(col(columns::STATUS)).eq(Status::Serving.as_str()))
+            .and_where(Expr::col(col(columns::CALLED_AT)).lt(at(deadline)));
+        let (q, v) = d.build_update(&stmt);
+        let done = sqlx::query_with(sql(q), v)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        Ok(B::rows_affected(&done))
+    }
+
+    /// After a member row was updated in `conn`'s transaction: for every
+    /// queue with `on_member_change = "leave"`, the member's waiting entry
+    /// leaves its line if the member's partition values changed.
+    pub(super) async fn member_changed(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        plan: &crate::plan::UpdatePlan<'_>,
+        member_row: &StoredRow,
+    ) -> Result<(), ApiError> {
+        let model = self.model.clone();
+        let queues = model.queues.values().filter(|q| {
+            q.member == plan.resource.name
+                && q.on_member_change == crate::schema::queue::MemberChange::Leave
+                && !q.partition_by.is_empty()
+        });
+        for queue in queues {
+            let d = &self.backend;
+            let mine = Condition::All(vec![
+                Condition::Compare {
+                    column: columns::ACTIVE_MEMBER.to_owned(),
+                    op: Compare::Eq,
+                    value: plan.id.clone(),
+                },
+                Condition::Compare {
+                    column: columns::STATUS.to_owned(),
+                    op: Compare::Eq,
+                    value: text(Status::Waiting.as_str()),
+                },
+            ]);
+            let (q, v) = d.build_select(&super::select(d, &queue.entries, &mine, &[], Some(1), 0));
+            let Some(row) = sqlx::query_with(sql(q), v)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| self.unavailable_or_internal(e))?
+            else {
+                continue;
+            };
+            let entry = d.decode(&queue.entries, &row)?;
+            let old_key = entry
+                .values
+                .get(columns::PARTITION_KEY)
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            if partition_of(queue, member_row).key == old_key {
+                continue;
+            }
+            let id = crate::value::from_json(
+                queue.entries.id_column(),
+                entry.values.get("id").unwrap_or(&serde_json::Value::Null),
+            )
+            .map_err(|e| ApiError::internal(e.message))?;
+            let stamp = Stamp {
+                now: match plan.set.get("updated_at") {
+                    Some(Value::Timestamp(t)) => *t,
+                    _ => crate::value::now(),
+                },
+                subject: match plan.set.get("updated_by") {
+                    Some(Value::Text(s)) => Some(s.clone()),
+                    _ => None,
+                },
+            };
+            self.lock_partition(conn, queue, &old_key).await?;
+            if self
+                .transition(
+                    conn,
+                    queue,
+                    &id,
+                    (Status::Waiting, Status::Left),
+                    None,
+                    &stamp,
+                )
+                .await?
+            {
+                self.count_partition(conn, queue, &old_key, -1, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets an entry's status (and the columns that go with it) if it is in
     /// `from`; whether it was.
     async fn transition(
@@ -356,17 +472,7 @@ where
             return Ok(Joined::NoMember);
         };
         let member_row = d.decode(member, &row)?;
-        let mut values = crate::request::Record::new();
-        for column in queue.partition_columns() {
-            let json = member_row
-                .values
-                .get(&column.name)
-                .cloned()
-                .unwrap_or(serde_json::Value::Null);
-            let value = crate::value::from_json(column, &json).unwrap_or(Value::Null);
-            values.insert(column.name.clone(), value);
-        }
-        let partition = Partition::new(values);
+        let partition = partition_of(queue, &member_row);
         if partition.key.chars().count() > crate::schema::queue::MAX_PARTITION_KEY {
             return Ok(Joined::PartitionTooLong);
         }
@@ -495,6 +601,22 @@ where
             .map_err(|e| self.unavailable_or_internal(e))?;
         Ok(closed == 0)
     }
+}
+
+/// The line a member row belongs to: its partition values, as the entry
+/// stores them.
+fn partition_of(queue: &Queue, member_row: &StoredRow) -> Partition {
+    let mut values = crate::request::Record::new();
+    for column in queue.partition_columns() {
+        let json = member_row
+            .values
+            .get(&column.name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let value = crate::value::from_json(column, &json).unwrap_or(Value::Null);
+        values.insert(column.name.clone(), value);
+    }
+    Partition::new(values)
 }
 
 /// What `next` records on the partition row.
@@ -703,6 +825,8 @@ where
         let Some(counters) = self.lock_partition(&mut tx, queue, &partition.key).await? else {
             return Ok(None);
         };
+        self.expire_on(&mut tx, queue, &partition.key, stamp.now)
+            .await?;
         let waiting = Condition::All(vec![
             Condition::Compare {
                 column: columns::PARTITION_KEY.to_owned(),
@@ -876,6 +1000,45 @@ where
             calls,
             truncated,
         })
+    }
+
+    async fn expire(
+        &self,
+        queue: &Queue,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ApiError> {
+        if queue.serve_timeout.is_none() {
+            return Ok(0);
+        }
+        let d = &self.backend;
+        // Every line (a handful: one per partition value combination).
+        let every = Condition::All(Vec::new());
+        let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        let mut keys = Vec::new();
+        for row in &rows {
+            let counters = d.decode(&queue.partitions, row)?;
+            if let Some(key) = counters
+                .values
+                .get(columns::PARTITION_KEY)
+                .and_then(|k| k.as_str())
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        let mut expired = 0;
+        for key in keys {
+            let mut conn = self.acquire(&self.writer).await?;
+            let mut tx = self.begin_write(&mut conn).await?;
+            expired += self.expire_on(&mut tx, queue, &key, now).await?;
+            tx.commit()
+                .await
+                .map_err(|e| self.unavailable_or_internal(e))?;
+        }
+        Ok(expired)
     }
 
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {

@@ -384,6 +384,8 @@ where
             }
         };
         if let Some(row) = updated {
+            // A member whose line changed leaves it, in this transaction.
+            self.member_changed(&mut tx, plan, &row).await?;
             tx.commit()
                 .await
                 .map_err(|e| self.unavailable_or_internal(e))?;
