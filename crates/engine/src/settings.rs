@@ -33,14 +33,8 @@ impl Default for Settings {
     }
 }
 
-/// Default idle timeout of a client connection: 30 s.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time for a request head to arrive once its first byte has: 10 s.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on open client connections (lowered at start to fit the fd limit).
 pub const DEFAULT_MAX_CLIENTS: u32 = 4096;
-/// Default deadline for in-flight requests after SIGINT/SIGTERM: 10 s.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the TCP/HTTP server adapter: how long and how many connections
 /// may stay open, so that no single client can hold the server.
@@ -62,18 +56,6 @@ pub struct ServerSettings {
     /// File descriptors kept out of the connection cap for everything else
     /// the process opens (database connections, SQLite's files, the log).
     pub fd_reserve: u64,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            max_clients: DEFAULT_MAX_CLIENTS as usize,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            fd_reserve: fd_reserve_for(4),
-        }
-    }
 }
 
 /// File descriptors to keep free besides client connections, for a database
