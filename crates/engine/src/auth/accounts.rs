@@ -455,8 +455,8 @@ pub(crate) async fn login(state: &AppState, req: Request) -> Response {
 async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
+    // The route table sends only GET, HEAD (HTTP Basic) and POST (JSON) here.
     let (login, password) = match *req.method() {
-        Method::GET | Method::HEAD => basic(req.headers()).ok_or_else(bad_credentials)?,
         Method::POST => {
             let body = json_body(state, req).await?;
             let login = body
@@ -481,11 +481,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
                 }
             }
         }
-        _ => {
-            return Err(ApiError::MethodNotAllowed {
-                allow: vec![Method::GET, Method::POST],
-            });
-        }
+        _ => basic(req.headers()).ok_or_else(bad_credentials)?,
     };
     let by = |column: &str| Condition::Compare {
         column: column.to_owned(),
