@@ -120,9 +120,6 @@ pub const LIST_PARAMETERS: &[&str] = &[
     "sort", "limit", "offset", "cursor", "count", "fields", "expand",
 ];
 
-/// The parameters a single-row read takes.
-pub const READ_PARAMETERS: &[&str] = &["fields", "expand"];
-
 /// One typed filter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
@@ -453,7 +450,6 @@ fn decode_cursor(resource: &Resource, sort: &[SortKey], raw: &str) -> Result<Vec
         .collect()
 }
 
-/// Whether a query-string key is one of the reserved list parameters.
 /// Parses a list query string.
 pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery {
