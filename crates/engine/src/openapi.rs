@@ -666,7 +666,6 @@ fn filter_value_schema(column: &Column) -> Json {
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
         FieldType::Ref(r) => key_schema(&r.key),
-        _ if column.role == ColumnRole::Id => json!({"type": "string"}),
         _ => json!({"type": "string"}),
     }
 }
