@@ -190,14 +190,21 @@ fn check(path: &Path) -> ExitCode {
             // Names were checked while loading; this plans and renders the
             // migration of an empty database on every backend, as `migrate`
             // would, so no ordering or naming problem waits for a database.
-            if let Err(problems) = storage::sql::dry_run(&model) {
-                for problem in problems {
-                    eprintln!("{}: {problem}", path.display());
+            let migrations = match storage::sql::dry_run(&model) {
+                Ok(migrations) => migrations,
+                Err(problems) => {
+                    for problem in problems {
+                        eprintln!("{}: {problem}", path.display());
+                    }
+                    return ExitCode::from(2);
                 }
-                return ExitCode::from(2);
-            }
+            };
+            let statements: Vec<String> = migrations
+                .iter()
+                .map(|(backend, statements)| format!("{backend} {}", statements.len()))
+                .collect();
             println!(
-                "{}: ok ({} resources: {})",
+                "{}: ok ({} resources: {}; statements migrating an empty database: {})",
                 path.display(),
                 model.resources.len(),
                 model
@@ -205,7 +212,8 @@ fn check(path: &Path) -> ExitCode {
                     .keys()
                     .cloned()
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                statements.join(", ")
             );
             ExitCode::SUCCESS
         }
