@@ -591,6 +591,13 @@ mod tests {
     }
 
     #[test]
+    fn every_field_code_serializes_as_its_catalogue_string() {
+        for code in FieldCode::ALL {
+            assert_eq!(serde_json::json!(code), code.as_str());
+        }
+    }
+
+    #[test]
     fn every_code_string_is_distinct() {
         let mut seen = std::collections::HashSet::new();
         assert!(Code::ALL.iter().all(|c| seen.insert(c.as_str())));
