@@ -92,10 +92,13 @@ pub fn app(state: AppState) -> Router {
         .fallback(move |State(state): State<AppState>, req: Request| {
             let cors = cors.clone();
             async move {
-                let origin_headers = cors.as_ref().map(|_| req.headers().clone());
+                // Only the Origin outlives the request, which dispatch consumes.
+                let origin = cors
+                    .as_ref()
+                    .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
                 let mut response = dispatch(&state, cors.as_deref(), req).await;
-                if let (Some(cors), Some(headers)) = (&cors, &origin_headers) {
-                    cors.decorate(headers, &mut response);
+                if let Some(cors) = &cors {
+                    cors.decorate(origin.as_ref(), &mut response);
                 }
                 response
             }
