@@ -149,16 +149,9 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
 /// `GET /openapi.json`: the document, revalidated with its ETag.
 fn describe(state: &AppState, req: &Request) -> Response {
     let d = &state.description;
-    let matches = req
-        .headers()
-        .get_all(http::header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.strip_prefix("W/").unwrap_or(t) == d.etag
-        });
+    // An If-None-Match that is not text cannot name this ETag: a plain 200.
+    let matches = request::EntityTags::parse(req.headers(), http::header::IF_NONE_MATCH)
+        .is_ok_and(|tags| tags.matches_weakly(&d.etag));
     let mut response = if matches {
         let mut r = Response::new(axum::body::Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
