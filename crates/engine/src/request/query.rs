@@ -261,7 +261,23 @@ fn bad_value(name: &str, e: value::FieldError) -> ApiError {
     )
 }
 
-fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, ApiError> {
+/// The values a filter binds: one per `[in]` item, one for any other operator.
+fn bound_values(filter: &Filter) -> usize {
+    match &filter.operand {
+        Operand::Many(v) => v.len(),
+        _ => 1,
+    }
+}
+
+/// Parses one filter; `bound` is how many values the filters before it bind,
+/// so that an `[in]` list over [`MAX_IN_VALUES`] in all is refused before any
+/// of its items is typed.
+fn parse_filter(
+    resource: &Resource,
+    key: &str,
+    raw: &str,
+    bound: usize,
+) -> Result<Filter, ApiError> {
     let (name, op) = match key.split_once('[') {
         Some((name, rest)) => {
             let op_name = rest.strip_suffix(']').ok_or_else(|| {
@@ -324,11 +340,15 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             )
         })?),
         Op::In => {
-            if raw.split(',').count() > MAX_IN_VALUES {
+            let items = raw.split(',').count();
+            if items > MAX_IN_VALUES {
                 return Err(ApiError::bad_request(
                     Code::InvalidFilterValue,
                     format!("filter on \"{name}\": [in] takes at most {MAX_IN_VALUES} values"),
                 ));
+            }
+            if bound + items > MAX_IN_VALUES {
+                return Err(too_many_values(bound + items));
             }
             let values = raw.split(',').map(typed).collect::<Result<Vec<_>, _>>()?;
             Operand::Many(values)
@@ -450,6 +470,8 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
         ..ListQuery::default()
     };
     let mut cursor = None;
+    // Values the filters so far bind (see `MAX_IN_VALUES`).
+    let mut bound = 0;
     let mut seen: Vec<String> = Vec::new();
     for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if LIST_PARAMETERS.contains(&key.as_ref()) && seen.contains(&key.to_string()) {
@@ -497,10 +519,26 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
             }
             "fields" => q.fields = Some(parse_fields(resource, &raw)?),
             "expand" => q.expand = parse_expand(resource, &raw)?,
-            _ => q.filters.push(parse_filter(resource, &key, &raw)?),
+            _ => {
+                // Bounds are checked as filters come: a query string far over
+                // them is refused at the first filter too many, not parsed whole.
+                if q.filters.len() == MAX_FILTERS {
+                    return Err(ApiError::bad_request(
+                        Code::MalformedQuery,
+                        format!(
+                            "\"{key}\" is one filter too many; at most {MAX_FILTERS} are allowed"
+                        ),
+                    ));
+                }
+                let filter = parse_filter(resource, &key, &raw, bound)?;
+                bound += bound_values(&filter);
+                if bound > MAX_IN_VALUES {
+                    return Err(too_many_values(bound));
+                }
+                q.filters.push(filter);
+            }
         }
     }
-    check_bounds(&q.filters)?;
     if let Some(raw) = cursor {
         if q.offset > 0 {
             return Err(ApiError::bad_request(
@@ -517,32 +555,15 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
     Ok(q)
 }
 
-/// Refuses query strings that would bind more parameters than any backend
-/// should be asked to: too many filters, or too many `[in]` values in all.
-fn check_bounds(filters: &[Filter]) -> Result<(), ApiError> {
-    if filters.len() > MAX_FILTERS {
-        return Err(ApiError::bad_request(
-            Code::MalformedQuery,
-            format!(
-                "the query has {} filters; at most {MAX_FILTERS} are allowed",
-                filters.len()
-            ),
-        ));
-    }
-    let values: usize = filters
-        .iter()
-        .map(|f| match &f.operand {
-            Operand::Many(v) => v.len(),
-            _ => 1,
-        })
-        .sum();
-    if values > MAX_IN_VALUES {
-        return Err(ApiError::bad_request(
-            Code::InvalidFilterValue,
-            format!("the filters hold {values} values in all; at most {MAX_IN_VALUES} are allowed"),
-        ));
-    }
-    Ok(())
+/// The refusal of filters that bind more than [`MAX_IN_VALUES`] values in all
+/// (`values` counts those up to and including the filter that went over).
+fn too_many_values(values: usize) -> ApiError {
+    ApiError::bad_request(
+        Code::InvalidFilterValue,
+        format!(
+            "the filters hold at least {values} values in all; at most {MAX_IN_VALUES} are allowed"
+        ),
+    )
 }
 
 /// Parses the query string of a single-row read: only `fields` and `expand`.
@@ -795,6 +816,19 @@ mod tests {
                 .as_str(),
             "invalid_filter_value"
         );
+    }
+
+    #[test]
+    fn the_filter_one_over_a_bound_is_refused_before_the_rest_of_the_query_is_read() {
+        // Were everything parsed first, the unknown field at the end would be
+        // the error: the bound must stop parsing where it is crossed.
+        let many = vec!["age=1"; MAX_FILTERS + 1].join("&");
+        let e = err(&format!("{many}&agee=3"));
+        assert_eq!(e.code().as_str(), "malformed_query", "{e}");
+        let list = vec!["1"; MAX_IN_VALUES / 2 + 1].join(",");
+        let e = err(&format!("age[in]={list}&id[in]={list}&agee=3"));
+        assert_eq!(e.code().as_str(), "invalid_filter_value", "{e}");
+        assert!(e.to_string().contains("in all"), "{e}");
     }
 
     #[test]
