@@ -256,14 +256,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
     };
+    let url = args.db.url();
     let server_settings = ServerSettings {
         idle_timeout: args.idle_timeout,
         header_timeout: args.header_timeout,
         max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
         shutdown_timeout: args.shutdown_timeout,
-        fd_reserve: fd_reserve_for(args.db.max_connections),
+        fd_reserve: fd_reserve_for(storage::file_descriptors(&url, args.db.max_connections)),
     };
-    let url = args.db.url();
     let state =
         match server::prepare(&args.db.schema, &url, &args.db.connect_options(), settings).await {
             Ok(state) => state,

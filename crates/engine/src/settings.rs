@@ -58,14 +58,16 @@ pub struct ServerSettings {
     pub fd_reserve: u64,
 }
 
+/// File descriptors kept free whatever the database: the listener, stdio,
+/// the runtime, evicted connections still closing (up to 32) and refused
+/// ones being answered 503 (up to 64).
+const BASE_FD_RESERVE: u64 = 128;
+
 /// File descriptors to keep free besides client connections, for a database
-/// pool of `database_connections`: 128 for the listener, stdio, the runtime,
-/// evicted connections still closing (up to 32) and refused ones being
-/// answered 503 (up to 64), plus three per database connection (SQLite opens
-/// the database, `-wal` and `-shm` per connection, plus its writer; a server
-/// database needs one socket each).
-pub fn fd_reserve_for(database_connections: u32) -> u64 {
-    128 + 3 * (u64::from(database_connections) + 1)
+/// that holds `database_descriptors` open at most
+/// ([`crate::storage::file_descriptors`]): [`BASE_FD_RESERVE`] plus those.
+pub fn fd_reserve_for(database_descriptors: u64) -> u64 {
+    BASE_FD_RESERVE.saturating_add(database_descriptors)
 }
 
 /// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.
@@ -113,6 +115,26 @@ pub(crate) fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_reserves_descriptors_for_its_writer_and_both_reader_pools() {
+        use crate::storage::file_descriptors;
+        // One writer and two pools of four readers, each with its database,
+        // -wal and -shm files.
+        assert_eq!(
+            fd_reserve_for(file_descriptors("sqlite://a.db", 4)),
+            128 + 3 * (1 + 2 * 4)
+        );
+        // A server database: one socket per pooled connection.
+        assert_eq!(
+            fd_reserve_for(file_descriptors("postgres://db.example/app", 4)),
+            128 + 4
+        );
+        assert_eq!(
+            fd_reserve_for(file_descriptors("mysql://db.example/app", 0)),
+            128 + 1
+        );
+    }
 
     #[test]
     fn durations_parse_with_their_unit_and_print_back_the_same() {
