@@ -112,6 +112,19 @@ pub(crate) fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Writes a size the way the docs do: `1 MiB`, `512 KiB`, else in bytes.
+pub(crate) fn format_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +162,14 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn sizes_print_in_the_largest_whole_unit() {
+        assert_eq!(format_bytes(DEFAULT_BODY_LIMIT), "1 MiB");
+        assert_eq!(format_bytes(4 * 1024 * 1024), "4 MiB");
+        assert_eq!(format_bytes(1536 * 1024), "1536 KiB");
+        assert_eq!(format_bytes(1000), "1000 bytes");
     }
 
     #[test]

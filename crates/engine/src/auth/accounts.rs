@@ -34,7 +34,8 @@ use crate::value::{self, FieldCode, FieldError, Value};
 /// The `kid` of tokens this engine issues.
 pub const ACCOUNTS_KID: &str = "anteroom-accounts";
 const ISSUER: &str = "anteroom";
-const MIN_PASSWORD: usize = 8;
+/// Shortest password, in characters.
+pub(crate) const MIN_PASSWORD: usize = 8;
 /// Threads computing argon2 (memory-hard: ~19 MiB each).
 const HASHING_THREADS: usize = 2;
 /// Hash requests that may wait for a thread before new ones get 503.
@@ -65,7 +66,8 @@ fn hashers() -> std::sync::mpsc::SyncSender<Job> {
     }
     tx
 }
-const MAX_PASSWORD: usize = 128;
+/// Longest password, in characters.
+pub(crate) const MAX_PASSWORD: usize = 128;
 
 /// Signing and verification of account tokens.
 pub struct Accounts {
