@@ -897,6 +897,42 @@ mod tests {
     }
 
     #[test]
+    fn every_outcome_lists_only_codes_the_catalogue_answers_with_its_status() {
+        // Every kind of route: accounts, credentials, rules that refuse,
+        // nested routes and client-chosen keys.
+        let model = load_str(
+            "[app]\nname='t'\n\
+             [auth]\njwt={algorithms=['HS256'],secret_env='J'}\n\
+             api_keys={env='K',query='app_token'}\n[auth.accounts]\nsecret_env='A'\n\
+             [resources.colleges]\nid={type='integer'}\nfields.name={type='string'}\n\
+             rules={list='public',read='public',create='role:admin',update='owner',delete='none'}\n\
+             [resources.majors]\nfields.college_id={type='ref',to='colleges'}\n\
+             [resources.keys]\nid={type='string',name='code'}\nfields.v={type='string'}\n",
+        )
+        .unwrap();
+        let table = RouteTable::new(&model);
+        let mut checked = 0;
+        for route in table.routes() {
+            for endpoint in &route.endpoints {
+                for outcome in &endpoint.outcomes {
+                    for code in &outcome.codes {
+                        assert_eq!(
+                            code.status(),
+                            outcome.status,
+                            "{} {} lists {code:?} under {}",
+                            endpoint.method,
+                            route.template(),
+                            outcome.status
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} codes checked");
+    }
+
+    #[test]
     fn a_public_route_without_auth_answers_no_401() {
         let (_, table) = table();
         let (route, _) = table.route(&segs("/colleges")).unwrap();
