@@ -128,6 +128,22 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
         Err(e) => return e.into_response(),
     };
     use routes::Target;
+    // Resource routes parse their query string in the pipeline (where
+    // authentication has removed the API key from it); the server's own
+    // endpoints that take no parameter refuse any here, the API key's aside.
+    if matched.endpoint.query == routes::QueryKind::None
+        && matched.route.target.resource().is_none()
+    {
+        let api_key = state
+            .model
+            .auth
+            .as_ref()
+            .and_then(|a| a.api_key.as_ref())
+            .and_then(|k| k.query.as_deref());
+        if let Err(e) = request::query::parse_none_but(req.uri().query(), api_key) {
+            return e.into_response();
+        }
+    }
     match &matched.route.target {
         Target::Root => index(state),
         Target::Health => health(state).await,

@@ -369,6 +369,8 @@ impl RouteTable {
     /// Builds the table of `model`.
     pub fn new(model: &AppModel) -> RouteTable {
         let auth_on = model.auth.is_some();
+        // The server's own routes take no query parameter.
+        let unknown_parameter = || outcome(StatusCode::BAD_REQUEST, &[Code::UnknownParameter]);
         let mut routes = vec![
             Route {
                 segments: Vec::new(),
@@ -376,7 +378,7 @@ impl RouteTable {
                 endpoints: get_and_head(
                     Action::Index,
                     QueryKind::None,
-                    vec![success(StatusCode::OK)],
+                    vec![success(StatusCode::OK), unknown_parameter()],
                 ),
             },
             Route {
@@ -387,6 +389,7 @@ impl RouteTable {
                     QueryKind::None,
                     vec![
                         success(StatusCode::OK),
+                        unknown_parameter(),
                         outcome(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &[Code::DatabaseUnavailable],
@@ -400,7 +403,11 @@ impl RouteTable {
                 endpoints: get_and_head(
                     Action::Describe,
                     QueryKind::None,
-                    vec![success(StatusCode::OK), success(StatusCode::NOT_MODIFIED)],
+                    vec![
+                        success(StatusCode::OK),
+                        success(StatusCode::NOT_MODIFIED),
+                        unknown_parameter(),
+                    ],
                 ),
             },
         ];

@@ -588,7 +588,14 @@ pub fn parse_read(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
 
 /// Rejects any query string on writes: nothing there has a meaning, so nothing is ignored.
 pub fn parse_none(query: Option<&str>) -> Result<(), ApiError> {
-    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+    parse_none_but(query, None)
+}
+
+/// Rejects any query parameter but `allowed` (the API key's, on routes that
+/// do not authenticate and so do not remove it): a 400 naming the first other.
+pub(crate) fn parse_none_but(query: Option<&str>, allowed: Option<&str>) -> Result<(), ApiError> {
+    let mut parameters = form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    match parameters.find(|(key, _)| Some(key.as_ref()) != allowed) {
         None => Ok(()),
         Some((key, _)) => Err(ApiError::bad_request(
             Code::UnknownParameter,
