@@ -120,7 +120,7 @@ struct ServeArgs {
     /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
     #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_timeout: Duration,
-    /// Close a client connection with no request for this long.
+    /// Close a client connection with no request (or whose client stops reading its response) for this long.
     #[arg(long, env = "ANTEROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Time a request head may take once its first byte arrived; then 408.

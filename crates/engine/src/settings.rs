@@ -41,14 +41,15 @@ pub const DEFAULT_MAX_CLIENTS: u32 = 4096;
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// A connection with no request in progress and no byte of a new one for
-    /// this long (since accept or its last response) is closed silently.
+    /// this long (since accept or since its last response was sent) is closed
+    /// silently; so is one whose response the client stops reading for as long.
     pub idle_timeout: Duration,
     /// A request head that is not complete this long after its first byte
     /// gets a 408 and the connection is closed.
     pub header_timeout: Duration,
     /// Most client connections open at once. At the cap the connection idle
-    /// the longest is closed to make room; when all are busy the newcomer
-    /// gets a 503. Lowered at start to fit the file-descriptor limit.
+    /// the longest is closed to make room; when all are busy (a response
+    /// still being sent counts) the newcomer gets a 503. Lowered at start to fit the file-descriptor limit.
     pub max_clients: usize,
     /// After SIGINT/SIGTERM, in-flight requests get this long to finish;
     /// then every remaining connection is closed and `serve` returns.
