@@ -120,7 +120,7 @@ struct ServeArgs {
     /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
     #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_timeout: Duration,
-    /// Close a client connection with no request for this long.
+    /// Close a client connection with no request (or whose client stops reading its response) for this long.
     #[arg(long, env = "ANTEROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Time a request head may take once its first byte arrived; then 408.
@@ -190,14 +190,21 @@ fn check(path: &Path) -> ExitCode {
             // Names were checked while loading; this plans and renders the
             // migration of an empty database on every backend, as `migrate`
             // would, so no ordering or naming problem waits for a database.
-            if let Err(problems) = storage::sql::dry_run(&model) {
-                for problem in problems {
-                    eprintln!("{}: {problem}", path.display());
+            let migrations = match storage::sql::dry_run(&model) {
+                Ok(migrations) => migrations,
+                Err(problems) => {
+                    for problem in problems {
+                        eprintln!("{}: {problem}", path.display());
+                    }
+                    return ExitCode::from(2);
                 }
-                return ExitCode::from(2);
-            }
+            };
+            let statements: Vec<String> = migrations
+                .iter()
+                .map(|(backend, statements)| format!("{backend} {}", statements.len()))
+                .collect();
             println!(
-                "{}: ok ({} resources: {})",
+                "{}: ok ({} resources: {}; statements migrating an empty database: {})",
                 path.display(),
                 model.resources.len(),
                 model
@@ -205,7 +212,8 @@ fn check(path: &Path) -> ExitCode {
                     .keys()
                     .cloned()
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                statements.join(", ")
             );
             ExitCode::SUCCESS
         }
@@ -248,14 +256,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
     };
+    let url = args.db.url();
     let server_settings = ServerSettings {
         idle_timeout: args.idle_timeout,
         header_timeout: args.header_timeout,
         max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
         shutdown_timeout: args.shutdown_timeout,
-        fd_reserve: fd_reserve_for(args.db.max_connections),
+        fd_reserve: fd_reserve_for(storage::file_descriptors(&url, args.db.max_connections)),
     };
-    let url = args.db.url();
     let state =
         match server::prepare(&args.db.schema, &url, &args.db.connect_options(), settings).await {
             Ok(state) => state,

@@ -360,6 +360,57 @@ secret_env = "ACCOUNTS_SECRET"
     assert_eq!(server.count_in_database("users").await, 1);
 }
 
+#[tokio::test]
+async fn signup_and_login_read_names_by_the_rules_of_every_other_write() {
+    // A declared username without the template's pattern: only the value
+    // rules shared by every write keep a NUL out of it.
+    let schema = r#"
+[app]
+name = "acc"
+
+[auth.accounts]
+secret_env = "ACCOUNTS_SECRET"
+
+[resources.users]
+fields.username = { type = "string", required = true, unique = true, max_length = 32 }
+"#;
+    let server = Server::start_with_env(schema, &[], &[("ACCOUNTS_SECRET", SECRET)]).await;
+    let problem = server
+        .post(
+            "/auth/signup",
+            json!({"username": "al\u{0}ice", "email": "alice@example.com", "password": "correct horse"}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "username", "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "type", "{problem}");
+    assert_eq!(server.count_in_database("users").await, 0);
+    server
+        .post(
+            "/auth/signup",
+            json!({"username": "  Alice ", "email": " Alice@Example.com", "password": "correct horse"}),
+        )
+        .await
+        .expect(201);
+    for login in ["ALICE  ", " alice@EXAMPLE.com"] {
+        server
+            .post(
+                "/auth/login",
+                json!({"username": login, "password": "correct horse"}),
+            )
+            .await
+            .expect(200);
+    }
+    // A login no account field can hold names nobody: the usual 401.
+    server
+        .post(
+            "/auth/login",
+            json!({"username": "al\u{0}ice", "password": "correct horse"}),
+        )
+        .await
+        .expect_problem(401, "invalid_credentials");
+}
+
 // ------------------------------------------------- account writes and tokens
 
 /// Accounts whose owners may edit themselves (username, display name).

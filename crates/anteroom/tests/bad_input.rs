@@ -1487,6 +1487,42 @@ async fn a_query_string_on_a_write_is_a_400_unknown_parameter() {
 }
 
 #[tokio::test]
+async fn the_servers_own_routes_refuse_any_query_parameter_but_the_api_key() {
+    const TOKEN: &str = "bad-input-app-token-0123456789abcdef";
+    let schema = r#"
+[app]
+name = "keyed"
+
+[auth]
+api_keys = { env = "APP_TOKEN", query = "app_token" }
+
+[resources.notes]
+fields.title = { type = "string" }
+rules = { list = "public", read = "public", create = "public", update = "public", delete = "public" }
+"#;
+    let server = Server::start_with_env(schema, &[], &[("APP_TOKEN", TOKEN)]).await;
+    for path in ["/", "/health", "/openapi.json"] {
+        let reply = server.get(&format!("{path}?verbose=1")).await;
+        let body = problem(&reply, 400, "unknown_parameter");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("verbose"), "{path}: {detail}");
+        let head = server.send("HEAD", &format!("{path}?x"), None, &[]).await;
+        assert_eq!(head.status, 400, "HEAD {path}");
+        // The API key may travel in every query string, these included.
+        let keyed = server.get(&format!("{path}?app_token={TOKEN}")).await;
+        assert_eq!(keyed.status, 200, "{path}: {keyed:?}");
+        let reply = server
+            .get(&format!("{path}?app_token={TOKEN}&verbose=1"))
+            .await;
+        problem(&reply, 400, "unknown_parameter");
+    }
+    // The docs page ignores its query string; resources read theirs.
+    assert_eq!(server.get("/docs?tab=1").await.status, 200);
+    let reply = server.get(&format!("/notes?app_token={TOKEN}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[tokio::test]
 async fn a_stale_if_match_is_a_412_and_changes_nothing() {
     let server = Server::start(SCHEMA).await;
     let id = create(&server, "students", student("Ada", "ada@example.edu")).await["id"].clone();

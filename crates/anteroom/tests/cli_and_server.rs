@@ -336,6 +336,16 @@ fn check_accepts_a_valid_schema_and_exits_zero() {
         "{}",
         out.stdout
     );
+    // The migration it planned and rendered is reported, not thrown away.
+    assert!(
+        out.stdout
+            .contains("statements migrating an empty database"),
+        "{}",
+        out.stdout
+    );
+    for backend in ["sqlite", "postgres", "mysql"] {
+        assert!(out.stdout.contains(backend), "{backend}: {}", out.stdout);
+    }
 }
 
 #[test]

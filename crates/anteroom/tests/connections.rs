@@ -6,8 +6,10 @@
 //! - a request head or body that trickles in slower than its timeout gets a
 //!   408 problem and the connection is closed (nothing is written);
 //! - the number of client connections is capped below the file-descriptor
-//!   limit: idle hogs are evicted so `/health` still answers, and when every
-//!   connection is busy the newcomer gets a 503;
+//!   limit: idle hogs are evicted so `/health` still answers (a client still
+//!   reading a long response is not idle), and when every connection is busy
+//!   the newcomer gets a 503;
+//! - a client that stops reading its response is closed after the idle timeout;
 //! - SIGTERM closes what is left after the shutdown deadline;
 //! - `X-Request-Id` is echoed and logged only when it is short and safe.
 //!
@@ -32,6 +34,7 @@ name = "notes"
 
 [resources.notes]
 fields.title = { type = "string", required = true }
+fields.body  = { type = "text" }
 "#;
 
 /// Lets this test process open a few thousand sockets.
@@ -170,6 +173,22 @@ impl Proc {
 
     async fn connect(&self) -> TcpStream {
         TcpStream::connect(&self.addr).await.expect("connect")
+    }
+
+    /// `POST path` with a JSON body on a new connection, with `Connection: close`.
+    async fn post(&self, path: &str, body: &Value) -> Response {
+        let mut stream = self.connect().await;
+        let body = body.to_string();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        stream.write_all(body.as_bytes()).await.expect("write");
+        read_response(&mut stream, Duration::from_secs(10))
+            .await
+            .expect("a response")
     }
 
     /// `GET path` on a new connection, with `Connection: close`.
@@ -546,6 +565,156 @@ async fn at_the_cap_the_longest_idle_connection_is_evicted_so_a_new_client_is_se
             "connection {i}"
         );
     }
+}
+
+/// Adds `batches` × 100 notes of 8 KB each: pages far larger than what the
+/// sockets between client and server buffer.
+async fn add_long_notes(server: &Proc, batches: usize) {
+    let text = "x".repeat(8_000);
+    for batch in 0..batches {
+        let rows: Vec<Value> = (0..100)
+            .map(|i| serde_json::json!({"title": format!("{batch}-{i}"), "body": text}))
+            .collect();
+        let reply = server.post("/notes", &Value::Array(rows)).await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{:?}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+}
+
+/// Requests read by a client with a small receive window: `GET path` sent
+/// several times at once (pipelined), so that the answers outgrow every
+/// buffer between server and client and much of them waits in the server.
+struct SlowRead {
+    stream: TcpStream,
+    /// What arrived and has not been taken as a response yet.
+    buf: Vec<u8>,
+}
+
+impl SlowRead {
+    async fn start(server: &Proc, path: &str, requests: usize) -> SlowRead {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut stream = socket
+            .connect(server.addr.parse().expect("address"))
+            .await
+            .expect("connect");
+        // The last request closes the connection once it is answered.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").repeat(requests - 1)
+            + &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        SlowRead {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads at most `max` bytes more; false once the server has closed (or
+    /// sent nothing for 5 s).
+    async fn read_some(&mut self, max: usize) -> bool {
+        let mut chunk = vec![0u8; max];
+        match tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads until the first response head has arrived.
+    async fn read_first_head(&mut self) {
+        while !self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(self.read_some(4096).await, "no response head");
+        }
+        assert!(
+            self.buf.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &self.buf[..12]
+        );
+    }
+
+    /// Reads until the server closes, then returns the bodies of the whole
+    /// responses that arrived (a cut-short one is left out).
+    async fn read_to_close(mut self) -> Vec<Vec<u8>> {
+        while self.read_some(64 * 1024).await {}
+        whole_responses(&self.buf)
+    }
+}
+
+/// The bodies of the complete responses at the start of `bytes`.
+fn whole_responses(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    while let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        let end = head_end + 4 + length;
+        if bytes.len() < end {
+            break;
+        }
+        bodies.push(bytes[head_end + 4..end].to_vec());
+        bytes = &bytes[end..];
+    }
+    bodies
+}
+
+/// Asserts three whole pages of 400 notes.
+#[track_caller]
+fn assert_three_whole_pages(bodies: &[Vec<u8>], log: &str) {
+    assert_eq!(bodies.len(), 3, "responses cut short:\n{}", tail(log));
+    for body in bodies {
+        let page: Value = serde_json::from_slice(body).expect("a JSON page");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(400));
+    }
+}
+
+#[tokio::test]
+async fn at_the_cap_a_client_still_reading_long_responses_is_not_evicted_but_an_idle_one_is() {
+    let server = Proc::start(&[], &[("ANTEROOM_MAX_CLIENTS", "2")], None);
+    add_long_notes(&server, 4).await;
+    // Three pages of 3 MB asked for at once; the reader pauses after the
+    // first head, with most of them still to come.
+    let mut slow = SlowRead::start(&server, "/notes?limit=400", 3).await;
+    slow.read_first_head().await;
+    // Its handlers answered long ago; a truly idle connection opens after that.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut idle = server.connect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A newcomer at the cap: the idle connection makes room, not the reader.
+    let reply = server.get("/health", "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        matches!(
+            wait_closed(&mut idle, Duration::from_secs(3)).await,
+            End::Closed(_)
+        ),
+        "the idle connection should have been closed to make room"
+    );
+    assert_three_whole_pages(&slow.read_to_close().await, &server.log_text());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_responses_is_closed_after_the_idle_timeout() {
+    let server = Proc::start(&[], &[("ANTEROOM_IDLE_TIMEOUT", "1s")], None);
+    add_long_notes(&server, 4).await;
+    let mut slow = SlowRead::start(&server, "/notes?limit=400", 3).await;
+    slow.read_first_head().await;
+    // No byte taken for longer than the idle timeout: the server gives up on
+    // the rest, and the connection is free for somebody else.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let bodies = slow.read_to_close().await;
+    assert!(
+        bodies.len() < 3,
+        "every response arrived after a 2.5 s stall"
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,30 @@ async fn the_document_is_served_with_an_etag_revalidated_with_304_and_answers_he
 }
 
 #[tokio::test]
+async fn a_weak_a_listed_or_a_star_etag_in_if_none_match_also_answers_304() {
+    let server = Server::start(
+        "[app]\nname='small'\n[resources.notes]\nfields.title={type='string',required=true}\n",
+    )
+    .await;
+    let etag = server
+        .get("/openapi.json")
+        .await
+        .header("etag")
+        .expect("etag");
+    let status = async |value: &str| {
+        server
+            .send("GET", "/openapi.json", None, &[("if-none-match", value)])
+            .await
+            .status
+    };
+    assert_eq!(status(&format!("W/{etag}")).await, 304);
+    assert_eq!(status(&format!("\"other\", W/{etag}")).await, 304);
+    assert_eq!(status(&format!("\"other\",{etag}")).await, 304);
+    assert_eq!(status("*").await, 304);
+    assert_eq!(status("\"other\", W/\"another\"").await, 200);
+}
+
+#[tokio::test]
 async fn the_cli_prints_exactly_the_document_the_server_serves() {
     let (server, served) = everything().await;
     let out = cli(&["openapi", server.schema_path().to_str().unwrap()]);

@@ -65,8 +65,8 @@ impl Cors {
     }
 
     /// The `Access-Control-Allow-Origin` value for a request's `Origin`.
-    fn allow_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
-        let origin = headers.get(header::ORIGIN)?;
+    fn allow_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
         if self.any_origin {
             Some(HeaderValue::from_static("*"))
         } else {
@@ -86,7 +86,7 @@ impl Cors {
                 "origin, access-control-request-method, access-control-request-headers",
             ),
         );
-        if let Some(origin) = self.allow_origin(headers) {
+        if let Some(origin) = self.allow_origin(headers.get(header::ORIGIN)) {
             let methods: Vec<&str> = methods.iter().map(Method::as_str).collect();
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
@@ -104,11 +104,12 @@ impl Cors {
         response
     }
 
-    /// Adds the CORS headers of an actual (non-preflight) response.
-    pub(crate) fn decorate(&self, request: &HeaderMap, response: &mut Response) {
+    /// Adds the CORS headers of an actual (non-preflight) response to a
+    /// request that carried `origin` (its `Origin` header, if any).
+    pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, response: &mut Response) {
         let out = response.headers_mut();
         out.append(header::VARY, HeaderValue::from_static("origin"));
-        if let Some(origin) = self.allow_origin(request) {
+        if let Some(origin) = self.allow_origin(origin) {
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             out.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,

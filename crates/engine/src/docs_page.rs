@@ -131,7 +131,7 @@ static BUILT: LazyLock<Built> = LazyLock::new(|| {
 /// `GET /docs`: the HTML page that boots the reference. `/docs/` redirects
 /// there: the page's relative links (`./openapi.json`, `docs/…`) assume it.
 pub(crate) fn page(method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-    if uri.path().ends_with('/') && (method == Method::GET || method == Method::HEAD) {
+    if uri.path().ends_with('/') {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
         // Relative, so that it holds behind a proxy that adds a path prefix.
@@ -141,16 +141,12 @@ pub(crate) fn page(method: &Method, uri: &Uri, headers: &HeaderMap) -> Response 
         return response;
     }
     let (html, etag) = &BUILT.page;
-    match respond(method, headers, PAGE, html.as_bytes(), etag) {
-        Ok(mut response) => {
-            response.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-            );
-            response
-        }
-        Err(e) => e.into_response(),
-    }
+    let mut response = respond(method, headers, PAGE, html.as_bytes(), etag);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    response
 }
 
 /// `GET /docs/{build}-{name}` (the last segment of the path): one embedded
@@ -173,7 +169,6 @@ pub(crate) fn asset(method: &Method, uri: &Uri, headers: &HeaderMap) -> Response
         cache_control: ASSET_CACHE_CONTROL,
     };
     respond(method, headers, kind, bytes, &BUILT.etags[i])
-        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// How a file is served.
@@ -188,19 +183,15 @@ const PAGE: Kind = Kind {
     cache_control: PAGE_CACHE_CONTROL,
 };
 
-/// A file's answer: GET and HEAD only, 304 when `If-None-Match` names `etag`.
+/// A file's answer to GET or HEAD (the only methods the route table sends
+/// here), 304 when `If-None-Match` names `etag`.
 fn respond(
     method: &Method,
     headers: &HeaderMap,
     kind: Kind,
     bytes: &'static [u8],
     etag: &str,
-) -> Result<Response, ApiError> {
-    if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::MethodNotAllowed {
-            allow: vec![Method::GET, Method::HEAD],
-        });
-    }
+) -> Response {
     // An If-None-Match that is not text cannot name this ETag: a plain 200.
     let not_modified = EntityTags::parse(headers, header::IF_NONE_MATCH)
         .is_ok_and(|tags| tags.matches_weakly(etag));
@@ -232,7 +223,7 @@ fn respond(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

@@ -2,10 +2,14 @@
 //! rendering as RFC 9457 `application/problem+json`. Internal errors are logged
 //! here, once, with their cause; their bodies say nothing internal.
 
+use std::borrow::Cow;
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
+use crate::request::body::MAX_BULK;
+use crate::settings::{DEFAULT_BODY_LIMIT, format_bytes};
 use crate::value::FieldError;
 
 /// The closed catalogue of problem codes: every `code` a problem body can
@@ -145,129 +149,129 @@ impl Code {
     }
 
     /// What the code means, in one line (docs and the OpenAPI document).
-    pub fn description(self) -> &'static str {
+    pub fn description(self) -> Cow<'static, str> {
         self.entry().2
     }
 
-    fn entry(self) -> (&'static str, StatusCode, &'static str) {
+    fn entry(self) -> (&'static str, StatusCode, Cow<'static, str>) {
         use StatusCode as S;
         match self {
             Code::MalformedJson => (
                 "malformed_json",
                 S::BAD_REQUEST,
-                "the body is not valid JSON",
+                "the body is not valid JSON".into(),
             ),
             Code::MalformedBody => (
                 "malformed_body",
                 S::BAD_REQUEST,
-                "the JSON is not the expected shape (an object; an array of objects for bulk creates)",
+                "the JSON is not the expected shape (an object; an array of objects for bulk creates)".into(),
             ),
-            Code::MissingBody => ("missing_body", S::BAD_REQUEST, "a write without a body"),
+            Code::MissingBody => ("missing_body", S::BAD_REQUEST, "a write without a body".into()),
             Code::EmptyArray => (
                 "empty_array",
                 S::BAD_REQUEST,
-                "a bulk create with an empty array",
+                "a bulk create with an empty array".into(),
             ),
             Code::TooManyItems => (
                 "too_many_items",
                 S::BAD_REQUEST,
-                "a bulk create with more than 1000 objects",
+                format!("a bulk create with more than {MAX_BULK} objects").into(),
             ),
             Code::UnreadableBody => (
                 "unreadable_body",
                 S::BAD_REQUEST,
-                "the body could not be read from the connection",
+                "the body could not be read from the connection".into(),
             ),
             Code::MalformedHeader => (
                 "malformed_header",
                 S::BAD_REQUEST,
-                "a header (If-Match, If-None-Match…) that is not valid text",
+                "a header (If-Match, If-None-Match…) that is not valid text".into(),
             ),
             Code::UnknownField => (
                 "unknown_field",
                 S::BAD_REQUEST,
-                "the query string names a field the resource does not have",
+                "the query string names a field the resource does not have".into(),
             ),
             Code::UnknownOperator => (
                 "unknown_operator",
                 S::BAD_REQUEST,
-                "a filter names an operator that does not exist",
+                "a filter names an operator that does not exist".into(),
             ),
             Code::UnsupportedOperator => (
                 "unsupported_operator",
                 S::BAD_REQUEST,
-                "the operator does not apply to the field's type",
+                "the operator does not apply to the field's type".into(),
             ),
             Code::InvalidFilterValue => (
                 "invalid_filter_value",
                 S::BAD_REQUEST,
-                "a filter value is not of the field's type, is outside its domain, or is over a bound",
+                "a filter value is not of the field's type, is outside its domain, or is over a bound".into(),
             ),
             Code::UnknownExpand => (
                 "unknown_expand",
                 S::BAD_REQUEST,
-                "`expand` names something that is not a reference",
+                "`expand` names something that is not a reference".into(),
             ),
             Code::UnsortableField => (
                 "unsortable_field",
                 S::BAD_REQUEST,
-                "`sort` names a json field",
+                "`sort` names a json field".into(),
             ),
             Code::MalformedQuery => (
                 "malformed_query",
                 S::BAD_REQUEST,
-                "a query parameter is malformed, repeated or out of range",
+                "a query parameter is malformed, repeated or out of range".into(),
             ),
             Code::InvalidCursor => (
                 "invalid_cursor",
                 S::BAD_REQUEST,
-                "the cursor was not issued by this API for this sort",
+                "the cursor was not issued by this API for this sort".into(),
             ),
             Code::UnknownParameter => (
                 "unknown_parameter",
                 S::BAD_REQUEST,
-                "a query parameter this request does not take",
+                "a query parameter this request does not take".into(),
             ),
             Code::Unauthorized => (
                 "unauthorized",
                 S::UNAUTHORIZED,
-                "credentials are missing, invalid or revoked (with WWW-Authenticate)",
+                "credentials are missing, invalid or revoked (with WWW-Authenticate)".into(),
             ),
             Code::InvalidCredentials => (
                 "invalid_credentials",
                 S::UNAUTHORIZED,
-                "a login with a wrong username or password",
+                "a login with a wrong username or password".into(),
             ),
-            Code::Forbidden => ("forbidden", S::FORBIDDEN, "the caller may not do this"),
+            Code::Forbidden => ("forbidden", S::FORBIDDEN, "the caller may not do this".into()),
             Code::NotFound => (
                 "not_found",
                 S::NOT_FOUND,
-                "no such route, resource or row; the detail names the id",
+                "no such route, resource or row; the detail names the id".into(),
             ),
             Code::MethodNotAllowed => (
                 "method_not_allowed",
                 S::METHOD_NOT_ALLOWED,
-                "the route does not take this method (with Allow)",
+                "the route does not take this method (with Allow)".into(),
             ),
             Code::RequestTimeout => (
                 "request_timeout",
                 S::REQUEST_TIMEOUT,
-                "the request head or body did not arrive in time (the connection closes)",
+                "the request head or body did not arrive in time (the connection closes)".into(),
             ),
             Code::UniqueViolation => (
                 "unique_violation",
                 S::CONFLICT,
-                "a unique field already holds this value (with field)",
+                "a unique field already holds this value (with field)".into(),
             ),
             Code::ForeignKeyViolation => (
                 "foreign_key_violation",
                 S::CONFLICT,
-                "a reference points at a row that does not exist (with field)",
+                "a reference points at a row that does not exist (with field)".into(),
             ),
             Code::StillReferenced => (
                 "still_referenced",
                 S::CONFLICT,
-                "other rows still refer to the row being deleted (with field)",
+                "other rows still refer to the row being deleted (with field)".into(),
             ),
             Code::AlreadyInQueue => (
                 "already_in_queue",
@@ -293,42 +297,46 @@ impl Code {
             Code::PreconditionFailed => (
                 "precondition_failed",
                 S::PRECONDITION_FAILED,
-                "If-Match is stale, or If-None-Match holds the current version",
+                "If-Match is stale, or If-None-Match holds the current version".into(),
             ),
             Code::PayloadTooLarge => (
                 "payload_too_large",
                 S::PAYLOAD_TOO_LARGE,
-                "the body is over the size limit (default 1 MiB)",
+                format!(
+                    "the body is over the size limit (default {})",
+                    format_bytes(DEFAULT_BODY_LIMIT)
+                )
+                .into(),
             ),
             Code::UnsupportedMediaType => (
                 "unsupported_media_type",
                 S::UNSUPPORTED_MEDIA_TYPE,
-                "a body that is not application/json",
+                "a body that is not application/json".into(),
             ),
             Code::ValidationFailed => (
                 "validation_failed",
                 S::UNPROCESSABLE_ENTITY,
-                "the body breaks the schema; errors lists every failing field",
+                "the body breaks the schema; errors lists every failing field".into(),
             ),
             Code::InternalError => (
                 "internal_error",
                 S::INTERNAL_SERVER_ERROR,
-                "a bug; the body says nothing more, the log has the cause",
+                "a bug; the body says nothing more, the log has the cause".into(),
             ),
             Code::DatabaseUnavailable => (
                 "database_unavailable",
                 S::SERVICE_UNAVAILABLE,
-                "the database cannot be reached, or a statement ran past the timeout (with Retry-After)",
+                "the database cannot be reached, or a statement ran past the timeout (with Retry-After)".into(),
             ),
             Code::KeysUnavailable => (
                 "keys_unavailable",
                 S::SERVICE_UNAVAILABLE,
-                "the identity provider's keys cannot be fetched (with Retry-After)",
+                "the identity provider's keys cannot be fetched (with Retry-After)".into(),
             ),
             Code::Busy => (
                 "busy",
                 S::SERVICE_UNAVAILABLE,
-                "every client connection is busy, or too many logins at once (with Retry-After)",
+                "every client connection is busy, or too many logins at once (with Retry-After)".into(),
             ),
         }
     }
@@ -620,7 +628,7 @@ mod tests {
                 vec![
                     c.status().as_u16().to_string(),
                     c.as_str().to_owned(),
-                    c.description().to_owned(),
+                    c.description().into_owned(),
                 ]
             })
             .collect();
@@ -635,6 +643,13 @@ mod tests {
             .map(|c| vec![c.as_str().to_owned(), c.description().to_owned()])
             .collect();
         assert_eq!(documented, catalogue);
+    }
+
+    #[test]
+    fn every_field_code_serializes_as_its_catalogue_string() {
+        for code in FieldCode::ALL {
+            assert_eq!(serde_json::json!(code), code.as_str());
+        }
     }
 
     #[test]

@@ -93,10 +93,13 @@ pub fn app(state: AppState) -> Router {
         .fallback(move |State(state): State<AppState>, req: Request| {
             let cors = cors.clone();
             async move {
-                let origin_headers = cors.as_ref().map(|_| req.headers().clone());
+                // Only the Origin outlives the request, which dispatch consumes.
+                let origin = cors
+                    .as_ref()
+                    .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
                 let mut response = dispatch(&state, cors.as_deref(), req).await;
-                if let (Some(cors), Some(headers)) = (&cors, &origin_headers) {
-                    cors.decorate(headers, &mut response);
+                if let Some(cors) = &cors {
+                    cors.decorate(origin.as_ref(), &mut response);
                 }
                 response
             }
@@ -126,6 +129,22 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
         Err(e) => return e.into_response(),
     };
     use routes::Target;
+    // Resource routes parse their query string in the pipeline (where
+    // authentication has removed the API key from it); the server's own
+    // endpoints that take no parameter refuse any here, the API key's aside.
+    if matched.endpoint.query == routes::QueryKind::None
+        && matched.route.target.resource().is_none()
+    {
+        let api_key = state
+            .model
+            .auth
+            .as_ref()
+            .and_then(|a| a.api_key.as_ref())
+            .and_then(|k| k.query.as_deref());
+        if let Err(e) = request::query::parse_none_but(req.uri().query(), api_key) {
+            return e.into_response();
+        }
+    }
     match &matched.route.target {
         Target::Root => index(state),
         Target::Health => health(state).await,
@@ -148,16 +167,9 @@ async fn dispatch(state: &AppState, cors: Option<&cors::Cors>, req: Request) -> 
 /// `GET /openapi.json`: the document, revalidated with its ETag.
 fn describe(state: &AppState, req: &Request) -> Response {
     let d = &state.description;
-    let matches = req
-        .headers()
-        .get_all(http::header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.strip_prefix("W/").unwrap_or(t) == d.etag
-        });
+    // An If-None-Match that is not text cannot name this ETag: a plain 200.
+    let matches = request::EntityTags::parse(req.headers(), http::header::IF_NONE_MATCH)
+        .is_ok_and(|tags| tags.matches_weakly(&d.etag));
     let mut response = if matches {
         let mut r = Response::new(axum::body::Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;

@@ -9,15 +9,19 @@
 use http::{Method, StatusCode};
 use serde_json::{Map, Value as Json, json};
 
+use crate::auth::accounts::{MAX_PASSWORD, MIN_PASSWORD};
 use crate::error::Code;
+use crate::plan::PAGE_BYTE_BUDGET;
 use crate::request::BodyMode;
+use crate::request::body::MAX_BULK;
 use crate::request::query::{
     DEFAULT_LIMIT, MAX_IN_VALUES, MAX_LIMIT, MAX_PATTERN_CHARS, Op, expand_key,
 };
 use crate::routes::{Action, BodyKind, Endpoint, Outcome, QueryKind, Route, RouteTable, Target};
 use crate::schema::shape::{FieldShape, Mode, Presence, shape};
 use crate::schema::{AppModel, Column, ColumnRole, FieldType, Format, IdKind, Resource, Rule};
-use crate::value::FieldCode;
+use crate::settings::format_bytes;
+use crate::value::{FieldCode, domain};
 
 /// Builds the document.
 pub fn document(model: &AppModel, routes: &RouteTable) -> Json {
@@ -343,8 +347,12 @@ fn value_schema(column: &Column, mode: Mode) -> Json {
             s
         }
         FieldType::Decimal => {
-            let description = "A decimal: up to 18 digits before the point and 10 after; \
-                               answered as a string, exact when sent as one.";
+            let description = format!(
+                "A decimal: up to {} digits before the point and {} after; \
+                 answered as a string, exact when sent as one.",
+                domain::DECIMAL_INTEGER_DIGITS,
+                domain::DECIMAL_SCALE
+            );
             if mode == Mode::Read {
                 json!({"type": "string", "description": description})
             } else {
@@ -352,11 +360,23 @@ fn value_schema(column: &Column, mode: Mode) -> Json {
             }
         }
         FieldType::Boolean => json!({"type": "boolean"}),
-        FieldType::Timestamp => json!({"type": "string", "format": "date-time",
-            "description": "RFC 3339 with a time zone, years 0001-9999; answered in UTC with microseconds."}),
+        FieldType::Timestamp => json!({
+            "type": "string",
+            "format": "date-time",
+            "description": format!(
+                "RFC 3339 with a time zone, years {:04}-{:04}; answered in UTC with microseconds.",
+                domain::MIN_YEAR,
+                domain::MAX_YEAR
+            ),
+        }),
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
-        FieldType::Json => json!({"description": "Any JSON value, nested at most 31 levels."}),
+        FieldType::Json => json!({
+            "description": format!(
+                "Any JSON value, nested at most {} levels.",
+                domain::MAX_JSON_DEPTH
+            ),
+        }),
         FieldType::Enum(values) => json!({"type": "string", "enum": values}),
         FieldType::Ref(r) => {
             let mut s = key_schema(&r.key);
@@ -747,7 +767,7 @@ fn summary(route: &Route, endpoint: &Endpoint) -> String {
         Action::LogoutAll => "Revoke every token of the caller's account".into(),
         Action::List => format!("List {what}"),
         Action::Read => format!("Read one of {what}"),
-        Action::Create => format!("Create {what} (an object, or an array of up to 1000)"),
+        Action::Create => format!("Create {what} (an object, or an array of up to {MAX_BULK})"),
         Action::Update => format!("Update some fields of one of {what}"),
         Action::Replace => format!("Replace one of {what}"),
         Action::Delete => format!("Delete one of {what}"),
@@ -823,7 +843,6 @@ fn filter_value_schema(column: &Column) -> Json {
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
         FieldType::Ref(r) => key_schema(&r.key),
-        _ if column.role == ColumnRole::Id => json!({"type": "string"}),
         _ => json!({"type": "string"}),
     }
 }
@@ -902,7 +921,7 @@ fn list_parameters(resource: &Resource) -> Vec<Json> {
         "Sort keys, `-` for descending; each field at most once. The id is always the last tiebreaker.",
     ));
     out.push(json!({"name": "limit", "in": "query", "required": false,
-        "description": "Rows per page (a page also stops at 4 MiB of rows).",
+        "description": format!("Rows per page (a page also stops at {} of rows).", format_bytes(PAGE_BYTE_BUDGET)),
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}));
     out.push(json!({"name": "offset", "in": "query", "required": false,
         "description": "Rows to skip; not with cursor.",
@@ -996,7 +1015,7 @@ fn request_body(body: BodyKind, resource: Option<&Resource>) -> Option<Json> {
             let one = schema_ref(&schema_name(r, Mode::from(mode)));
             if mode == BodyMode::Create {
                 content(
-                    json!({"oneOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": 1000}]}),
+                    json!({"oneOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_BULK}]}),
                 )
             } else {
                 content(one)
@@ -1005,7 +1024,7 @@ fn request_body(body: BodyKind, resource: Option<&Resource>) -> Option<Json> {
         (BodyKind::Signup, _) => content(json!({
             "type": "object",
             "properties": {"username": string, "email": {"type": "string", "format": "email"},
-                           "password": {"type": "string", "minLength": 8, "maxLength": 128}},
+                           "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD}},
             "required": ["username", "email", "password"], "additionalProperties": false})),
         (BodyKind::Login, _) => content(json!({
             "type": "object",
@@ -1019,7 +1038,7 @@ fn request_body(body: BodyKind, resource: Option<&Resource>) -> Option<Json> {
         (BodyKind::Password, _) => content(json!({
             "type": "object",
             "properties": {"password": string,
-                           "new_password": {"type": "string", "minLength": 8, "maxLength": 128}},
+                           "new_password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD}},
             "required": ["password", "new_password"], "additionalProperties": false})),
         _ => return None,
     })
@@ -1160,4 +1179,105 @@ fn success_schema(
         ) => schema_ref(&format!("{}.entry", entries.name)),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::load_str;
+
+    /// The document of a model with accounts and a field of every kind whose
+    /// description states a bound.
+    fn doc() -> Json {
+        let model = load_str(
+            "[app]\nname='t'\n[auth.accounts]\nsecret_env='S'\n\
+             [resources.notes]\nfields.d={type='decimal'}\nfields.t={type='timestamp'}\n\
+             fields.j={type='json'}\n",
+        )
+        .unwrap();
+        document(&model, &RouteTable::new(&model))
+    }
+
+    /// The JSON text of what the document holds at `pointer`.
+    #[track_caller]
+    fn text_at(doc: &Json, pointer: &str) -> String {
+        at(doc, pointer).to_string()
+    }
+
+    #[test]
+    fn every_bound_the_document_states_is_the_constant_the_server_enforces() {
+        let doc = doc();
+        let schema = |name: &str| {
+            text_at(
+                &doc,
+                &format!("/components/schemas/notes/properties/{name}"),
+            )
+        };
+        let decimal = schema("d");
+        assert!(
+            decimal.contains(&format!("up to {} digits", domain::DECIMAL_INTEGER_DIGITS)),
+            "{decimal}"
+        );
+        assert!(
+            decimal.contains(&format!("and {} after", domain::DECIMAL_SCALE)),
+            "{decimal}"
+        );
+        let timestamp = schema("t");
+        assert!(
+            timestamp.contains(&format!(
+                "years {:04}-{:04}",
+                domain::MIN_YEAR,
+                domain::MAX_YEAR
+            )),
+            "{timestamp}"
+        );
+        let json = schema("j");
+        assert!(
+            json.contains(&format!("at most {} levels", domain::MAX_JSON_DEPTH)),
+            "{json}"
+        );
+
+        let create = at(&doc, "/paths/~1notes/post");
+        assert!(
+            create["summary"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("up to {MAX_BULK})"))
+        );
+        let bulk = &create["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1];
+        assert_eq!(bulk["maxItems"], MAX_BULK);
+        let limit = text_at(&doc, "/components/parameters/notes.limit/description");
+        assert!(limit.contains(&format_bytes(PAGE_BYTE_BUDGET)), "{limit}");
+
+        for path in ["/paths/~1auth~1signup/post", "/paths/~1auth~1password/post"] {
+            let properties = &at(&doc, path)["requestBody"]["content"]["application/json"]["schema"]
+                ["properties"];
+            let password = if properties["new_password"].is_object() {
+                &properties["new_password"]
+            } else {
+                &properties["password"]
+            };
+            assert_eq!(password["minLength"], MIN_PASSWORD, "{path}");
+            assert_eq!(password["maxLength"], MAX_PASSWORD, "{path}");
+        }
+
+        let problems = text_at(&doc, "/components/responses");
+        assert!(
+            problems.contains(&format!("more than {MAX_BULK} objects")),
+            "{problems}"
+        );
+        assert!(
+            problems.contains(&format!(
+                "(default {})",
+                format_bytes(crate::settings::DEFAULT_BODY_LIMIT)
+            )),
+            "{problems}"
+        );
+    }
+
+    #[track_caller]
+    fn at<'a>(doc: &'a Json, pointer: &str) -> &'a Json {
+        doc.pointer(pointer)
+            .unwrap_or_else(|| panic!("nothing at {pointer}"))
+    }
 }

@@ -467,6 +467,8 @@ impl RouteTable {
     /// Builds the table of `model`.
     pub fn new(model: &AppModel) -> RouteTable {
         let auth_on = model.auth.is_some();
+        // The server's own routes take no query parameter.
+        let unknown_parameter = || outcome(StatusCode::BAD_REQUEST, &[Code::UnknownParameter]);
         let mut routes = vec![
             Route {
                 segments: Vec::new(),
@@ -474,7 +476,7 @@ impl RouteTable {
                 endpoints: get_and_head(
                     Action::Index,
                     QueryKind::None,
-                    vec![success(StatusCode::OK)],
+                    vec![success(StatusCode::OK), unknown_parameter()],
                 ),
             },
             Route {
@@ -485,6 +487,7 @@ impl RouteTable {
                     QueryKind::None,
                     vec![
                         success(StatusCode::OK),
+                        unknown_parameter(),
                         outcome(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &[Code::DatabaseUnavailable],
@@ -498,7 +501,11 @@ impl RouteTable {
                 endpoints: get_and_head(
                     Action::Describe,
                     QueryKind::None,
-                    vec![success(StatusCode::OK), success(StatusCode::NOT_MODIFIED)],
+                    vec![
+                        success(StatusCode::OK),
+                        success(StatusCode::NOT_MODIFIED),
+                        unknown_parameter(),
+                    ],
                 ),
             },
         ];
@@ -1188,6 +1195,42 @@ mod tests {
             .find(&model, &Method::GET, &segs("/nope"))
             .unwrap_err();
         assert_eq!(err.to_string(), "no resource named \"nope\"");
+    }
+
+    #[test]
+    fn every_outcome_lists_only_codes_the_catalogue_answers_with_its_status() {
+        // Every kind of route: accounts, credentials, rules that refuse,
+        // nested routes and client-chosen keys.
+        let model = load_str(
+            "[app]\nname='t'\n\
+             [auth]\njwt={algorithms=['HS256'],secret_env='J'}\n\
+             api_keys={env='K',query='app_token'}\n[auth.accounts]\nsecret_env='A'\n\
+             [resources.colleges]\nid={type='integer'}\nfields.name={type='string'}\n\
+             rules={list='public',read='public',create='role:admin',update='owner',delete='none'}\n\
+             [resources.majors]\nfields.college_id={type='ref',to='colleges'}\n\
+             [resources.keys]\nid={type='string',name='code'}\nfields.v={type='string'}\n",
+        )
+        .unwrap();
+        let table = RouteTable::new(&model);
+        let mut checked = 0;
+        for route in table.routes() {
+            for endpoint in &route.endpoints {
+                for outcome in &endpoint.outcomes {
+                    for code in &outcome.codes {
+                        assert_eq!(
+                            code.status(),
+                            outcome.status,
+                            "{} {} lists {code:?} under {}",
+                            endpoint.method,
+                            route.template(),
+                            outcome.status
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} codes checked");
     }
 
     #[test]

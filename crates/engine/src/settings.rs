@@ -33,28 +33,23 @@ impl Default for Settings {
     }
 }
 
-/// Default idle timeout of a client connection: 30 s.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time for a request head to arrive once its first byte has: 10 s.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on open client connections (lowered at start to fit the fd limit).
 pub const DEFAULT_MAX_CLIENTS: u32 = 4096;
-/// Default deadline for in-flight requests after SIGINT/SIGTERM: 10 s.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the TCP/HTTP server adapter: how long and how many connections
 /// may stay open, so that no single client can hold the server.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// A connection with no request in progress and no byte of a new one for
-    /// this long (since accept or its last response) is closed silently.
+    /// this long (since accept or since its last response was sent) is closed
+    /// silently; so is one whose response the client stops reading for as long.
     pub idle_timeout: Duration,
     /// A request head that is not complete this long after its first byte
     /// gets a 408 and the connection is closed.
     pub header_timeout: Duration,
     /// Most client connections open at once. At the cap the connection idle
-    /// the longest is closed to make room; when all are busy the newcomer
-    /// gets a 503. Lowered at start to fit the file-descriptor limit.
+    /// the longest is closed to make room; when all are busy (a response
+    /// still being sent counts) the newcomer gets a 503. Lowered at start to fit the file-descriptor limit.
     pub max_clients: usize,
     /// After SIGINT/SIGTERM, in-flight requests get this long to finish;
     /// then every remaining connection is closed and `serve` returns.
@@ -64,26 +59,16 @@ pub struct ServerSettings {
     pub fd_reserve: u64,
 }
 
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            max_clients: DEFAULT_MAX_CLIENTS as usize,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            fd_reserve: fd_reserve_for(4),
-        }
-    }
-}
+/// File descriptors kept free whatever the database: the listener, stdio,
+/// the runtime, evicted connections still closing (up to 32) and refused
+/// ones being answered 503 (up to 64).
+const BASE_FD_RESERVE: u64 = 128;
 
 /// File descriptors to keep free besides client connections, for a database
-/// pool of `database_connections`: 128 for the listener, stdio, the runtime,
-/// evicted connections still closing (up to 32) and refused ones being
-/// answered 503 (up to 64), plus three per database connection (SQLite opens
-/// the database, `-wal` and `-shm` per connection, plus its writer; a server
-/// database needs one socket each).
-pub fn fd_reserve_for(database_connections: u32) -> u64 {
-    128 + 3 * (u64::from(database_connections) + 1)
+/// that holds `database_descriptors` open at most
+/// ([`crate::storage::file_descriptors`]): [`BASE_FD_RESERVE`] plus those.
+pub fn fd_reserve_for(database_descriptors: u64) -> u64 {
+    BASE_FD_RESERVE.saturating_add(database_descriptors)
 }
 
 /// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.
@@ -128,9 +113,42 @@ pub(crate) fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Writes a size the way the docs do: `1 MiB`, `512 KiB`, else in bytes.
+pub(crate) fn format_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_reserves_descriptors_for_its_writer_and_both_reader_pools() {
+        use crate::storage::file_descriptors;
+        // One writer and two pools of four readers, each with its database,
+        // -wal and -shm files.
+        assert_eq!(
+            fd_reserve_for(file_descriptors("sqlite://a.db", 4)),
+            128 + 3 * (1 + 2 * 4)
+        );
+        // A server database: one socket per pooled connection.
+        assert_eq!(
+            fd_reserve_for(file_descriptors("postgres://db.example/app", 4)),
+            128 + 4
+        );
+        assert_eq!(
+            fd_reserve_for(file_descriptors("mysql://db.example/app", 0)),
+            128 + 1
+        );
+    }
 
     #[test]
     fn durations_parse_with_their_unit_and_print_back_the_same() {
@@ -145,6 +163,14 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn sizes_print_in_the_largest_whole_unit() {
+        assert_eq!(format_bytes(DEFAULT_BODY_LIMIT), "1 MiB");
+        assert_eq!(format_bytes(4 * 1024 * 1024), "4 MiB");
+        assert_eq!(format_bytes(1536 * 1024), "1536 KiB");
+        assert_eq!(format_bytes(1000), "1000 bytes");
     }
 
     #[test]

@@ -35,8 +35,7 @@ pub enum Value {
 }
 
 /// The closed catalogue of the codes a 422's `errors[].code` can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldCode {
     /// the value is not of the field's type, or outside its domain.
     Type,
@@ -115,6 +114,13 @@ impl FieldCode {
             FieldCode::ReadOnly => "a field the server sets, or one the caller may not write",
             FieldCode::KeyMismatch => "a client-chosen key in the body that differs from the URL",
         }
+    }
+}
+
+/// Serialized as [`FieldCode::as_str`]: the one spelling of each code.
+impl serde::Serialize for FieldCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -34,7 +34,8 @@ use crate::value::{self, FieldCode, FieldError, Value};
 /// The `kid` of tokens this engine issues.
 pub const ACCOUNTS_KID: &str = "anteroom-accounts";
 const ISSUER: &str = "anteroom";
-const MIN_PASSWORD: usize = 8;
+/// Shortest password, in characters.
+pub(crate) const MIN_PASSWORD: usize = 8;
 /// Threads computing argon2 (memory-hard: ~19 MiB each).
 const HASHING_THREADS: usize = 2;
 /// Hash requests that may wait for a thread before new ones get 503.
@@ -65,7 +66,8 @@ fn hashers() -> std::sync::mpsc::SyncSender<Job> {
     }
     tx
 }
-const MAX_PASSWORD: usize = 128;
+/// Longest password, in characters.
+pub(crate) const MAX_PASSWORD: usize = 128;
 
 /// Signing and verification of account tokens.
 pub struct Accounts {
@@ -376,22 +378,28 @@ async fn signup_inner(state: &AppState, req: Request) -> Result<Response, ApiErr
         "signup takes username, email and password",
         &mut errors,
     );
-    let username = string_field(&body, "username", &mut errors);
-    let email = string_field(&body, "email", &mut errors);
-    let password = string_field(&body, "password", &mut errors);
     let mut record = Record::new();
-    for (name, text) in [("username", &username), ("email", &email)] {
-        if let (Some(text), Some(column)) = (text, resource.column(name)) {
-            // One account per name whatever its case: "Alice" cannot squat beside "alice".
-            let v = Value::Text(text.trim().to_lowercase());
-            match value::check(column, &v) {
-                Ok(()) => {
-                    record.insert(name.to_owned(), v);
-                }
-                Err(e) => errors.push(e),
+    for name in ["username", "email"] {
+        let Some(column) = resource.column(name) else {
+            continue;
+        };
+        // The rules of any other write of the field: typed and checked, and
+        // trimmed and lowercased (the model makes both `lowercase`), so that
+        // "Alice" cannot squat beside "alice".
+        let parsed = match body.get(name) {
+            Some(json) => {
+                value::from_json(column, json).and_then(|v| value::check(column, &v).map(|()| v))
             }
+            None => Err(FieldError::new(name, FieldCode::Required, "is required")),
+        };
+        match parsed {
+            Ok(v) => {
+                record.insert(name.to_owned(), v);
+            }
+            Err(e) => errors.push(e),
         }
     }
+    let password = string_field(&body, "password", &mut errors);
     if let Some(p) = &password {
         check_password_length("password", p, &mut errors);
     }
@@ -455,8 +463,8 @@ pub(crate) async fn login(state: &AppState, req: Request) -> Response {
 async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
+    // The route table sends only GET, HEAD (HTTP Basic) and POST (JSON) here.
     let (login, password) = match *req.method() {
-        Method::GET | Method::HEAD => basic(req.headers()).ok_or_else(bad_credentials)?,
         Method::POST => {
             let body = json_body(state, req).await?;
             let login = body
@@ -481,30 +489,37 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
                 }
             }
         }
-        _ => {
-            return Err(ApiError::MethodNotAllowed {
-                allow: vec![Method::GET, Method::POST],
-            });
-        }
+        _ => basic(req.headers()).ok_or_else(bad_credentials)?,
     };
-    let by = |column: &str| Condition::Compare {
-        column: column.to_owned(),
-        op: Compare::Eq,
-        value: Value::Text(login.trim().to_lowercase()),
+    // The login is read as each field reads a written value (trimmed and
+    // lowercased); a login neither field could hold (a NUL) names nobody.
+    let login = Json::String(login);
+    let by = |name: &str| {
+        let value = value::from_json(resource.column(name)?, &login).ok()?;
+        Some(Condition::Compare {
+            column: name.to_owned(),
+            op: Compare::Eq,
+            value,
+        })
     };
-    let plan = ListPlan {
-        resource,
-        parent: None,
-        condition: Condition::Any(vec![by("username"), by("email")]),
-        count_condition: None,
-        sort: crate::request::query::total_sort(resource, &[]),
-        limit: 1,
-        byte_budget: usize::MAX,
-        offset: 0,
-        fields: None,
-        expand: Vec::new(),
+    let lookups: Vec<Condition> = ["username", "email"].into_iter().filter_map(by).collect();
+    let found = if lookups.is_empty() {
+        None
+    } else {
+        let plan = ListPlan {
+            resource,
+            parent: None,
+            condition: Condition::Any(lookups),
+            count_condition: None,
+            sort: crate::request::query::total_sort(resource, &[]),
+            limit: 1,
+            byte_budget: usize::MAX,
+            offset: 0,
+            fields: None,
+            expand: Vec::new(),
+        };
+        state.storage.list(&plan).await?.rows.pop()
     };
-    let found = state.storage.list(&plan).await?.rows.pop();
     let stored_hash = found
         .as_ref()
         .and_then(|r| r.values.get("password_hash"))

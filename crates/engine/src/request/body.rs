@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 
 use crate::error::{ApiError, Code};
-use crate::schema::shape::{Mode, Presence, shape};
+use crate::schema::shape::{FieldShape, Mode, Presence, shape};
 use crate::schema::{ColumnRole, Resource};
 use crate::value::{self, FieldCode, FieldError, Value};
 
@@ -75,10 +75,12 @@ pub fn parse(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    // Once per body, not once per item of a bulk create.
+    let fields = shape(resource, mode.into());
     match json {
         Json::Object(map) => {
             let mut errors = Vec::new();
-            let record = parse_object(resource, mode, &map, path_id, "", &mut errors);
+            let record = parse_object(resource, &fields, &map, path_id, "", &mut errors);
             if errors.is_empty() {
                 Ok(Body::One(record))
             } else {
@@ -105,7 +107,7 @@ pub fn parse(
                 match item {
                     Json::Object(map) => records.push(parse_object(
                         resource,
-                        mode,
+                        &fields,
                         map,
                         None,
                         &prefix,
@@ -135,9 +137,10 @@ pub fn parse(
     }
 }
 
+/// Parses one object of a body whose mode gives `fields` their shape.
 fn parse_object(
     resource: &Resource,
-    mode: BodyMode,
+    fields: &[FieldShape<'_>],
     map: &serde_json::Map<String, Json>,
     path_id: Option<&Value>,
     prefix: &str,
@@ -147,7 +150,6 @@ fn parse_object(
         e.field = format!("{prefix}{}", e.field);
         errors.push(e);
     };
-    let fields = shape(resource, mode.into());
     for key in map.keys() {
         match fields.iter().find(|f| &f.column.name == key) {
             None => push(FieldError::new(
@@ -164,7 +166,7 @@ fn parse_object(
         }
     }
     let mut record = Record::new();
-    for field in &fields {
+    for field in fields {
         if field.presence == Presence::ReadOnly {
             continue;
         }

@@ -120,9 +120,6 @@ pub const LIST_PARAMETERS: &[&str] = &[
     "sort", "limit", "offset", "cursor", "count", "fields", "expand",
 ];
 
-/// The parameters a single-row read takes.
-pub const READ_PARAMETERS: &[&str] = &["fields", "expand"];
-
 /// One typed filter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
@@ -148,17 +145,15 @@ pub enum Operand {
 }
 
 /// A `like`/`ilike` pattern, checked once at parse time: at most
-/// [`MAX_PATTERN_CHARS`] characters and [`MAX_PATTERN_WILDCARDS`] wildcards, no
-/// NUL, and its regular-expression form compiles within a size limit — so no
-/// backend can be handed a pattern it refuses or spends minutes on.
+/// [`MAX_PATTERN_CHARS`] characters and [`MAX_PATTERN_WILDCARDS`] wildcards and
+/// no NUL — so no backend can be handed a pattern it refuses or spends minutes
+/// on. Within those bounds its regular-expression form (SQLite's `ilike`)
+/// always compiles well inside the regex crate's size limit: a unit test
+/// compiles the worst case, so requests do not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LikePattern {
     sql: String,
 }
-
-/// Compiled-size limit of an `ilike` regular expression (SQLite compiles the
-/// same expression with the regex crate's larger default limit).
-const PATTERN_REGEX_LIMIT: usize = 1 << 20;
 
 impl LikePattern {
     /// Parses a client pattern: `*` or `%` any run, `_` one character.
@@ -178,14 +173,9 @@ impl LikePattern {
                 "the pattern has {wildcards} wildcards (*, %, _); at most {MAX_PATTERN_WILDCARDS} are allowed"
             ));
         }
-        let pattern = LikePattern {
+        Ok(LikePattern {
             sql: raw.replace('*', "%"),
-        };
-        regex::RegexBuilder::new(&pattern.regex())
-            .size_limit(PATTERN_REGEX_LIMIT)
-            .build()
-            .map_err(|_| "the pattern is too complex; use fewer wildcards".to_owned())?;
-        Ok(pattern)
+        })
     }
 
     /// The pattern in SQL LIKE syntax (`%`, `_`; no escape character).
@@ -271,7 +261,23 @@ fn bad_value(name: &str, e: value::FieldError) -> ApiError {
     )
 }
 
-fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, ApiError> {
+/// The values a filter binds: one per `[in]` item, one for any other operator.
+fn bound_values(filter: &Filter) -> usize {
+    match &filter.operand {
+        Operand::Many(v) => v.len(),
+        _ => 1,
+    }
+}
+
+/// Parses one filter; `bound` is how many values the filters before it bind,
+/// so that an `[in]` list over [`MAX_IN_VALUES`] in all is refused before any
+/// of its items is typed.
+fn parse_filter(
+    resource: &Resource,
+    key: &str,
+    raw: &str,
+    bound: usize,
+) -> Result<Filter, ApiError> {
     let (name, op) = match key.split_once('[') {
         Some((name, rest)) => {
             let op_name = rest.strip_suffix(']').ok_or_else(|| {
@@ -334,11 +340,15 @@ fn parse_filter(resource: &Resource, key: &str, raw: &str) -> Result<Filter, Api
             )
         })?),
         Op::In => {
-            if raw.split(',').count() > MAX_IN_VALUES {
+            let items = raw.split(',').count();
+            if items > MAX_IN_VALUES {
                 return Err(ApiError::bad_request(
                     Code::InvalidFilterValue,
                     format!("filter on \"{name}\": [in] takes at most {MAX_IN_VALUES} values"),
                 ));
+            }
+            if bound + items > MAX_IN_VALUES {
+                return Err(too_many_values(bound + items));
             }
             let values = raw.split(',').map(typed).collect::<Result<Vec<_>, _>>()?;
             Operand::Many(values)
@@ -453,7 +463,6 @@ fn decode_cursor(resource: &Resource, sort: &[SortKey], raw: &str) -> Result<Vec
         .collect()
 }
 
-/// Whether a query-string key is one of the reserved list parameters.
 /// Parses a list query string.
 pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery {
@@ -461,6 +470,8 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
         ..ListQuery::default()
     };
     let mut cursor = None;
+    // Values the filters so far bind (see `MAX_IN_VALUES`).
+    let mut bound = 0;
     let mut seen: Vec<String> = Vec::new();
     for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if LIST_PARAMETERS.contains(&key.as_ref()) && seen.contains(&key.to_string()) {
@@ -508,10 +519,26 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
             }
             "fields" => q.fields = Some(parse_fields(resource, &raw)?),
             "expand" => q.expand = parse_expand(resource, &raw)?,
-            _ => q.filters.push(parse_filter(resource, &key, &raw)?),
+            _ => {
+                // Bounds are checked as filters come: a query string far over
+                // them is refused at the first filter too many, not parsed whole.
+                if q.filters.len() == MAX_FILTERS {
+                    return Err(ApiError::bad_request(
+                        Code::MalformedQuery,
+                        format!(
+                            "\"{key}\" is one filter too many; at most {MAX_FILTERS} are allowed"
+                        ),
+                    ));
+                }
+                let filter = parse_filter(resource, &key, &raw, bound)?;
+                bound += bound_values(&filter);
+                if bound > MAX_IN_VALUES {
+                    return Err(too_many_values(bound));
+                }
+                q.filters.push(filter);
+            }
         }
     }
-    check_bounds(&q.filters)?;
     if let Some(raw) = cursor {
         if q.offset > 0 {
             return Err(ApiError::bad_request(
@@ -528,32 +555,15 @@ pub fn parse_list(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
     Ok(q)
 }
 
-/// Refuses query strings that would bind more parameters than any backend
-/// should be asked to: too many filters, or too many `[in]` values in all.
-fn check_bounds(filters: &[Filter]) -> Result<(), ApiError> {
-    if filters.len() > MAX_FILTERS {
-        return Err(ApiError::bad_request(
-            Code::MalformedQuery,
-            format!(
-                "the query has {} filters; at most {MAX_FILTERS} are allowed",
-                filters.len()
-            ),
-        ));
-    }
-    let values: usize = filters
-        .iter()
-        .map(|f| match &f.operand {
-            Operand::Many(v) => v.len(),
-            _ => 1,
-        })
-        .sum();
-    if values > MAX_IN_VALUES {
-        return Err(ApiError::bad_request(
-            Code::InvalidFilterValue,
-            format!("the filters hold {values} values in all; at most {MAX_IN_VALUES} are allowed"),
-        ));
-    }
-    Ok(())
+/// The refusal of filters that bind more than [`MAX_IN_VALUES`] values in all
+/// (`values` counts those up to and including the filter that went over).
+fn too_many_values(values: usize) -> ApiError {
+    ApiError::bad_request(
+        Code::InvalidFilterValue,
+        format!(
+            "the filters hold at least {values} values in all; at most {MAX_IN_VALUES} are allowed"
+        ),
+    )
 }
 
 /// Parses the query string of a single-row read: only `fields` and `expand`.
@@ -578,7 +588,14 @@ pub fn parse_read(resource: &Resource, query: Option<&str>) -> Result<ListQuery,
 
 /// Rejects any query string on writes: nothing there has a meaning, so nothing is ignored.
 pub fn parse_none(query: Option<&str>) -> Result<(), ApiError> {
-    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+    parse_none_but(query, None)
+}
+
+/// Rejects any query parameter but `allowed` (the API key's, on routes that
+/// do not authenticate and so do not remove it): a 400 naming the first other.
+pub(crate) fn parse_none_but(query: Option<&str>, allowed: Option<&str>) -> Result<(), ApiError> {
+    let mut parameters = form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    match parameters.find(|(key, _)| Some(key.as_ref()) != allowed) {
         None => Ok(()),
         Some((key, _)) => Err(ApiError::bad_request(
             Code::UnknownParameter,
@@ -762,6 +779,36 @@ mod tests {
         assert!(parse_list(m.resource("students").unwrap(), Some(&ok)).is_ok());
     }
 
+    /// A tenth of the regex crate's default compiled-size limit, which SQLite's
+    /// REGEXP compiles `ilike` patterns with.
+    const PATTERN_REGEX_LIMIT: usize = 1 << 20;
+
+    #[test]
+    fn the_longest_pattern_with_the_most_wildcards_compiles_within_a_tenth_of_the_regex_limit() {
+        // "т" has the largest case-insensitive class in UTF-8 bytes (т, Т and
+        // two old Cyrillic forms): the most expensive literal character.
+        let literals = "т".repeat(MAX_PATTERN_CHARS - MAX_PATTERN_WILDCARDS);
+        for wildcard in ["_", "%", "*"] {
+            let wildcards = wildcard.repeat(MAX_PATTERN_WILDCARDS);
+            let spread: String = literals
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let w = (i % 11 == 0 && i / 11 < MAX_PATTERN_WILDCARDS).then_some(wildcard);
+                    w.into_iter().flat_map(str::chars).chain([c])
+                })
+                .collect();
+            for raw in [format!("{wildcards}{literals}"), spread] {
+                assert_eq!(raw.chars().count(), MAX_PATTERN_CHARS);
+                let pattern = LikePattern::parse(&raw).expect("within the bounds");
+                let compiled = regex::RegexBuilder::new(&pattern.regex())
+                    .size_limit(PATTERN_REGEX_LIMIT)
+                    .build();
+                assert!(compiled.is_ok(), "{raw}: {compiled:?}");
+            }
+        }
+    }
+
     #[test]
     fn too_many_filters_or_in_values_are_refused_before_any_sql() {
         let many = vec!["age=1"; MAX_FILTERS + 1].join("&");
@@ -776,6 +823,19 @@ mod tests {
                 .as_str(),
             "invalid_filter_value"
         );
+    }
+
+    #[test]
+    fn the_filter_one_over_a_bound_is_refused_before_the_rest_of_the_query_is_read() {
+        // Were everything parsed first, the unknown field at the end would be
+        // the error: the bound must stop parsing where it is crossed.
+        let many = vec!["age=1"; MAX_FILTERS + 1].join("&");
+        let e = err(&format!("{many}&agee=3"));
+        assert_eq!(e.code().as_str(), "malformed_query", "{e}");
+        let list = vec!["1"; MAX_IN_VALUES / 2 + 1].join(",");
+        let e = err(&format!("age[in]={list}&id[in]={list}&agee=3"));
+        assert_eq!(e.code().as_str(), "invalid_filter_value", "{e}");
+        assert!(e.to_string().contains("in all"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! client (or a thousand) from holding the server.
 //!
 //! - **Idle timeout**: a connection with no request in progress and no byte of
-//!   a new one since accept or its last response is closed silently.
+//!   a new one since accept or since its last response was sent is closed
+//!   silently; so is one whose response has not taken a byte for as long (a
+//!   client that stopped reading).
 //! - **Header timeout**: once the first byte of a request head has arrived,
 //!   the whole head must follow in time, else the client gets a 408 problem
 //!   and the connection is closed. (The body has its own timeout, enforced
@@ -11,8 +13,8 @@
 //!   to fit the file-descriptor limit (which is first raised to its hard
 //!   limit). At the cap a newcomer is still accepted and the connection idle
 //!   the longest is closed to make room, so idle and slow clients can never
-//!   lock a real one out; when every connection has a request in progress the
-//!   newcomer gets a 503 problem instead.
+//!   lock a real one out; when every connection has a request in progress (a
+//!   response still being sent counts) the newcomer gets a 503 problem instead.
 //! - **Accept errors** (out of file descriptors…) back off briefly and are
 //!   logged at most once a second.
 //! - **Shutdown**: on the signal the listener is closed, idle connections are
@@ -20,15 +22,17 @@
 //!   the shutdown deadline is dropped.
 //!
 //! Each connection is served by hyper's HTTP/1 state machine over a thin IO
-//! wrapper ([`Tracked`]) that notes when bytes arrive; the service notes when
-//! a request is inside it. A watchdog in the connection's own task reads that
+//! wrapper ([`Tracked`]) that notes when bytes arrive, when bytes leave and
+//! when hyper's buffer has been written out; the service notes when a request
+//! is inside it and wraps the response body ([`TrackedBody`]) to note when it has
+//! been handed over whole. A watchdog in the connection's own task reads that
 //! shared [`ConnState`] and re-arms its one timer at the next deadline.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -265,17 +269,49 @@ impl Limits {
     }
 }
 
+/// Where a connection is between requests, as [`ConnState::phase`] holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in progress: evictable, under the idle and header timeouts.
+    Idle,
+    /// A request is inside the service, from its complete head until the
+    /// handler answers (its body and handler have their own limits).
+    Handling,
+    /// The response is going out: hyper is taking its body.
+    Sending,
+    /// hyper has taken the whole body and is still writing what it buffered.
+    Flushing,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [
+        Phase::Idle,
+        Phase::Handling,
+        Phase::Sending,
+        Phase::Flushing,
+    ];
+
+    fn from_u8(n: u8) -> Phase {
+        Phase::ALL
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(Phase::Idle)
+    }
+}
+
 /// What the watchdog and the eviction scan know about one connection. Plain
 /// atomics: written on every request by the connection's own task, read by
 /// the accept loop when it looks for the longest-idle connection.
 struct ConnState {
     id: u64,
     epoch: Instant,
-    /// A request is inside the service (from its complete head to its response).
-    busy: AtomicBool,
-    /// When the current idle phase began (accept or the last response), in ms
-    /// since the epoch.
+    /// The [`Phase`], as its index: anything but idle is busy.
+    phase: AtomicU8,
+    /// When the current idle phase began (accept or the end of the last
+    /// response), in ms since the epoch.
     idle_since: AtomicU64,
+    /// When a response last got a byte out (or began), in ms since the epoch.
+    sent_at: AtomicU64,
     /// When the first byte of the next request arrived, in ms since the epoch
     /// plus one; 0 while none has.
     head_since: AtomicU64,
@@ -292,8 +328,9 @@ impl ConnState {
         ConnState {
             id,
             epoch: limits.epoch,
-            busy: AtomicBool::new(false),
+            phase: AtomicU8::new(Phase::Idle as u8),
             idle_since: AtomicU64::new(limits.now_ms()),
+            sent_at: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
             changed: Notify::new(),
@@ -305,9 +342,43 @@ impl ConnState {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Whether a request or its response is in progress (not evictable).
+    fn busy(&self) -> bool {
+        self.phase() != Phase::Idle
+    }
+
+    /// A new idle phase begins now.
+    fn become_idle(&self) {
+        self.idle_since.store(self.now_ms(), Ordering::Release);
+        self.head_since.store(0, Ordering::Release);
+        self.set_phase(Phase::Idle);
+        self.changed.notify_one();
+    }
+
+    /// Bytes of a response reached the socket.
+    fn bytes_sent(&self) {
+        self.sent_at.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// hyper's write buffer is empty and the socket flushed: a response whose
+    /// body was handed over whole has now been sent whole.
+    fn flushed(&self) {
+        if self.phase() == Phase::Flushing {
+            self.become_idle();
+        }
+    }
+
     /// Bytes arrived from the client: outside a request they start a head.
     fn bytes_arrived(&self) {
-        if !self.busy.load(Ordering::Acquire)
+        if !self.busy()
             && self
                 .head_since
                 .compare_exchange(0, self.now_ms() + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -318,12 +389,23 @@ impl ConnState {
     }
 
     /// The next deadline and what happens there; `None` while a request is in
-    /// progress (its body and handler have their own limits).
+    /// its handler (its body and handler have their own limits). A response
+    /// that takes no byte for the idle timeout has a client that stopped
+    /// reading.
     fn deadline(&self, limits: &Limits) -> Option<(u64, Expiry)> {
-        if self.busy.load(Ordering::Acquire) {
-            return None;
-        }
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self.phase() {
+            Phase::Idle => {}
+            Phase::Handling => return None,
+            Phase::Sending | Phase::Flushing => {
+                return Some((
+                    self.sent_at
+                        .load(Ordering::Acquire)
+                        .saturating_add(ms(limits.idle)),
+                    Expiry::Stalled,
+                ));
+            }
+        }
         match self.head_since.load(Ordering::Acquire) {
             0 => Some((
                 self.idle_since
@@ -343,28 +425,74 @@ impl ConnState {
 enum Expiry {
     Idle,
     Header,
+    Stalled,
 }
 
-/// Marks a request as inside the service for as long as it lives; dropping
-/// it (response produced, or the request abandoned) starts a new idle phase.
+/// Marks a request as in progress for as long as it lives: in the handler,
+/// then (moved into its response's [`TrackedBody`] body) while the response goes
+/// out. Dropped with the request abandoned, it starts a new idle phase at
+/// once; dropped with the body handed over, once hyper has written it out.
 struct InService(Arc<ConnState>);
 
 impl InService {
     fn enter(state: &Arc<ConnState>) -> InService {
-        state.busy.store(true, Ordering::Release);
+        state.set_phase(Phase::Handling);
         state.head_since.store(0, Ordering::Release);
         state.changed.notify_one();
         InService(state.clone())
+    }
+
+    /// The handler has answered: the response starts going out.
+    fn responding(&self) {
+        let state = &self.0;
+        state.bytes_sent();
+        state.set_phase(Phase::Sending);
+        state.changed.notify_one();
     }
 }
 
 impl Drop for InService {
     fn drop(&mut self) {
         let state = &self.0;
-        state.idle_since.store(state.now_ms(), Ordering::Release);
-        state.head_since.store(0, Ordering::Release);
-        state.busy.store(false, Ordering::Release);
-        state.changed.notify_one();
+        if state.phase() == Phase::Sending {
+            // hyper took the whole body (or dropped it): idle once written out.
+            state.set_phase(Phase::Flushing);
+        } else {
+            state.become_idle();
+        }
+    }
+}
+
+/// A response body that keeps its connection busy until hyper has taken all
+/// of it, so that a client still reading a long response is never taken for
+/// an idle one (and evicted for a newcomer).
+struct TrackedBody {
+    body: axum::body::Body,
+    guard: Option<InService>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -412,7 +540,7 @@ impl Registry {
         let mut map = self.map();
         let victim = map
             .values()
-            .filter(|c| !c.busy.load(Ordering::Acquire))
+            .filter(|c| !c.busy())
             .min_by_key(|c| c.idle_since.load(Ordering::Acquire))
             .map(|c| c.id);
         match victim.and_then(|id| map.remove(&id)) {
@@ -465,7 +593,14 @@ impl AsyncRead for Tracked {
 }
 
 impl Tracked {
-    fn note_write<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn note_write(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.bytes_sent();
+        }
+        self.note_blocked(polled)
+    }
+
+    fn note_blocked<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.state
             .write_blocked
             .store(polled.is_pending(), Ordering::Release);
@@ -501,7 +636,11 @@ impl AsyncWrite for Tracked {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_flush(cx);
-        this.note_write(polled)
+        // hyper flushes its socket only once its own buffer is written out.
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            this.state.flushed();
+        }
+        this.note_blocked(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -547,9 +686,12 @@ async fn run_connection(
         let guard = InService::enter(&in_service);
         let router = router.clone();
         async move {
-            let response = router.oneshot(req).await;
-            drop(guard);
-            response
+            let response = router.oneshot(req).await?;
+            guard.responding();
+            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody {
+                body,
+                guard: Some(guard),
+            }))
         }
     });
     let mut conn = http.serve_connection(io, service);
@@ -570,14 +712,14 @@ async fn run_connection(
             Event::Timer => match state.deadline(&limits) {
                 Some((ms, expiry)) if ms <= limits.now_ms() => {
                     break match expiry {
-                        Expiry::Idle => Close::Silently,
+                        Expiry::Idle | Expiry::Stalled => Close::Silently,
                         Expiry::Header => Close::HeaderTimeout,
                     };
                 }
                 _ => {}
             },
             Event::Evicted | Event::Stopping => {
-                if !state.busy.load(Ordering::Acquire) {
+                if !state.busy() {
                     break Close::Silently;
                 }
                 // A request is in progress: let it finish, then close.
@@ -588,7 +730,8 @@ async fn run_connection(
     };
     let stream = conn.into_parts().io.into_inner().stream;
     // Still registered while the last bytes go out: a connection that is
-    // only lingering is the first one a newcomer may evict.
+    // only lingering is one a newcomer may evict, whatever it was doing.
+    state.set_phase(Phase::Idle);
     tokio::select! {
         () = finish(stream, close, &state, &limits) => {}
         () = state.evict.notified() => {}
@@ -726,8 +869,37 @@ mod tests {
         assert_eq!(state.deadline(&limits), Some((31_000, Expiry::Idle)));
         state.head_since.store(5_000 + 1, Ordering::Release);
         assert_eq!(state.deadline(&limits), Some((15_000, Expiry::Header)));
-        state.busy.store(true, Ordering::Release);
+        state.set_phase(Phase::Handling);
         assert_eq!(state.deadline(&limits), None);
+    }
+
+    #[test]
+    fn a_response_keeps_its_connection_busy_until_hyper_has_written_it_out() {
+        let limits = limits();
+        let state = Arc::new(ConnState::new(1, &limits));
+        let guard = InService::enter(&state);
+        assert_eq!(state.deadline(&limits), None, "in the handler");
+        guard.responding();
+        assert_eq!(state.phase(), Phase::Sending);
+        // A client that takes no byte for the idle timeout has stopped reading.
+        state.sent_at.store(2_000, Ordering::Release);
+        assert_eq!(state.deadline(&limits), Some((32_000, Expiry::Stalled)));
+        state.flushed();
+        assert_eq!(state.phase(), Phase::Sending, "a flush between body frames");
+        drop(guard);
+        assert_eq!(state.phase(), Phase::Flushing);
+        assert!(state.busy(), "hyper may still hold the body's last bytes");
+        state.flushed();
+        assert!(!state.busy());
+        assert_eq!(state.deadline(&limits).map(|(_, e)| e), Some(Expiry::Idle));
+    }
+
+    #[test]
+    fn a_request_abandoned_in_its_handler_leaves_the_connection_idle_at_once() {
+        let limits = limits();
+        let state = Arc::new(ConnState::new(1, &limits));
+        drop(InService::enter(&state));
+        assert!(!state.busy());
     }
 
     #[test]
@@ -738,7 +910,7 @@ mod tests {
         state.bytes_arrived();
         assert_eq!(state.head_since.load(Ordering::Acquire), 0, "body bytes");
         drop(guard);
-        assert!(!state.busy.load(Ordering::Acquire));
+        assert!(!state.busy());
         state.bytes_arrived();
         assert_ne!(state.head_since.load(Ordering::Acquire), 0, "next head");
     }
@@ -751,7 +923,9 @@ mod tests {
         for (id, idle_since, busy) in [(1, 50, true), (2, 100, false), (3, 70, false)] {
             let state = Arc::new(ConnState::new(id, &limits));
             state.idle_since.store(idle_since, Ordering::Release);
-            state.busy.store(busy, Ordering::Release);
+            if busy {
+                state.set_phase(Phase::Sending);
+            }
             held.push(registry.register(state));
         }
         assert!(registry.evict_longest_idle());

@@ -164,6 +164,18 @@ pub async fn connect(
     }
 }
 
+/// The most file descriptors the storage `url` names holds open with
+/// `max_connections` (what the server keeps out of its client cap): three
+/// per SQLite connection, of which there are one writer and two reader pools
+/// ([`sql::sqlite::connections`]); one socket per pooled connection of a
+/// server database.
+pub fn file_descriptors(url: &str, max_connections: u32) -> u64 {
+    match url.split(':').next().unwrap_or("") {
+        "sqlite" => sql::sqlite::FILES_PER_CONNECTION * sql::sqlite::connections(max_connections),
+        _ => u64::from(Ord::max(max_connections, 1)),
+    }
+}
+
 /// Pool and timeout settings shared by every backend.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {

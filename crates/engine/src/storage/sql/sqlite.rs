@@ -224,8 +224,17 @@ const ROW_CHANNEL: usize = 8;
 /// Virtual-machine steps between two deadline checks (microseconds of work).
 const PROGRESS_STEPS: i32 = 1000;
 
+/// The most connections [`connect`] opens for `max_connections`: the writer
+/// and two reader pools of `max_connections` each.
+pub(crate) fn connections(max_connections: u32) -> u64 {
+    1 + 2 * u64::from(Ord::max(max_connections, 1))
+}
+
+/// File descriptors one connection holds: the database, its `-wal` and its `-shm`.
+pub(crate) const FILES_PER_CONNECTION: u64 = 3;
+
 /// Opens (creating if missing) the SQLite database at `url`: one writer
-/// connection and a pool of readers.
+/// connection and two pools of readers ([`connections`] in all).
 pub async fn connect(
     url: &str,
     options: &ConnectOptions,
