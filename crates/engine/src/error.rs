@@ -276,23 +276,23 @@ impl Code {
             Code::AlreadyInQueue => (
                 "already_in_queue",
                 S::CONFLICT,
-                "the member already has an active entry in this queue (with its id)",
+                "the member already has an active entry in this queue (with its id)".into(),
             ),
-            Code::QueueClosed => ("queue_closed", S::CONFLICT, "the queue is closed to joins"),
+            Code::QueueClosed => ("queue_closed", S::CONFLICT, "the queue is closed to joins".into()),
             Code::QueueFull => (
                 "queue_full",
                 S::CONFLICT,
-                "the member's line already holds the queue's capacity",
+                "the member's line already holds the queue's capacity".into(),
             ),
             Code::InvalidTransition => (
                 "invalid_transition",
                 S::CONFLICT,
-                "the entry is not in the status this transition starts from",
+                "the entry is not in the status this transition starts from".into(),
             ),
             Code::IdempotencyKeyReused => (
                 "idempotency_key_reused",
                 S::UNPROCESSABLE_ENTITY,
-                "this Idempotency-Key was used with another body; use a new key for a new request",
+                "this Idempotency-Key was used with another body; use a new key for a new request".into(),
             ),
             Code::PreconditionFailed => (
                 "precondition_failed",
