@@ -120,6 +120,52 @@ fn on_entry<D: super::Dialect + ?Sized>(
     }
 }
 
+/// A failed attempt of a queue transaction: worth running again (the
+/// database chose it as a deadlock or serialization victim and rolled it
+/// back), or final.
+enum Attempt {
+    /// Rolled back by the database; running it again may succeed.
+    Again(ApiError),
+    /// The answer.
+    Final(ApiError),
+}
+
+impl From<ApiError> for Attempt {
+    fn from(e: ApiError) -> Self {
+        Attempt::Final(e)
+    }
+}
+
+impl Attempt {
+    /// The error to answer with, once no attempt is left.
+    fn into_error(self) -> ApiError {
+        match self {
+            Attempt::Again(e) | Attempt::Final(e) => e,
+        }
+    }
+}
+
+/// Attempts of one transition before its deadlock is answered with 503.
+const ATTEMPTS: u32 = 5;
+
+/// Runs a transition until it is not a deadlock victim (at most [`ATTEMPTS`]
+/// times, with a short growing pause), answering with its result.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 1;
+        loop {
+            match $attempt.await {
+                Err(Attempt::Again(_)) if tries < ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(tries) * 5))
+                        .await;
+                    tries += 1;
+                }
+                other => break other.map_err(Attempt::into_error),
+            }
+        }
+    }};
+}
+
 fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
 }
@@ -133,6 +179,17 @@ where
     i64: sqlx::Type<B::Db> + for<'r> sqlx::Decode<'r, B::Db>,
     usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
 {
+    /// A driver error as an attempt's failure.
+    fn db(&self, e: sqlx::Error) -> Attempt {
+        let transient = self.backend.classify(&self.model, &e) == Failure::Transient;
+        let error = self.unavailable_or_internal(e);
+        if transient {
+            Attempt::Again(error)
+        } else {
+            Attempt::Final(error)
+        }
+    }
+
     /// Decodes a row of [`entry_select`].
     fn decode_entry(
         &self,
@@ -154,7 +211,7 @@ where
         queue: &Queue,
         id: &Value,
         scope: Option<&Condition>,
-    ) -> Result<Option<Entry>, ApiError> {
+    ) -> Result<Option<Entry>, Attempt> {
         let d = &self.backend;
         let mut stmt = entry_select(queue);
         stmt.and_where(
@@ -167,8 +224,8 @@ where
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        row.map(|r| self.decode_entry(queue, &r)).transpose()
+            .map_err(|e| self.db(e))?;
+        Ok(row.map(|r| self.decode_entry(queue, &r)).transpose()?)
     }
 
     /// Locks a partition's counter row (the line's lock) and reads it, or
@@ -178,7 +235,7 @@ where
         conn: &mut <B::Db as Database>::Connection,
         queue: &Queue,
         key: &str,
-    ) -> Result<Option<StoredRow>, ApiError> {
+    ) -> Result<Option<StoredRow>, Attempt> {
         let d = &self.backend;
         let cond = Condition::Compare {
             column: columns::PARTITION_KEY.to_owned(),
@@ -191,8 +248,8 @@ where
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        row.map(|r| d.decode(&queue.partitions, &r)).transpose()
+            .map_err(|e| self.db(e))?;
+        Ok(row.map(|r| d.decode(&queue.partitions, &r)).transpose()?)
     }
 
     /// Entries of this line still `serving` `serve_timeout` after their call
@@ -203,7 +260,7 @@ where
         queue: &Queue,
         key: &str,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<u64, Attempt> {
         let Some(timeout) = queue.serve_timeout else {
             return Ok(0);
         };
@@ -226,7 +283,7 @@ where
         let done = sqlx::query_with(sql(q), v)
             .execute(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+            .map_err(|e| self.db(e))?;
         Ok(B::rows_affected(&done))
     }
 
@@ -292,8 +349,10 @@ where
                     _ => None,
                 },
             };
-            self.lock_partition(conn, queue, &old_key).await?;
-            if self
+            self.lock_partition(conn, queue, &old_key)
+                .await
+                .map_err(Attempt::into_error)?;
+            let left = self
                 .transition(
                     conn,
                     queue,
@@ -302,10 +361,12 @@ where
                     None,
                     &stamp,
                 )
-                .await?
-            {
+                .await
+                .map_err(Attempt::into_error)?;
+            if left {
                 self.count_partition(conn, queue, &old_key, -1, None)
-                    .await?;
+                    .await
+                    .map_err(Attempt::into_error)?;
             }
         }
         Ok(())
@@ -321,7 +382,7 @@ where
         (from, to): (Status, Status),
         scope: Option<&Condition>,
         stamp: &Stamp,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Attempt> {
         let d = &self.backend;
         let now = Expr::val(d.bind(&Value::Timestamp(stamp.now), Scalar::Timestamp));
         let subject = Expr::val(d.bind(
@@ -352,7 +413,7 @@ where
         let done = sqlx::query_with(sql(q), v)
             .execute(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+            .map_err(|e| self.db(e))?;
         Ok(B::rows_affected(&done) == 1)
     }
 
@@ -363,7 +424,7 @@ where
         queue: &Queue,
         id: &Value,
         scope: Option<&Condition>,
-    ) -> Result<Moved, ApiError> {
+    ) -> Result<Moved, Attempt> {
         Ok(match self.read_entry(conn, queue, id, scope).await? {
             None => Moved::NotFound,
             Some(entry) => Moved::WrongStatus(
@@ -386,7 +447,7 @@ where
         key: &str,
         delta: i64,
         called: Option<&Called>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Attempt> {
         let d = &self.backend;
         let mut stmt = Query::update();
         stmt.table(col(&queue.partitions.name))
@@ -417,7 +478,7 @@ where
         sqlx::query_with(sql(q), v)
             .execute(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+            .map_err(|e| self.db(e))?;
         Ok(())
     }
 
@@ -439,10 +500,10 @@ where
         stored.values.get("id").cloned()
     }
 
-    async fn join_once(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError> {
+    async fn join_once(&self, plan: &JoinPlan<'_>) -> Result<Joined, Attempt> {
         let d = &self.backend;
         let queue = plan.queue;
-        let fail = |e| self.unavailable_or_internal(e);
+        let fail = |e| self.db(e);
         let mut conn = self.acquire(&self.writer).await?;
         let mut tx = self.begin_write(&mut conn).await?;
 
@@ -475,6 +536,25 @@ where
         let partition = partition_of(queue, &member_row);
         if partition.key.chars().count() > crate::schema::queue::MAX_PARTITION_KEY {
             return Ok(Joined::PartitionTooLong);
+        }
+        // A member already in a line is told which entry holds its place.
+        // The unique index stays the guard: a concurrent join of the same
+        // member still fails on it below.
+        let active = Condition::Compare {
+            column: columns::ACTIVE_MEMBER.to_owned(),
+            op: Compare::Eq,
+            value: plan.member.clone(),
+        };
+        let (q, v) = d.build_select(&super::select(d, &queue.entries, &active, &[], Some(1), 0));
+        if let Some(row) = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?
+        {
+            let entry = d.decode(&queue.entries, &row)?;
+            return Ok(Joined::AlreadyActive {
+                id: entry.values.get("id").cloned(),
+            });
         }
         let owner = member
             .owner_column()
@@ -560,28 +640,32 @@ where
         entry.insert(columns::MEMBER_OWNER.to_owned(), owner);
         let id = entry.get("id").cloned().unwrap_or(Value::Null);
         if let Err(e) = self.insert_one(&mut tx, &queue.entries, &entry).await {
-            drop(tx);
+            // Roll back and give the connection back before reading anything
+            // else: the line's lock must not wait on the pool.
+            let _ = tx.rollback().await;
+            drop(conn);
             return match self.backend.classify(&self.model, &e) {
                 Failure::Unique { .. } => Ok(Joined::AlreadyActive {
                     id: self.active_entry_of(queue, &plan.member).await,
                 }),
-                Failure::Transient => Err(ApiError::Unavailable {
-                    cause: e.to_string(),
-                }),
-                _ => Err(self.write_error(e, &queue.entries, &[&entry]).await),
+                Failure::Transient => Err(self.db(e)),
+                _ => Err(Attempt::Final(
+                    self.write_error(e, &queue.entries, &[&entry]).await,
+                )),
             };
         }
         let read = self.read_entry(&mut tx, queue, &id, None).await?;
         tx.commit().await.map_err(fail)?;
-        read.map(Joined::Entry)
-            .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))
+        Ok(read
+            .map(Joined::Entry)
+            .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))?)
     }
 
     async fn is_open_on(
         &self,
         conn: &mut <B::Db as Database>::Connection,
         queue: &Queue,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Attempt> {
         let d = &self.backend;
         // Counted rather than decoded: a queue without a row is open.
         let mut stmt = Query::select();
@@ -598,8 +682,230 @@ where
         let closed: i64 = sqlx::query_scalar_with(sql(q), v)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+            .map_err(|e| self.db(e))?;
         Ok(closed == 0)
+    }
+
+    async fn leave_once(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        stamp: &Stamp,
+    ) -> Result<Moved, Attempt> {
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
+            return Ok(Moved::NotFound);
+        };
+        let key = entry
+            .row
+            .values
+            .get(columns::PARTITION_KEY)
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        self.lock_partition(&mut tx, queue, &key).await?;
+        if !self
+            .transition(
+                &mut tx,
+                queue,
+                id,
+                (Status::Waiting, Status::Left),
+                scope,
+                stamp,
+            )
+            .await?
+        {
+            return self.why_not(&mut tx, queue, id, scope).await;
+        }
+        self.count_partition(&mut tx, queue, &key, -1, None).await?;
+        let read = self.read_entry(&mut tx, queue, id, None).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    async fn next_once(
+        &self,
+        queue: &Queue,
+        partition: &Partition,
+        stamp: &Stamp,
+    ) -> Result<Option<Entry>, Attempt> {
+        let d = &self.backend;
+        let fail = |e| self.db(e);
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        let Some(counters) = self.lock_partition(&mut tx, queue, &partition.key).await? else {
+            return Ok(None);
+        };
+        self.expire_on(&mut tx, queue, &partition.key, stamp.now)
+            .await?;
+        let waiting = Condition::All(vec![
+            Condition::Compare {
+                column: columns::PARTITION_KEY.to_owned(),
+                op: Compare::Eq,
+                value: text(&partition.key),
+            },
+            Condition::Compare {
+                column: columns::STATUS.to_owned(),
+                op: Compare::Eq,
+                value: text(Status::Waiting.as_str()),
+            },
+        ]);
+        let by_ticket = [crate::request::SortKey {
+            column: columns::TICKET.to_owned(),
+            direction: crate::request::Direction::Asc,
+        }];
+        let mut head = super::select(d, &queue.entries, &waiting, &by_ticket, Some(1), 0);
+        head.lock(LockType::Update);
+        let (q, v) = d.build_select(&head);
+        let Some(row) = sqlx::query_with(sql(q), v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?
+        else {
+            return Ok(None);
+        };
+        let head = d.decode(&queue.entries, &row)?;
+        let id = crate::value::from_json(
+            queue.entries.id_column(),
+            head.values.get("id").unwrap_or(&serde_json::Value::Null),
+        )
+        .map_err(|e| ApiError::internal(e.message))?;
+        let ticket = head
+            .values
+            .get(columns::TICKET)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        if !self
+            .transition(
+                &mut tx,
+                queue,
+                &id,
+                (Status::Waiting, Status::Serving),
+                None,
+                stamp,
+            )
+            .await?
+        {
+            return Err(ApiError::internal("the head of the line changed under its lock").into());
+        }
+        let called = Called {
+            ticket,
+            at: stamp.now,
+            interval_ms: call_interval(&counters, &head, stamp.now),
+        };
+        self.count_partition(&mut tx, queue, &partition.key, -1, Some(&called))
+            .await?;
+        let read = self.read_entry(&mut tx, queue, &id, None).await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(read)
+    }
+
+    async fn finish_once(
+        &self,
+        queue: &Queue,
+        id: &Value,
+        scope: Option<&Condition>,
+        to: Status,
+        stamp: &Stamp,
+    ) -> Result<Moved, Attempt> {
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        if !self
+            .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
+            .await?
+        {
+            return self.why_not(&mut tx, queue, id, scope).await;
+        }
+        let read = self.read_entry(&mut tx, queue, id, None).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    async fn expire_once(
+        &self,
+        queue: &Queue,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, Attempt> {
+        if queue.serve_timeout.is_none() {
+            return Ok(0);
+        }
+        let d = &self.backend;
+        // Every line (a handful: one per partition value combination).
+        let every = Condition::All(Vec::new());
+        let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| self.db(e))?;
+        let mut keys = Vec::new();
+        for row in &rows {
+            let counters = d.decode(&queue.partitions, row)?;
+            if let Some(key) = counters
+                .values
+                .get(columns::PARTITION_KEY)
+                .and_then(|k| k.as_str())
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        let mut expired = 0;
+        for key in keys {
+            let mut conn = self.acquire(&self.writer).await?;
+            let mut tx = self.begin_write(&mut conn).await?;
+            expired += self.expire_on(&mut tx, queue, &key, now).await?;
+            tx.commit().await.map_err(|e| self.db(e))?;
+        }
+        Ok(expired)
+    }
+
+    async fn set_open_once(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), Attempt> {
+        let d = &self.backend;
+        let now = Expr::val(d.bind(&Value::Timestamp(stamp.now), Scalar::Timestamp));
+        let subject = Expr::val(d.bind(
+            &stamp.subject.clone().map_or(Value::Null, Value::Text),
+            Scalar::Text,
+        ));
+        let mut insert = Query::insert();
+        insert
+            .into_table(col(STATE_TABLE))
+            .columns([
+                col("name"),
+                col(columns::OPEN),
+                col("updated_at"),
+                col("updated_by"),
+                col(VERSION_COLUMN),
+            ])
+            .values_panic([
+                Expr::val(d.bind(&text(&queue.name), Scalar::Text)),
+                Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
+                now.clone(),
+                subject.clone(),
+                Expr::val(1i64),
+            ])
+            .on_conflict(
+                OnConflict::column(col("name"))
+                    .value(
+                        col(columns::OPEN),
+                        Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
+                    )
+                    .value(col("updated_at"), now)
+                    .value(col("updated_by"), subject)
+                    .value(
+                        col(VERSION_COLUMN),
+                        Expr::col((col(STATE_TABLE), col(VERSION_COLUMN))).add(1),
+                    )
+                    .to_owned(),
+            );
+        let (q, v) = d.build_insert(&insert);
+        let mut conn = self.acquire(&self.writer).await?;
+        let mut tx = self.begin_write(&mut conn).await?;
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
     }
 }
 
@@ -694,7 +1000,7 @@ where
     usize: sqlx::ColumnIndex<<B::Db as Database>::Row>,
 {
     async fn join(&self, plan: &JoinPlan<'_>) -> Result<Joined, ApiError> {
-        self.join_once(plan).await
+        retrying!(self.join_once(plan))
     }
 
     async fn entry_by_key(
@@ -735,7 +1041,9 @@ where
         scope: Option<&Condition>,
     ) -> Result<Option<Entry>, ApiError> {
         let mut conn = self.acquire(&self.readers).await?;
-        self.read_entry(&mut conn, queue, id, scope).await
+        self.read_entry(&mut conn, queue, id, scope)
+            .await
+            .map_err(Attempt::into_error)
     }
 
     async fn line(
@@ -778,38 +1086,7 @@ where
         scope: Option<&Condition>,
         stamp: &Stamp,
     ) -> Result<Moved, ApiError> {
-        let mut conn = self.acquire(&self.writer).await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
-            return Ok(Moved::NotFound);
-        };
-        let key = entry
-            .row
-            .values
-            .get(columns::PARTITION_KEY)
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        self.lock_partition(&mut tx, queue, &key).await?;
-        if !self
-            .transition(
-                &mut tx,
-                queue,
-                id,
-                (Status::Waiting, Status::Left),
-                scope,
-                stamp,
-            )
-            .await?
-        {
-            return self.why_not(&mut tx, queue, id, scope).await;
-        }
-        self.count_partition(&mut tx, queue, &key, -1, None).await?;
-        let read = self.read_entry(&mut tx, queue, id, None).await?;
-        tx.commit()
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+        retrying!(self.leave_once(queue, id, scope, stamp))
     }
 
     async fn next(
@@ -818,77 +1095,7 @@ where
         partition: &Partition,
         stamp: &Stamp,
     ) -> Result<Option<Entry>, ApiError> {
-        let d = &self.backend;
-        let fail = |e| self.unavailable_or_internal(e);
-        let mut conn = self.acquire(&self.writer).await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        let Some(counters) = self.lock_partition(&mut tx, queue, &partition.key).await? else {
-            return Ok(None);
-        };
-        self.expire_on(&mut tx, queue, &partition.key, stamp.now)
-            .await?;
-        let waiting = Condition::All(vec![
-            Condition::Compare {
-                column: columns::PARTITION_KEY.to_owned(),
-                op: Compare::Eq,
-                value: text(&partition.key),
-            },
-            Condition::Compare {
-                column: columns::STATUS.to_owned(),
-                op: Compare::Eq,
-                value: text(Status::Waiting.as_str()),
-            },
-        ]);
-        let by_ticket = [crate::request::SortKey {
-            column: columns::TICKET.to_owned(),
-            direction: crate::request::Direction::Asc,
-        }];
-        let mut head = super::select(d, &queue.entries, &waiting, &by_ticket, Some(1), 0);
-        head.lock(LockType::Update);
-        let (q, v) = d.build_select(&head);
-        let Some(row) = sqlx::query_with(sql(q), v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(fail)?
-        else {
-            return Ok(None);
-        };
-        let head = d.decode(&queue.entries, &row)?;
-        let id = crate::value::from_json(
-            queue.entries.id_column(),
-            head.values.get("id").unwrap_or(&serde_json::Value::Null),
-        )
-        .map_err(|e| ApiError::internal(e.message))?;
-        let ticket = head
-            .values
-            .get(columns::TICKET)
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0);
-        if !self
-            .transition(
-                &mut tx,
-                queue,
-                &id,
-                (Status::Waiting, Status::Serving),
-                None,
-                stamp,
-            )
-            .await?
-        {
-            return Err(ApiError::internal(
-                "the head of the line changed under its lock",
-            ));
-        }
-        let called = Called {
-            ticket,
-            at: stamp.now,
-            interval_ms: call_interval(&counters, &head, stamp.now),
-        };
-        self.count_partition(&mut tx, queue, &partition.key, -1, Some(&called))
-            .await?;
-        let read = self.read_entry(&mut tx, queue, &id, None).await?;
-        tx.commit().await.map_err(fail)?;
-        Ok(read)
+        retrying!(self.next_once(queue, partition, stamp))
     }
 
     async fn finish(
@@ -899,19 +1106,7 @@ where
         to: Status,
         stamp: &Stamp,
     ) -> Result<Moved, ApiError> {
-        let mut conn = self.acquire(&self.writer).await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        if !self
-            .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
-            .await?
-        {
-            return self.why_not(&mut tx, queue, id, scope).await;
-        }
-        let read = self.read_entry(&mut tx, queue, id, None).await?;
-        tx.commit()
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        Ok(read.map_or(Moved::NotFound, Moved::Entry))
+        retrying!(self.finish_once(queue, id, scope, to, stamp))
     }
 
     async fn activity(
@@ -1007,92 +1202,17 @@ where
         queue: &Queue,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, ApiError> {
-        if queue.serve_timeout.is_none() {
-            return Ok(0);
-        }
-        let d = &self.backend;
-        // Every line (a handful: one per partition value combination).
-        let every = Condition::All(Vec::new());
-        let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
-        let rows = sqlx::query_with(sql(q), v)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        let mut keys = Vec::new();
-        for row in &rows {
-            let counters = d.decode(&queue.partitions, row)?;
-            if let Some(key) = counters
-                .values
-                .get(columns::PARTITION_KEY)
-                .and_then(|k| k.as_str())
-            {
-                keys.push(key.to_owned());
-            }
-        }
-        let mut expired = 0;
-        for key in keys {
-            let mut conn = self.acquire(&self.writer).await?;
-            let mut tx = self.begin_write(&mut conn).await?;
-            expired += self.expire_on(&mut tx, queue, &key, now).await?;
-            tx.commit()
-                .await
-                .map_err(|e| self.unavailable_or_internal(e))?;
-        }
-        Ok(expired)
+        retrying!(self.expire_once(queue, now))
     }
 
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {
         let mut conn = self.acquire(&self.readers).await?;
-        self.is_open_on(&mut conn, queue).await
+        self.is_open_on(&mut conn, queue)
+            .await
+            .map_err(Attempt::into_error)
     }
 
     async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError> {
-        let d = &self.backend;
-        let now = Expr::val(d.bind(&Value::Timestamp(stamp.now), Scalar::Timestamp));
-        let subject = Expr::val(d.bind(
-            &stamp.subject.clone().map_or(Value::Null, Value::Text),
-            Scalar::Text,
-        ));
-        let mut insert = Query::insert();
-        insert
-            .into_table(col(STATE_TABLE))
-            .columns([
-                col("name"),
-                col(columns::OPEN),
-                col("updated_at"),
-                col("updated_by"),
-                col(VERSION_COLUMN),
-            ])
-            .values_panic([
-                Expr::val(d.bind(&text(&queue.name), Scalar::Text)),
-                Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
-                now.clone(),
-                subject.clone(),
-                Expr::val(1i64),
-            ])
-            .on_conflict(
-                OnConflict::column(col("name"))
-                    .value(
-                        col(columns::OPEN),
-                        Expr::val(d.bind(&Value::Bool(open), Scalar::Bool)),
-                    )
-                    .value(col("updated_at"), now)
-                    .value(col("updated_by"), subject)
-                    .value(
-                        col(VERSION_COLUMN),
-                        Expr::col((col(STATE_TABLE), col(VERSION_COLUMN))).add(1),
-                    )
-                    .to_owned(),
-            );
-        let (q, v) = d.build_insert(&insert);
-        let mut conn = self.acquire(&self.writer).await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        sqlx::query_with(sql(q), v)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        tx.commit()
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))
+        retrying!(self.set_open_once(queue, open, stamp))
     }
 }
