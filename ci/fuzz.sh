@@ -23,6 +23,9 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT
 
 export ACCOUNTS_SECRET=fuzz-accounts-secret-0123456789abcdefghij
+# office-hours: the student app's API key and the advisors' JWT secret.
+export APP_TOKEN=fuzz-student-app-token-0123456789abcdef
+export ADVISOR_JWT_SECRET=fuzz-advisor-jwt-secret-0123456789abcdef
 export RECORDS_JWT_SECRET=fuzz-records-secret-0123456789abcdefghijk
 
 # A bearer token for an example, or nothing for those without auth.
@@ -40,6 +43,8 @@ print(jwt.encode({"sub": "fuzzer", "roles": ["author"], "iss": "https://auth.exa
                   "aud": "courses", "exp": int(time.time()) + 3600}, key, algorithm="RS256"))
 PY
       ;;
+    office-hours-advisor)
+      ADVISOR_JWT_SECRET=$ADVISOR_JWT_SECRET "$VENV/bin/python" examples/office-hours/advisor-token.py fuzzer advisor ;;
     records)
       "$VENV/bin/python" -c 'import os,time,jwt; print(jwt.encode({"sub":"fuzzer","iss":"records-demo","exp":int(time.time())+3600}, os.environ["RECORDS_JWT_SECRET"], algorithm="HS256"))' ;;
     *) ;;
@@ -77,11 +82,18 @@ for example in ${@:-office-hours users accounts courses records}; do
   headers=()
   token=$(token_for "$example" "$base")
   [ -n "$token" ] && headers=(--header "Authorization: Bearer $token")
+  # The student app's key: everything but serving and managing the queue.
+  [ "$example" = office-hours ] && headers=(--header "x-api-key: $APP_TOKEN")
   started=$(date +%s)
   # Routes that revoke the caller's own token are fuzzed on their own, last,
   # with a token of their own: otherwise the fuzzer logs itself out.
   revoking=(--exclude-path /auth/logout-all --exclude-path /auth/password)
   fuzz "$example" "$base" "${revoking[@]}" "${headers[@]}"
+  if [ "$example" = office-hours ]; then
+    # An advisor's token: the queue's serving and managing routes.
+    fuzz "$example-advisor" "$base" --include-path-regex '^/queues/' \
+      --header "Authorization: Bearer $(token_for office-hours-advisor "$base")"
+  fi
   if [ "$example" = accounts ]; then
     fuzz "$example-revoking" "$base" --include-path /auth/logout-all --include-path /auth/password \
       --phases examples,coverage,fuzzing \

@@ -190,12 +190,16 @@ async function officeHours(browser) {
     "office-hours",
     "examples/office-hours/anteroom.toml",
     ["--seed", "examples/office-hours/seed.json"],
+    {
+      APP_TOKEN: randomBytes(32).toString("base64"),
+      ADVISOR_JWT_SECRET: randomBytes(32).toString("base64"),
+    },
   );
   const { page, finish } = await openContext(browser, server.base);
   const response = await page.goto(`${server.base}/docs`);
   check(response.status() === 200, `GET /docs answers 200 (${response.status()})`);
   await page.locator(".opblock").first().waitFor();
-  for (const res of ["colleges", "majors", "advisors", "faqs", "students"]) {
+  for (const res of ["colleges", "majors", "advisors", "faqs", "students", "queues/advising/entries"]) {
     const n = await page.locator(`.opblock-summary-path[data-path="/${res}"]`).count();
     check(n > 0, `the reference lists /${res}`);
   }

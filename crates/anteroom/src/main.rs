@@ -203,8 +203,17 @@ fn check(path: &Path) -> ExitCode {
                 .iter()
                 .map(|(backend, statements)| format!("{backend} {}", statements.len()))
                 .collect();
+            let queues = if model.queues.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} queues: {}",
+                    model.queues.len(),
+                    model.queues.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
             println!(
-                "{}: ok ({} resources: {}; statements migrating an empty database: {})",
+                "{}: ok ({} resources: {}{queues}; statements migrating an empty database: {})",
                 path.display(),
                 model.resources.len(),
                 model

@@ -231,11 +231,9 @@ fn partition_parameters(queue: &crate::schema::queue::Queue, query: QueryKind) -
     let mut out: Vec<Json> = queue
         .partition_columns()
         .map(|c| {
-            let mut schema = value_schema(c, Mode::Read);
-            allow_null(&mut schema);
             json!({
-                "name": c.name, "in": "query", "required": true, "schema": schema,
-                "description": format!("The line's {} (an empty value is null).", c.name),
+                "name": c.name, "in": "query", "required": true, "schema": value_schema(c, Mode::Read),
+                "description": format!("The line's {} (an empty value names the line of members without one).", c.name),
             })
         })
         .collect();

@@ -1015,7 +1015,13 @@ where
                 .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
         );
         let (q, v) = d.build_select(&stmt);
-        let mut conn = self.acquire(&self.readers).await?;
+        // Never armed: a reader must not keep a deadline's handler for the
+        // next request (point reads are bounded by construction).
+        let mut conn = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *conn)
             .await
@@ -1040,7 +1046,13 @@ where
         id: &Value,
         scope: Option<&Condition>,
     ) -> Result<Option<Entry>, ApiError> {
-        let mut conn = self.acquire(&self.readers).await?;
+        // Never armed: a reader must not keep a deadline's handler for the
+        // next request (point reads are bounded by construction).
+        let mut conn = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
         self.read_entry(&mut conn, queue, id, scope)
             .await
             .map_err(Attempt::into_error)
@@ -1206,7 +1218,13 @@ where
     }
 
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {
-        let mut conn = self.acquire(&self.readers).await?;
+        // Never armed: a reader must not keep a deadline's handler for the
+        // next request (point reads are bounded by construction).
+        let mut conn = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
         self.is_open_on(&mut conn, queue)
             .await
             .map_err(Attempt::into_error)
