@@ -50,6 +50,28 @@ pub(crate) async fn read_body(
     }
 }
 
+/// Who is calling, from the request head: the plan context of the caller's
+/// identity, and the query string without the credentials it carried (an
+/// API key parameter is not a filter).
+pub(crate) async fn caller(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(PlanContext, Option<String>), ApiError> {
+    let authenticated = state
+        .auth
+        .authenticate(
+            &parts.headers,
+            parts.uri.query(),
+            &*state.storage,
+            &state.model,
+        )
+        .await?;
+    Ok((
+        PlanContext::for_caller(authenticated.identity),
+        authenticated.query,
+    ))
+}
+
 /// Handles a request the route table sent to a resource endpoint:
 /// authenticate and authorize from the head alone, and only then — and only
 /// where the endpoint takes one — read the body. An anonymous or forbidden
@@ -57,16 +79,7 @@ pub(crate) async fn read_body(
 pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let result = async {
-        let authenticated = state
-            .auth
-            .authenticate(
-                &parts.headers,
-                parts.uri.query(),
-                &*state.storage,
-                &state.model,
-            )
-            .await?;
-        let ctx = PlanContext::for_caller(authenticated.identity);
+        let (ctx, query) = caller(state, &parts).await?;
         let operation = request::route::operation(&state.model, matched)?;
         let grant = policy::authorize(&operation, &ctx)?;
         let bytes = match matched.endpoint.body {
@@ -76,7 +89,7 @@ pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request
         let raw = RawRequest {
             method: &parts.method,
             path: parts.uri.path(),
-            query: authenticated.query.as_deref(),
+            query: query.as_deref(),
             headers: &parts.headers,
             body: &bytes,
         };

@@ -100,19 +100,10 @@ pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request
             .queues
             .get(queue)
             .ok_or_else(|| ApiError::internal("a queue route without its queue"))?;
-        let authenticated = state
-            .auth
-            .authenticate(
-                &parts.headers,
-                parts.uri.query(),
-                &*state.storage,
-                &state.model,
-            )
-            .await?;
-        let ctx = PlanContext::for_caller(authenticated.identity);
+        let (ctx, query) = pipeline::caller(state, &parts).await?;
         let action = matched.endpoint.action;
         let (scope, member_scope) = authorize(state, queue, action, &ctx)?;
-        let query = authenticated.query.as_deref();
+        let query = query.as_deref();
         let bytes = match matched.endpoint.body {
             BodyKind::None => bytes::Bytes::new(),
             _ => {
