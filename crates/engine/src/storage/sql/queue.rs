@@ -654,8 +654,10 @@ where
                 )),
             };
         }
-        let read = self.read_entry(&mut tx, queue, &id, None).await?;
         tx.commit().await.map_err(fail)?;
+        // Read back after the commit: the line's lock is not held for it,
+        // and a position can only have moved forward since.
+        let read = self.read_entry(&mut conn, queue, &id, None).await?;
         Ok(read
             .map(Joined::Entry)
             .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))?)
@@ -720,8 +722,8 @@ where
             return self.why_not(&mut tx, queue, id, scope).await;
         }
         self.count_partition(&mut tx, queue, &key, -1, None).await?;
-        let read = self.read_entry(&mut tx, queue, id, None).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
+        let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
     }
 
@@ -797,8 +799,8 @@ where
         };
         self.count_partition(&mut tx, queue, &partition.key, -1, Some(&called))
             .await?;
-        let read = self.read_entry(&mut tx, queue, &id, None).await?;
         tx.commit().await.map_err(fail)?;
+        let read = self.read_entry(&mut conn, queue, &id, None).await?;
         Ok(read)
     }
 
@@ -818,8 +820,8 @@ where
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
-        let read = self.read_entry(&mut tx, queue, id, None).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
+        let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
     }
 
