@@ -651,12 +651,7 @@ fn moved(
 /// median and 95th percentile (nearest rank), calls per hour, and calls per
 /// server.
 fn stats(activity: &crate::storage::queue::Activity, window_s: i64) -> Json {
-    let time = |row: &crate::storage::StoredRow, column: &str| {
-        row.values
-            .get(column)
-            .and_then(Json::as_str)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
+    let time = crate::storage::queue::timestamp;
     let mut waits: Vec<f64> = activity
         .calls
         .iter()

@@ -797,7 +797,20 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
     };
     let lit = |l: &str| Segment::Literal(l.to_owned());
     let id = Segment::Param("entry_id".into());
-    vec![
+    // The transitions that finish a called entry: one route each.
+    let finishing =
+        [("done", Action::Done), ("no-show", Action::NoShow)].map(|(name, action)| Route {
+            segments: under(&[lit("entries"), id.clone(), lit(name)]),
+            target: target.clone(),
+            endpoints: vec![endpoint(
+                Method::POST,
+                action,
+                QueryKind::None,
+                BodyKind::None,
+                vec![success(StatusCode::OK), not_found(), transition()],
+            )],
+        });
+    let mut routes = vec![
         Route {
             segments: base.clone(),
             target: target.clone(),
@@ -868,28 +881,10 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
                 e
             },
         },
-        Route {
-            segments: under(&[lit("entries"), id.clone(), lit("done")]),
-            target: target.clone(),
-            endpoints: vec![endpoint(
-                Method::POST,
-                Action::Done,
-                QueryKind::None,
-                BodyKind::None,
-                vec![success(StatusCode::OK), not_found(), transition()],
-            )],
-        },
-        Route {
-            segments: under(&[lit("entries"), id, lit("no-show")]),
-            target: target.clone(),
-            endpoints: vec![endpoint(
-                Method::POST,
-                Action::NoShow,
-                QueryKind::None,
-                BodyKind::None,
-                vec![success(StatusCode::OK), not_found(), transition()],
-            )],
-        },
+    ];
+    // Then the transitions that finish an entry, the stats and next.
+    routes.extend(finishing);
+    routes.extend([
         Route {
             segments: under(&[lit("stats")]),
             target: target.clone(),
@@ -910,7 +905,8 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
                 vec![success(StatusCode::OK), success(StatusCode::NO_CONTENT)],
             )],
         },
-    ]
+    ]);
+    routes
 }
 
 /// The write endpoints of an item route.

@@ -45,6 +45,14 @@ impl Partition {
     }
 }
 
+/// A timestamp column of a stored row (rendered RFC 3339), when set.
+pub(crate) fn timestamp(row: &StoredRow, column: &str) -> Option<DateTime<Utc>> {
+    let text = row.values.get(column)?.as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// An entry as read, with its position while it waits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

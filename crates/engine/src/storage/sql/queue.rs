@@ -19,11 +19,11 @@ use super::store::sql;
 use super::{Backend, Failure, SqlStorage, VERSION_COLUMN};
 use crate::error::ApiError;
 use crate::plan::{Compare, Condition};
+use crate::schema::Scalar;
 use crate::schema::queue::{Queue, STATE_TABLE, Status, columns};
-use crate::schema::{Resource, Scalar};
 use crate::storage::StoredRow;
 use crate::storage::queue::{
-    Activity, Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp,
+    Activity, Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp, timestamp,
 };
 use crate::value::Value;
 
@@ -81,43 +81,6 @@ fn entry_select(queue: &Queue) -> SelectStatement {
         Expr::col((p, col(columns::PARTITION_KEY))).equals((e, col(columns::PARTITION_KEY))),
     );
     stmt
-}
-
-/// A condition on the entry table, qualified by its alias.
-fn on_entry<D: super::Dialect + ?Sized>(
-    d: &D,
-    resource: &Resource,
-    c: &Condition,
-) -> sea_query::Condition {
-    // Conditions name entry columns only; the partition table shares some
-    // names, so qualify them by rewriting into a qualified comparison.
-    match c {
-        Condition::Compare { column, op, value } => {
-            let scalar = resource.column(column).map_or(Scalar::Text, |c| c.scalar());
-            let left = Expr::col((entry_alias(), col(column)));
-            let right = Expr::val(d.bind(value, scalar));
-            let expr = match op {
-                Compare::Eq => left.eq(right),
-                Compare::Ne => left.ne(right),
-                Compare::Gt => left.gt(right),
-                Compare::Gte => left.gte(right),
-                Compare::Lt => left.lt(right),
-                Compare::Lte => left.lte(right),
-            };
-            sea_query::Cond::all().add(expr)
-        }
-        Condition::All(items) => items.iter().fold(sea_query::Cond::all(), |acc, i| {
-            acc.add(on_entry(d, resource, i))
-        }),
-        Condition::Any(items) if items.is_empty() => {
-            sea_query::Cond::all().add(Expr::cust("1 = 0"))
-        }
-        Condition::Any(items) => items.iter().fold(sea_query::Cond::any(), |acc, i| {
-            acc.add(on_entry(d, resource, i))
-        }),
-        // Policies produce comparisons only; anything else denies.
-        _ => sea_query::Cond::all().add(Expr::cust("1 = 0")),
-    }
 }
 
 /// A failed attempt of a queue transaction: worth running again (the
@@ -218,7 +181,9 @@ where
             Expr::col((entry_alias(), col("id"))).eq(Expr::val(d.bind(id, Scalar::Uuid))),
         );
         if let Some(scope) = scope {
-            stmt.cond_where(on_entry(d, &queue.entries, scope));
+            // Scopes name the entry's owner column, which the line's table
+            // does not have: unqualified, it is the entry's.
+            stmt.cond_where(super::condition(d, &queue.entries, scope));
         }
         let (q, v) = d.build_select(&stmt);
         let row = sqlx::query_with(sql(q), v)
@@ -937,13 +902,6 @@ struct Called {
     interval_ms: Option<i64>,
 }
 
-fn timestamp(row: &StoredRow, column: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let text = row.values.get(column)?.as_str()?;
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
-}
-
 /// The partition's rolling call interval after calling `head` at `now`: an
 /// exponentially weighted mean of the time each call took to come, counted
 /// from the later of the previous call and the head's join (time when nobody
@@ -1082,7 +1040,9 @@ where
             stmt.and_where(Expr::col((e, col(columns::TICKET))).gt(after));
         }
         if let Some(scope) = scope {
-            stmt.cond_where(on_entry(d, &queue.entries, scope));
+            // Scopes name the entry's owner column, which the line's table
+            // does not have: unqualified, it is the entry's.
+            stmt.cond_where(super::condition(d, &queue.entries, scope));
         }
         let (q, v) = d.build_select(&stmt);
         let mut conn = self.acquire(&self.scanners).await?;
