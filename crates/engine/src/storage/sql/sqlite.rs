@@ -13,8 +13,8 @@ use std::sync::Arc;
 use sea_query::{BinOper, Expr, ExprTrait, Func, SqliteQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteQueryResult, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqlitePoolOptions, SqliteQueryResult, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
@@ -233,6 +233,46 @@ pub(crate) fn connections(max_connections: u32) -> u64 {
 /// File descriptors one connection holds: the database, its `-wal` and its `-shm`.
 pub(crate) const FILES_PER_CONNECTION: u64 = 3;
 
+/// Puts the database in WAL mode (a permanent property of the file) before
+/// any pool opens. The switch needs an exclusive lock that SQLite does not
+/// wait for with its busy timeout, so instances starting together on a new
+/// file got `database is locked` from whichever lost the race; here the
+/// loser retries until `patience` runs out. A file already in WAL mode
+/// answers at once.
+async fn switch_to_wal(
+    options: &SqliteConnectOptions,
+    patience: std::time::Duration,
+) -> Result<(), String> {
+    use sqlx::Connection;
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        let attempt = async {
+            let mut conn = SqliteConnection::connect_with(options).await?;
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut conn)
+                .await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(mode)
+        };
+        match attempt.await {
+            Ok(_) => return Ok(()),
+            // SQLITE_BUSY and its extended codes (BUSY_RECOVERY, ...).
+            Err(sqlx::Error::Database(e))
+                if e.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff)
+                    == Some(5)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = Ord::min(pause * 2, std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// Opens (creating if missing) the SQLite database at `url`: one writer
 /// connection and two pools of readers ([`connections`] in all).
 pub async fn connect(
@@ -243,7 +283,9 @@ pub async fn connect(
     let base = SqliteConnectOptions::from_str(url)
         .map_err(|e| format!("invalid SQLite URL {url}: {e}"))?
         .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(options.busy_timeout);
+    switch_to_wal(&base, options.busy_timeout).await?;
+    let base = base
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true)
