@@ -129,6 +129,9 @@ struct ServeArgs {
     /// Most client connections open at once (lowered to fit the file descriptor limit).
     #[arg(long, env = "ANTEROOM_MAX_CLIENTS", default_value_t = anteroom_engine::settings::DEFAULT_MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..))]
     max_clients: u32,
+    /// Most Server-Sent Event streams (queue entries and lines) open at once; past it, 503 busy. At most half of --max-clients.
+    #[arg(long, env = "ANTEROOM_MAX_STREAMS", default_value_t = anteroom_engine::streams::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
     /// After SIGINT/SIGTERM, time in-flight requests get before connections are closed.
     #[arg(long, env = "ANTEROOM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -264,6 +267,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         body_timeout: args.body_timeout,
         cors_origins: args.cors_origin.clone(),
+        // Streams hold their connection: half the connections stay for
+        // everything else.
+        max_streams: args
+            .max_streams
+            .min(usize::try_from(args.max_clients / 2).unwrap_or(usize::MAX)),
+        // A heartbeat at least twice per idle timeout keeps a stream's
+        // connection from being taken for a stalled one.
+        stream_heartbeat: Ord::min(
+            anteroom_engine::streams::DEFAULT_HEARTBEAT,
+            args.idle_timeout / 2,
+        ),
     };
     let url = args.db.url();
     let server_settings = ServerSettings {
@@ -296,6 +310,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     anteroom_engine::queues::start_sweeper(&state);
+    anteroom_engine::streams::start_watcher(&state);
     if state.model.auth.is_none() {
         tracing::warn!(
             "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",

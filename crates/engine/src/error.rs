@@ -91,7 +91,7 @@ pub enum Code {
     DatabaseUnavailable,
     /// 503: the identity provider's keys cannot be fetched (with `Retry-After`).
     KeysUnavailable,
-    /// 503: too much at once: every connection busy, or too many logins (with `Retry-After`).
+    /// 503: too much at once: every connection busy, too many logins, or too many open event streams (with `Retry-After`).
     Busy,
 }
 
@@ -336,7 +336,7 @@ impl Code {
             Code::Busy => (
                 "busy",
                 S::SERVICE_UNAVAILABLE,
-                "every client connection is busy, or too many logins at once (with Retry-After)".into(),
+                "every client connection is busy, too many logins at once, or every event stream place is taken (with Retry-After)".into(),
             ),
         }
     }
@@ -441,7 +441,7 @@ pub enum ApiError {
         /// The cause, for the log only.
         cause: String,
     },
-    /// 503 with `Retry-After`: too many expensive requests (password hashing) at once.
+    /// 503 with `Retry-After`: too many expensive requests (password hashing) or open event streams at once.
     #[error("the server is busy; retry shortly")]
     Busy,
     /// 500: a bug or an unexpected database answer; the cause goes to the log only.

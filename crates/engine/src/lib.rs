@@ -24,6 +24,7 @@ pub mod seed;
 pub mod server;
 pub mod settings;
 pub mod storage;
+pub mod streams;
 pub mod value;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub routes: Arc<routes::RouteTable>,
     /// The OpenAPI document, rendered once.
     pub description: Arc<Description>,
+    /// The event streams open on this instance.
+    pub streams: Arc<streams::Streams>,
 }
 
 /// The OpenAPI document as served: its bytes and their strong ETag.

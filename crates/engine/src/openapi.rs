@@ -724,6 +724,8 @@ fn operation_id(route: &Route, endpoint: &Endpoint) -> String {
         Action::Done => "done",
         Action::NoShow => "no_show",
         Action::Stats => "stats",
+        Action::EntryEvents => "entry_events",
+        Action::LineEvents => "line_events",
     };
     let subject = match &route.target {
         Target::Queue { queue } => format!("_{queue}"),
@@ -779,6 +781,8 @@ fn summary(route: &Route, endpoint: &Endpoint) -> String {
         Action::Done => "Finish serving the entry (status done)".into(),
         Action::NoShow => "The called member did not show up (status no_show)".into(),
         Action::Stats => "A line's counts, waits (p50/p95), calls per hour and calls per server over a window".into(),
+        Action::EntryEvents => "Server-Sent Events of one entry: `entry` (the entry as read) whenever its position or status changes, heartbeats, resumable with Last-Event-ID; ends after done, no_show or left (`gone` if it disappears)".into(),
+        Action::LineEvents => "Server-Sent Events of one line: `line` (its first page, as listed) whenever the line changes, heartbeats, resumable with Last-Event-ID".into(),
     };
     if endpoint.method == Method::HEAD {
         format!("{text} (headers only)")
@@ -981,6 +985,11 @@ fn header_parameters(endpoint: &Endpoint) -> Vec<Json> {
                 "An ETag: answered 304 while it is current.",
             )]
         }
+        Action::EntryEvents | Action::LineEvents => vec![header(
+            "Last-Event-ID",
+            "The id of the last event received (EventSource sends it when it reconnects): \
+             the stream then starts with the next change instead of the current state.",
+        )],
         Action::Join => {
             let mut key = header(
                 "Idempotency-Key",
@@ -1088,10 +1097,12 @@ fn response(
             Some(schema)
         };
         if let Some(schema) = body {
-            out.insert(
-                "content".into(),
-                json!({"application/json": {"schema": schema}}),
-            );
+            let media = if endpoint.action.streams() {
+                crate::streams::EVENT_STREAM
+            } else {
+                "application/json"
+            };
+            out.insert("content".into(), json!({ media: {"schema": schema} }));
         }
         if matches!(
             endpoint.action,
@@ -1165,6 +1176,11 @@ fn success_schema(
         (Action::Me, _) => schema_ref(&schema_name(users()?, Mode::Read)),
         (Action::QueueState | Action::QueueManage, _) => schema_ref("QueueState"),
         (Action::Stats, _) => schema_ref("QueueStats"),
+        (Action::EntryEvents | Action::LineEvents, _) => json!({
+            "type": "string",
+            "description": "`event:`, `id:` and `data:` lines (the data is the JSON the matching \
+                            GET route answers), and `:heartbeat` comments",
+        }),
         (Action::Line, Some(entries)) => schema_ref(&format!("{}.line", entries.name)),
         (
             Action::Join

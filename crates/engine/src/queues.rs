@@ -20,6 +20,7 @@ use crate::schema::queue::{Queue, Status, columns};
 use crate::storage::queue::{
     Entry, IdempotencyKey, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp,
 };
+use crate::streams::{Read, Snapshot};
 use crate::value::{self, Value};
 use crate::{AppState, pipeline, policy};
 
@@ -49,6 +50,15 @@ enum Ask {
     Next(Partition),
     Stats(Partition, i64),
     Finish(Value, Status),
+    /// An entry's event stream, from the client's `Last-Event-ID`.
+    WatchEntry(Value, Option<String>),
+    /// A line's event stream (its first `limit` entries after `after`).
+    WatchLine {
+        partition: Partition,
+        after: Option<i64>,
+        limit: u64,
+        last_event_id: Option<String>,
+    },
 }
 
 /// Starts this instance's sweep of expired `serving` entries: every queue
@@ -77,7 +87,9 @@ pub fn start_sweeper(state: &AppState) {
                 match state.storage.queues().expire(queue, value::now()).await {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!(queue = %queue.name, entries = n, "serve timeout: marked no_show")
+                        tracing::info!(queue = %queue.name, entries = n, "serve timeout: marked no_show");
+                        state.streams.wake(&queue.name, None);
+                        state.storage.queues().announce(queue, None).await;
                     }
                     Err(e) => {
                         tracing::warn!(queue = %queue.name, error = %e, "serve timeout sweep failed; retrying")
@@ -117,20 +129,14 @@ pub(crate) async fn handle(state: &AppState, matched: &Matched<'_>, req: Request
             }
         };
         let ask = parse(queue, matched, query, &parts.headers, &bytes)?;
+        if matched.endpoint.action.streams() && parts.method == http::Method::HEAD {
+            return Ok(crate::streams::head());
+        }
         let stamp = Stamp {
             now: ctx.now,
             subject: ctx.subject.clone(),
         };
-        run(
-            state.storage.queues(),
-            queue,
-            ask,
-            scope,
-            member_scope,
-            &ctx,
-            &stamp,
-        )
-        .await
+        run(state, queue, ask, scope, member_scope, &ctx, &stamp).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -202,7 +208,7 @@ fn parse(
                 ));
             }
         },
-        Action::Line => {
+        Action::Line | Action::LineEvents => {
             let (partition, rest) = parse_partition(queue, query, &["limit", "after"])?;
             let mut after = None;
             let mut limit = DEFAULT_LINE_LIMIT;
@@ -226,12 +232,22 @@ fn parse(
                     _ => after = Some(number),
                 }
             }
-            Ask::Line {
-                partition,
-                after,
-                limit,
+            if endpoint.action == Action::LineEvents {
+                Ask::WatchLine {
+                    partition,
+                    after,
+                    limit,
+                    last_event_id: last_event_id(headers)?,
+                }
+            } else {
+                Ask::Line {
+                    partition,
+                    after,
+                    limit,
+                }
             }
         }
+        Action::EntryEvents => Ask::WatchEntry(entry_id()?, last_event_id(headers)?),
         Action::ReadEntry => Ask::Read(
             entry_id()?,
             EntityTags::parse(headers, header::IF_NONE_MATCH)?,
@@ -287,6 +303,21 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError
         return Err(malformed());
     }
     Ok(Some(key.to_owned()))
+}
+
+/// `Last-Event-ID`: what an EventSource sends back when it reconnects.
+fn last_event_id(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::bad_request(
+                    Code::MalformedHeader,
+                    "Last-Event-ID must be the id of an event this stream sent",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// `{"open": true|false}`.
@@ -409,7 +440,7 @@ fn parse_partition(
 }
 
 async fn run(
-    store: &dyn QueueStore,
+    state: &AppState,
     queue: &Queue,
     ask: Ask,
     scope: Option<Condition>,
@@ -417,7 +448,34 @@ async fn run(
     ctx: &PlanContext,
     stamp: &Stamp,
 ) -> Result<Response, ApiError> {
+    let store = state.storage.queues();
+    match ask {
+        Ask::WatchEntry(id, last_event_id) => {
+            return watch_entry(state, queue, id, scope, last_event_id).await;
+        }
+        Ask::WatchLine {
+            partition,
+            after,
+            limit,
+            last_event_id,
+        } => {
+            let page = LinePage {
+                partition,
+                after,
+                limit,
+            };
+            return watch_line(state, queue, page, scope, last_event_id).await;
+        }
+        _ => {}
+    }
     let scope = scope.as_ref();
+    // The line a transition changed: its streams here are woken, and the
+    // other instances told.
+    let changed = |entry: &Entry| {
+        let key = crate::storage::queue::partition_key_of(&entry.row);
+        state.streams.wake(&queue.name, Some(&key));
+        async move { store.announce(queue, Some(&key)).await }
+    };
     Ok(match ask {
         Ask::State => render_state(queue, store.is_open(queue).await?),
         Ask::SetOpen(open) => {
@@ -454,7 +512,10 @@ async fn run(
                 row,
             };
             match store.join(&plan).await? {
-                Joined::Entry(entry) => created(queue, &entry, StatusCode::CREATED),
+                Joined::Entry(entry) => {
+                    changed(&entry).await;
+                    created(queue, &entry, StatusCode::CREATED)
+                }
                 Joined::Closed => {
                     return Err(conflict(
                         Code::QueueClosed,
@@ -514,19 +575,14 @@ async fn run(
             after,
             limit,
         } => {
-            let entries = store.line(queue, &partition, scope, after, limit).await?;
-            let next_after = (entries.len() as u64 == limit)
-                .then(|| {
-                    entries
-                        .last()
-                        .and_then(|e| e.row.values.get(columns::TICKET))
-                        .cloned()
-                })
-                .flatten();
-            let items: Vec<Json> = entries.iter().map(|e| entry_json(queue, e)).collect();
+            let page = LinePage {
+                partition,
+                after,
+                limit,
+            };
             (
                 StatusCode::OK,
-                axum::Json(json!({"items": items, "next_after": next_after})),
+                axum::Json(line_json(store, queue, &page, scope).await?),
             )
                 .into_response()
         }
@@ -545,13 +601,13 @@ async fn run(
                 render_entry(queue, &entry, StatusCode::OK)
             }
         }
-        Ask::Leave(id) => moved(
-            queue,
-            &id,
-            store.leave(queue, &id, scope, stamp).await?,
-            "waiting",
-            "leave",
-        )?,
+        Ask::Leave(id) => {
+            let outcome = store.leave(queue, &id, scope, stamp).await?;
+            if let Moved::Entry(entry) = &outcome {
+                changed(entry).await;
+            }
+            moved(queue, &id, outcome, "waiting", "leave")?
+        }
         Ask::Stats(partition, window_s) => {
             let since = stamp.now - chrono::Duration::seconds(window_s);
             let activity = store
@@ -560,7 +616,10 @@ async fn run(
             (StatusCode::OK, axum::Json(stats(&activity, window_s))).into_response()
         }
         Ask::Next(partition) => match store.next(queue, &partition, stamp).await? {
-            Some(entry) => render_entry(queue, &entry, StatusCode::OK),
+            Some(entry) => {
+                changed(&entry).await;
+                render_entry(queue, &entry, StatusCode::OK)
+            }
             None => StatusCode::NO_CONTENT.into_response(),
         },
         Ask::Finish(id, to) => {
@@ -568,15 +627,155 @@ async fn run(
                 Status::NoShow => "mark as no-show",
                 _ => "finish",
             };
-            moved(
-                queue,
-                &id,
-                store.finish(queue, &id, scope, to, stamp).await?,
-                "serving",
-                verb,
-            )?
+            let outcome = store.finish(queue, &id, scope, to, stamp).await?;
+            if let Moved::Entry(entry) = &outcome {
+                changed(entry).await;
+            }
+            moved(queue, &id, outcome, "serving", verb)?
+        }
+        Ask::WatchEntry(..) | Ask::WatchLine { .. } => {
+            return Err(ApiError::internal("a stream reached the plain handler"));
         }
     })
+}
+
+/// Which page of a line: its partition, after a ticket, how many.
+#[derive(Clone)]
+struct LinePage {
+    partition: Partition,
+    after: Option<i64>,
+    limit: u64,
+}
+
+/// A page of a line as `GET …/entries` answers it.
+async fn line_json(
+    store: &dyn QueueStore,
+    queue: &Queue,
+    page: &LinePage,
+    scope: Option<&Condition>,
+) -> Result<Json, ApiError> {
+    let entries = store
+        .line(queue, &page.partition, scope, page.after, page.limit)
+        .await?;
+    let next_after = (entries.len() as u64 == page.limit)
+        .then(|| {
+            entries
+                .last()
+                .and_then(|e| e.row.values.get(columns::TICKET))
+                .cloned()
+        })
+        .flatten();
+    let items: Vec<Json> = entries.iter().map(|e| entry_json(queue, e)).collect();
+    Ok(json!({"items": items, "next_after": next_after}))
+}
+
+/// An entry as its stream sends it: the entry as read, under its ETag
+/// (without quotes) as the event id; the last one once it is finished.
+fn entry_snapshot(queue: &Queue, entry: &Entry) -> Snapshot {
+    let status = entry
+        .row
+        .values
+        .get(columns::STATUS)
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    Snapshot {
+        event: "entry",
+        id: entry_etag(entry).trim_matches('"').to_owned(),
+        data: entry_json(queue, entry).to_string(),
+        last: [Status::Done, Status::NoShow, Status::Left]
+            .iter()
+            .any(|s| s.as_str() == status),
+    }
+}
+
+/// `GET …/entries/{id}/events`: the entry now and at each change of its
+/// position or status, until it is finished.
+async fn watch_entry(
+    state: &AppState,
+    queue: &Queue,
+    id: Value,
+    scope: Option<Condition>,
+    last_event_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let permit = state.streams.admit()?;
+    let store = state.storage.queues();
+    let entry = store
+        .entry(queue, &id, scope.as_ref())
+        .await?
+        .ok_or_else(|| not_found(queue, &id))?;
+    let woken = state.streams.watch(
+        &queue.name,
+        &crate::storage::queue::partition_key_of(&entry.row),
+    );
+    // Read again now that changes wake us: none can fall in between.
+    let entry = store
+        .entry(queue, &id, scope.as_ref())
+        .await?
+        .ok_or_else(|| not_found(queue, &id))?;
+    let first = entry_snapshot(queue, &entry);
+    if first.last && last_event_id.as_deref() == Some(first.id.as_str()) {
+        // The client has seen the end: 204 stops EventSource's reconnecting.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let (state2, name) = (state.clone(), queue.name.clone());
+    let read: Read = Box::new(move || {
+        let (state, name, id, scope) = (state2.clone(), name.clone(), id.clone(), scope.clone());
+        Box::pin(async move {
+            let Some(queue) = state.model.queues.get(&name) else {
+                return Ok(None);
+            };
+            let entry = state
+                .storage
+                .queues()
+                .entry(queue, &id, scope.as_ref())
+                .await?;
+            Ok(entry.map(|e| entry_snapshot(queue, &e)))
+        })
+    });
+    Ok(state
+        .streams
+        .respond(permit, woken, first, last_event_id, read))
+}
+
+/// `GET …/events?{partition}`: a line's first page now and at each change
+/// of the line.
+async fn watch_line(
+    state: &AppState,
+    queue: &Queue,
+    page: LinePage,
+    scope: Option<Condition>,
+    last_event_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let permit = state.streams.admit()?;
+    let woken = state.streams.watch(&queue.name, &page.partition.key);
+    let snapshot = |line: Json| {
+        let data = line.to_string();
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        data.hash(&mut hasher);
+        Snapshot {
+            event: "line",
+            id: format!("{:016x}", hasher.finish()),
+            data,
+            last: false,
+        }
+    };
+    let first = snapshot(line_json(state.storage.queues(), queue, &page, scope.as_ref()).await?);
+    let (state2, name) = (state.clone(), queue.name.clone());
+    let read: Read = Box::new(move || {
+        let (state, name, page, scope) =
+            (state2.clone(), name.clone(), page.clone(), scope.clone());
+        Box::pin(async move {
+            let Some(queue) = state.model.queues.get(&name) else {
+                return Ok(None);
+            };
+            let line = line_json(state.storage.queues(), queue, &page, scope.as_ref()).await?;
+            Ok(Some(snapshot(line)))
+        })
+    });
+    Ok(state
+        .streams
+        .respond(permit, woken, first, last_event_id, read))
 }
 
 /// A join answered again: the entry it created (200, as it is now), or 422

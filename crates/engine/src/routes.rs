@@ -145,13 +145,27 @@ pub enum Action {
     NoShow,
     /// A line's counts, waits and service rate.
     Stats,
+    /// Server-Sent Events of one entry's position and status.
+    EntryEvents,
+    /// Server-Sent Events of a line (its first page), for staff.
+    LineEvents,
 }
 
 impl Action {
+    /// Whether the endpoint answers with a stream of Server-Sent Events
+    /// (`text/event-stream`) rather than JSON.
+    pub fn streams(self) -> bool {
+        matches!(self, Action::EntryEvents | Action::LineEvents)
+    }
+
     /// The queue action whose rule decides this endpoint.
     pub fn queue_rule(self) -> Option<QueueAction> {
         Some(match self {
-            Action::QueueState | Action::Line | Action::ReadEntry => QueueAction::View,
+            Action::QueueState
+            | Action::Line
+            | Action::ReadEntry
+            | Action::EntryEvents
+            | Action::LineEvents => QueueAction::View,
             Action::QueueManage => QueueAction::Manage,
             Action::Join => QueueAction::Join,
             Action::Leave => QueueAction::Leave,
@@ -882,8 +896,36 @@ fn queue_routes(queue: &crate::schema::queue::Queue, auth_on: bool) -> Vec<Route
             },
         },
     ];
-    // Then the transitions that finish an entry, the stats and next.
+    // Then the transitions that finish an entry, the streams, the stats and next.
     routes.extend(finishing);
+    // Streams: 503 `busy` past the open-stream bound; an entry's is 204
+    // once the client has seen its final state (EventSource stops there).
+    let busy = || outcome(StatusCode::SERVICE_UNAVAILABLE, &[Code::Busy]);
+    routes.extend([
+        Route {
+            segments: under(&[lit("entries"), id.clone(), lit("events")]),
+            target: target.clone(),
+            endpoints: get(
+                Action::EntryEvents,
+                QueryKind::None,
+                vec![
+                    success(StatusCode::OK),
+                    success(StatusCode::NO_CONTENT),
+                    not_found(),
+                    busy(),
+                ],
+            ),
+        },
+        Route {
+            segments: under(&[lit("events")]),
+            target: target.clone(),
+            endpoints: get(
+                Action::LineEvents,
+                QueryKind::Line,
+                vec![success(StatusCode::OK), busy()],
+            ),
+        },
+    ]);
     routes.extend([
         Route {
             segments: under(&[lit("stats")]),

@@ -21,6 +21,11 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Most Server-Sent Event streams open at once; past it, 503 `busy`.
+    pub max_streams: usize,
+    /// Interval of a stream's heartbeat comments: below the server's idle
+    /// timeout, or the connection is taken for a stalled one.
+    pub stream_heartbeat: Duration,
 }
 
 impl Default for Settings {
@@ -29,6 +34,8 @@ impl Default for Settings {
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             cors_origins: Vec::new(),
+            max_streams: crate::streams::DEFAULT_MAX_STREAMS,
+            stream_heartbeat: crate::streams::DEFAULT_HEARTBEAT,
         }
     }
 }

@@ -146,6 +146,10 @@ pub async fn prepare(
         routes: Arc::new(routes),
         model,
         storage,
+        streams: Arc::new(crate::streams::Streams::new(
+            settings.max_streams,
+            settings.stream_heartbeat,
+        )),
         settings: Arc::new(settings),
         auth: Arc::new(auth),
     })

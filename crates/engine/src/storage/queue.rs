@@ -25,6 +25,15 @@ use crate::request::Record;
 use crate::schema::queue::{Queue, Status};
 use crate::value::Value;
 
+/// The partition key an entry row holds: the line it is in.
+pub(crate) fn partition_key_of(row: &StoredRow) -> String {
+    row.values
+        .get(crate::schema::queue::columns::PARTITION_KEY)
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One line of a queue: the partition values and their canonical key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Partition {
@@ -247,4 +256,58 @@ pub trait QueueStore: Send + Sync {
 
     /// Opens or closes the queue.
     async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError>;
+
+    /// Every line of the queue with its version, which every transition of
+    /// the line increments in its own transaction: what an instance polls to
+    /// learn that another one changed a line.
+    async fn line_versions(&self, queue: &Queue) -> Result<Vec<(String, i64)>, ApiError>;
+
+    /// Tells the other instances, right after a commit, that a line of
+    /// `queue` changed (`None`: any of its lines) when the database can push
+    /// (PostgreSQL `NOTIFY`); nothing elsewhere, where instances poll
+    /// [`QueueStore::line_versions`]. Best effort: a lost signal is caught
+    /// by the next poll.
+    async fn announce(&self, queue: &Queue, key: Option<&str>);
+
+    /// The changes other instances [announce](QueueStore::announce), when
+    /// the database can push; `None` when it cannot.
+    async fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<LineSignal>>;
+}
+
+/// A change pushed by the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineSignal {
+    /// A line of `queue` changed (`key: None`: any of them).
+    Changed {
+        /// The queue.
+        queue: String,
+        /// The line's partition key.
+        key: Option<String>,
+    },
+    /// The push channel was interrupted and is back: changes may have been missed.
+    Lost,
+}
+
+impl LineSignal {
+    /// The payload of a change (a queue name never holds a newline).
+    pub(crate) fn payload(queue: &str, key: Option<&str>) -> String {
+        match key {
+            Some(key) => format!("{queue}\n{key}"),
+            None => queue.to_owned(),
+        }
+    }
+
+    /// The change a payload names.
+    pub(crate) fn parse(payload: &str) -> LineSignal {
+        match payload.split_once('\n') {
+            Some((queue, key)) => LineSignal::Changed {
+                queue: queue.to_owned(),
+                key: Some(key.to_owned()),
+            },
+            None => LineSignal::Changed {
+                queue: payload.to_owned(),
+                key: None,
+            },
+        }
+    }
 }

@@ -230,6 +230,23 @@ pub trait Backend: Dialect {
         let _ = (conn, limit);
         async { Ok(None) }
     }
+    /// Pushes a queue change (a [`crate::storage::queue::LineSignal`]
+    /// payload) to every instance listening, where the database can push:
+    /// PostgreSQL's `NOTIFY`. Elsewhere nothing: instances poll.
+    fn announce(
+        pool: &sqlx::Pool<Self::Db>,
+        payload: String,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
+        let _ = (pool, payload);
+        async { Ok(()) }
+    }
+    /// The pushed queue changes, where the database can push.
+    fn subscribe(
+        pool: &sqlx::Pool<Self::Db>,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::storage::queue::LineSignal>> {
+        let _ = pool;
+        None
+    }
 }
 
 /// The field behind an index or foreign key name this engine generated.

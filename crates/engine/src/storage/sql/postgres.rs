@@ -11,12 +11,14 @@ use sea_query::{BinOper, Expr, ExprTrait, LikeExpr, PostgresQueryBuilder};
 use serde_json::{Map, Value as Json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row};
+use tokio::sync::mpsc;
 
 use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage, field_of_constraint};
 use crate::error::ApiError;
 use crate::request::query::LikePattern;
 use crate::schema::{AppModel, Resource, Scalar};
 use crate::storage::migrate::ColumnSpec;
+use crate::storage::queue::LineSignal;
 use crate::storage::{ConnectOptions, StoredRow};
 use crate::value::{Value, format_timestamp};
 
@@ -223,6 +225,64 @@ impl Backend for PostgresDialect {
         format!(
             "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL, snapshot TEXT NOT NULL)"
         )
+    }
+
+    fn announce(
+        pool: &sqlx::PgPool,
+        payload: String,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(QUEUE_CHANNEL)
+                .bind(payload)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        }
+    }
+
+    fn subscribe(pool: &sqlx::PgPool) -> Option<mpsc::Receiver<LineSignal>> {
+        let (tx, rx) = mpsc::channel(1024);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            // One listening connection per instance, reopened whenever it
+            // fails; after each (re)connection the hub is told that changes
+            // may have been missed.
+            while !tx.is_closed() {
+                if let Err(e) = listen(&pool, &tx).await {
+                    if matches!(e, sqlx::Error::PoolClosed) {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "queue change notifications interrupted; reconnecting");
+                }
+                let _ = tx.send(LineSignal::Lost).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        Some(rx)
+    }
+}
+
+/// The channel queue changes are announced on.
+const QUEUE_CHANNEL: &str = "anteroom_queues";
+
+/// Forwards notifications until the connection fails or nobody receives.
+async fn listen(pool: &sqlx::PgPool, tx: &mpsc::Sender<LineSignal>) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(QUEUE_CHANNEL).await?;
+    if tx.send(LineSignal::Lost).await.is_err() {
+        return Ok(());
+    }
+    loop {
+        let signal = match listener.try_recv().await? {
+            Some(n) => LineSignal::parse(n.payload()),
+            // The connection dropped and was reopened (and listens again).
+            None => LineSignal::Lost,
+        };
+        if tx.send(signal).await.is_err() {
+            return Ok(());
+        }
     }
 }
 

@@ -23,7 +23,8 @@ use crate::schema::Scalar;
 use crate::schema::queue::{Queue, STATE_TABLE, Status, columns};
 use crate::storage::StoredRow;
 use crate::storage::queue::{
-    Activity, Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp, timestamp,
+    Activity, Entry, JoinPlan, Joined, Moved, Partition, QueueStore, Stamp, partition_key_of,
+    timestamp,
 };
 use crate::value::Value;
 
@@ -290,12 +291,7 @@ where
                 continue;
             };
             let entry = d.decode(&queue.entries, &row)?;
-            let old_key = entry
-                .values
-                .get(columns::PARTITION_KEY)
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_owned();
+            let old_key = partition_key_of(&entry);
             if partition_of(queue, member_row).key == old_key {
                 continue;
             }
@@ -665,13 +661,7 @@ where
         let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
             return Ok(Moved::NotFound);
         };
-        let key = entry
-            .row
-            .values
-            .get(columns::PARTITION_KEY)
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let key = partition_key_of(&entry.row);
         self.lock_partition(&mut tx, queue, &key).await?;
         if !self
             .transition(
@@ -779,12 +769,20 @@ where
     ) -> Result<Moved, Attempt> {
         let mut conn = self.acquire(&self.writer).await?;
         let mut tx = self.begin_write(&mut conn).await?;
+        // The line's version moves too (its streams are told), so the
+        // line's lock comes first, as in every transition.
+        let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
+            return Ok(Moved::NotFound);
+        };
+        let key = partition_key_of(&entry.row);
+        self.lock_partition(&mut tx, queue, &key).await?;
         if !self
             .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
             .await?
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
+        self.count_partition(&mut tx, queue, &key, 0, None).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
@@ -798,31 +796,19 @@ where
         if queue.serve_timeout.is_none() {
             return Ok(0);
         }
-        let d = &self.backend;
         // Every line (a handful: one per partition value combination).
-        let every = Condition::All(Vec::new());
-        let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
-        let rows = sqlx::query_with(sql(q), v)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| self.db(e))?;
-        let mut keys = Vec::new();
-        for row in &rows {
-            let counters = d.decode(&queue.partitions, row)?;
-            if let Some(key) = counters
-                .values
-                .get(columns::PARTITION_KEY)
-                .and_then(|k| k.as_str())
-            {
-                keys.push(key.to_owned());
-            }
-        }
+        let keys = self.line_versions(queue).await?;
         let mut expired = 0;
-        for key in keys {
+        for (key, _) in keys {
             let mut conn = self.acquire(&self.writer).await?;
             let mut tx = self.begin_write(&mut conn).await?;
-            expired += self.expire_on(&mut tx, queue, &key, now).await?;
+            self.lock_partition(&mut tx, queue, &key).await?;
+            let n = self.expire_on(&mut tx, queue, &key, now).await?;
+            if n > 0 {
+                self.count_partition(&mut tx, queue, &key, 0, None).await?;
+            }
             tx.commit().await.map_err(|e| self.db(e))?;
+            expired += n;
         }
         Ok(expired)
     }
@@ -1194,5 +1180,39 @@ where
 
     async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError> {
         retrying!(self.set_open_once(queue, open, stamp))
+    }
+
+    async fn line_versions(&self, queue: &Queue) -> Result<Vec<(String, i64)>, ApiError> {
+        let d = &self.backend;
+        let every = Condition::All(Vec::new());
+        let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
+        let mut conn = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        let rows = sqlx::query_with(sql(q), v)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable_or_internal(e))?;
+        rows.iter()
+            .map(|row| {
+                let line = d.decode(&queue.partitions, row)?;
+                Ok((partition_key_of(&line), line.version))
+            })
+            .collect()
+    }
+
+    async fn announce(&self, queue: &Queue, key: Option<&str>) {
+        let payload = crate::storage::queue::LineSignal::payload(&queue.name, key);
+        if let Err(e) = B::announce(&self.writer, payload).await {
+            tracing::debug!(queue = %queue.name, error = %e, "queue change not announced; other instances poll");
+        }
+    }
+
+    async fn subscribe(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::storage::queue::LineSignal>> {
+        B::subscribe(&self.writer)
     }
 }
