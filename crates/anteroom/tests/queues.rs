@@ -308,6 +308,11 @@ async fn a_closed_queue_refuses_joins_and_a_full_line_refuses_the_one_over_capac
         .post("/queues/advising/entries", json!({"member_id": ids[0]}))
         .await
         .expect_problem(409, "queue_closed");
+    // Closed whoever asks, an unknown member included.
+    server
+        .post("/queues/advising/entries", json!({"member_id": 999}))
+        .await
+        .expect_problem(409, "queue_closed");
     assert_eq!(server.count_in_database("advising").await, 0);
     server
         .patch("/queues/advising", json!({"open": true}))
@@ -320,6 +325,15 @@ async fn a_closed_queue_refuses_joins_and_a_full_line_refuses_the_one_over_capac
         .post("/queues/advising/entries", json!({"member_id": ids[3]}))
         .await
         .expect_problem(409, "queue_full");
+    // A member already waiting in the full line is told where it waits.
+    server
+        .post("/queues/advising/entries", json!({"member_id": ids[0]}))
+        .await
+        .expect_problem(409, "already_in_queue");
+    server
+        .post("/queues/advising/entries", json!({"member_id": 999}))
+        .await
+        .expect_problem(404, "not_found");
     assert_eq!(server.count_in_database("advising").await, 3);
     server
         .patch("/queues/advising", json!({"open": "no"}))

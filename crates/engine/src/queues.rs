@@ -88,8 +88,7 @@ pub fn start_sweeper(state: &AppState) {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(queue = %queue.name, entries = n, "serve timeout: marked no_show");
-                        state.streams.wake(&queue.name, None);
-                        state.storage.queues().announce(queue, None).await;
+                        state.streams.changed(&queue.name, None);
                     }
                     Err(e) => {
                         tracing::warn!(queue = %queue.name, error = %e, "serve timeout sweep failed; retrying")
@@ -473,8 +472,7 @@ async fn run(
     // other instances told.
     let changed = |entry: &Entry| {
         let key = crate::storage::queue::partition_key_of(&entry.row);
-        state.streams.wake(&queue.name, Some(&key));
-        async move { store.announce(queue, Some(&key)).await }
+        state.streams.changed(&queue.name, Some(&key));
     };
     Ok(match ask {
         Ask::State => render_state(queue, store.is_open(queue).await?),
@@ -513,7 +511,7 @@ async fn run(
             };
             match store.join(&plan).await? {
                 Joined::Entry(entry) => {
-                    changed(&entry).await;
+                    changed(&entry);
                     created(queue, &entry, StatusCode::CREATED)
                 }
                 Joined::Closed => {
@@ -604,7 +602,7 @@ async fn run(
         Ask::Leave(id) => {
             let outcome = store.leave(queue, &id, scope, stamp).await?;
             if let Moved::Entry(entry) = &outcome {
-                changed(entry).await;
+                changed(entry);
             }
             moved(queue, &id, outcome, "waiting", "leave")?
         }
@@ -617,7 +615,7 @@ async fn run(
         }
         Ask::Next(partition) => match store.next(queue, &partition, stamp).await? {
             Some(entry) => {
-                changed(&entry).await;
+                changed(&entry);
                 render_entry(queue, &entry, StatusCode::OK)
             }
             None => StatusCode::NO_CONTENT.into_response(),
@@ -629,7 +627,7 @@ async fn run(
             };
             let outcome = store.finish(queue, &id, scope, to, stamp).await?;
             if let Moved::Entry(entry) = &outcome {
-                changed(entry).await;
+                changed(entry);
             }
             moved(queue, &id, outcome, "serving", verb)?
         }

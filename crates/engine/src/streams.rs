@@ -7,8 +7,9 @@
 //!
 //! **How a change reaches a stream.** Every transition of a line increments
 //! the line's version in its own transaction. The instance that made it
-//! wakes its own streams at once and announces it (PostgreSQL `NOTIFY`,
-//! after the commit). Every instance runs one watcher: on PostgreSQL it
+//! wakes its own streams at once and, where the database pushes, has it
+//! announced after the commit (PostgreSQL `NOTIFY`, sent by one task per
+//! instance that coalesces a busy line's changes). Every instance runs one watcher: on PostgreSQL it
 //! `LISTEN`s (and polls every [`PUSHED_POLL`] as a safety net for a lost
 //! notification); on SQLite and MySQL it reads the versions of the lines of
 //! the queues that have open streams every [`POLL`] — one query per queue
@@ -69,6 +70,13 @@ pub(crate) type Read = Box<
     dyn FnMut() -> Pin<Box<dyn Future<Output = Result<Option<Snapshot>, ApiError>> + Send>> + Send,
 >;
 
+/// A line that changed (`None`: any line of the queue).
+type Change = (String, Option<String>);
+
+/// Changes waiting to be announced to the other instances; past this many
+/// the newest are dropped (the instances' polls catch them).
+const ANNOUNCE_BACKLOG: usize = 4096;
+
 /// The streams open on this instance, by line.
 #[derive(Debug)]
 pub struct Streams {
@@ -76,16 +84,32 @@ pub struct Streams {
     lines: Mutex<HashMap<String, HashMap<String, watch::Sender<u64>>>>,
     permits: Arc<Semaphore>,
     heartbeat: Duration,
+    /// Changes for the announcer (see [`start_watcher`]).
+    announce: mpsc::Sender<Change>,
+    announced: Mutex<Option<mpsc::Receiver<Change>>>,
 }
 
 impl Streams {
     /// A hub allowing `max` open streams, each with a heartbeat every `heartbeat`.
     pub fn new(max: usize, heartbeat: Duration) -> Streams {
+        let (announce, announced) = mpsc::channel(ANNOUNCE_BACKLOG);
         Streams {
             lines: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             heartbeat,
+            announce,
+            announced: Mutex::new(Some(announced)),
         }
+    }
+
+    /// A transition committed on a line (`None`: on lines of the queue):
+    /// wakes this instance's streams of it now, and has it announced to the
+    /// other instances off the request's path, where the database pushes.
+    pub(crate) fn changed(&self, queue: &str, key: Option<&str>) {
+        self.wake(queue, key);
+        let _ = self
+            .announce
+            .try_send((queue.to_owned(), key.map(str::to_owned)));
     }
 
     /// A place for one more stream, or 503 `busy`.
@@ -259,6 +283,15 @@ pub fn start_watcher(state: &AppState) {
     tokio::spawn(async move {
         let store = state.storage.queues();
         let mut pushed = store.subscribe().await;
+        let announced = state
+            .streams
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some(announced), true) = (announced, pushed.is_some()) {
+            tokio::spawn(announce(state.clone(), announced));
+        }
         let every = if pushed.is_some() { PUSHED_POLL } else { POLL };
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,6 +323,25 @@ pub fn start_watcher(state: &AppState) {
             }
         }
     });
+}
+
+/// Announces this instance's changes: each line once per batch of what
+/// queued up while the previous batch was sent, so a busy line costs one
+/// notification per round trip, not one per transition.
+async fn announce(state: AppState, mut changes: mpsc::Receiver<Change>) {
+    let store = state.storage.queues();
+    let mut batch = std::collections::BTreeSet::new();
+    while let Some(first) = changes.recv().await {
+        batch.insert(first);
+        while let Ok(more) = changes.try_recv() {
+            batch.insert(more);
+        }
+        for (name, key) in std::mem::take(&mut batch) {
+            if let Some(queue) = state.model.queues.get(&name) {
+                store.announce(queue, key.as_deref()).await;
+            }
+        }
+    }
 }
 
 async fn next_signal(pushed: &mut Option<mpsc::Receiver<LineSignal>>) -> Option<LineSignal> {

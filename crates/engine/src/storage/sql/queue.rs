@@ -468,12 +468,9 @@ where
         let mut conn = self.acquire(&self.writer).await?;
         let mut tx = self.begin_write(&mut conn).await?;
 
-        if !self.is_open_on(&mut tx, queue).await? {
-            return Ok(Joined::Closed);
-        }
-
         // The member and its partition values, read (and share-locked where
-        // the database has row locks) inside this transaction.
+        // the database has row locks) inside this transaction, with whether
+        // the queue is closed in the same round trip.
         let member = self.model.resource(&queue.member).ok_or_else(|| {
             ApiError::internal(format!("queue {} has no member resource", queue.name))
         })?;
@@ -484,39 +481,30 @@ where
         }];
         cond.extend(plan.member_scope.clone());
         let mut stmt = super::select(d, member, &Condition::All(cond), &[], Some(1), 0);
-        stmt.lock(LockType::Share);
+        stmt.expr(Expr::SubQuery(None, Box::new(self.closed(queue).into())))
+            .lock(LockType::Share);
         let (q, v) = d.build_select(&stmt);
         let Some(row) = sqlx::query_with(sql(q), v)
             .fetch_optional(&mut *tx)
             .await
             .map_err(fail)?
         else {
+            if !self.is_open_on(&mut tx, queue).await? {
+                return Ok(Joined::Closed);
+            }
             return Ok(Joined::NoMember);
         };
+        let closed: i64 = row.try_get(member.columns.len() + 1).map_err(fail)?;
+        if closed > 0 {
+            return Ok(Joined::Closed);
+        }
         let member_row = d.decode(member, &row)?;
         let partition = partition_of(queue, &member_row);
         if partition.key.chars().count() > crate::schema::queue::MAX_PARTITION_KEY {
             return Ok(Joined::PartitionTooLong);
         }
-        // A member already in a line is told which entry holds its place.
-        // The unique index stays the guard: a concurrent join of the same
-        // member still fails on it below.
-        let active = Condition::Compare {
-            column: columns::ACTIVE_MEMBER.to_owned(),
-            op: Compare::Eq,
-            value: plan.member.clone(),
-        };
-        let (q, v) = d.build_select(&super::select(d, &queue.entries, &active, &[], Some(1), 0));
-        if let Some(row) = sqlx::query_with(sql(q), v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(fail)?
-        {
-            let entry = d.decode(&queue.entries, &row)?;
-            return Ok(Joined::AlreadyActive {
-                id: entry.values.get("id").cloned(),
-            });
-        }
+        // A member already in a line is refused by the unique index on the
+        // insert below, and told which entry holds its place.
         let owner = member
             .owner_column()
             .and_then(|c| member_row.values.get(&c.name))
@@ -565,30 +553,49 @@ where
                     .value(col(VERSION_COLUMN), current(VERSION_COLUMN).add(1))
                     .to_owned()
             });
-        let (q, v) = d.build_insert(&insert);
-        sqlx::query_with(sql(q), v)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let mut counters = Query::select();
-        counters
-            .columns([col(columns::LAST_TICKET), col(columns::WAITING)])
-            .from(col(&queue.partitions.name))
-            .and_where(
-                Expr::col(col(columns::PARTITION_KEY))
-                    .eq(Expr::val(d.bind(&text(&partition.key), Scalar::Text))),
-            );
-        let (q, v) = d.build_select(&counters);
-        let row = sqlx::query_with(sql(q), v)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(fail)?;
+        // Every round trip from here to the commit holds the line's lock:
+        // the counters come back with the upsert where the database can
+        // return them.
+        let counters = [col(columns::LAST_TICKET), col(columns::WAITING)];
+        let row = if B::RETURNING {
+            insert.returning(Query::returning().columns(counters));
+            let (q, v) = d.build_insert(&insert);
+            sqlx::query_with(sql(q), v)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?
+        } else {
+            let (q, v) = d.build_insert(&insert);
+            sqlx::query_with(sql(q), v)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            let mut select = Query::select();
+            select
+                .columns(counters)
+                .from(col(&queue.partitions.name))
+                .and_where(
+                    Expr::col(col(columns::PARTITION_KEY))
+                        .eq(Expr::val(d.bind(&text(&partition.key), Scalar::Text))),
+                );
+            let (q, v) = d.build_select(&select);
+            sqlx::query_with(sql(q), v)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?
+        };
         let ticket: i64 = row.try_get(0).map_err(fail)?;
         let waiting: i64 = row.try_get(1).map_err(fail)?;
         if let Some(capacity) = queue.capacity
             && u64::try_from(waiting).unwrap_or(0) > capacity
         {
-            return Ok(Joined::Full { capacity });
+            // A member already waiting is told where, rather than that the line is full.
+            let _ = tx.rollback().await;
+            drop(conn);
+            return Ok(match self.active_entry_of(queue, &plan.member).await {
+                Some(id) => Joined::AlreadyActive { id: Some(id) },
+                None => Joined::Full { capacity },
+            });
         }
 
         let mut entry = plan.row.clone();
@@ -600,7 +607,9 @@ where
         entry.insert(columns::PARTITION_KEY.to_owned(), text(&partition.key));
         entry.insert(columns::MEMBER_OWNER.to_owned(), owner);
         let id = entry.get("id").cloned().unwrap_or(Value::Null);
-        if let Err(e) = self.insert_one(&mut tx, &queue.entries, &entry).await {
+        // Inserted without reading it back (the read comes after the commit).
+        let (q, v) = d.build_insert(&super::insert(d, &queue.entries, &entry, false));
+        if let Err(e) = sqlx::query_with(sql(q), v).execute(&mut *tx).await {
             // Roll back and give the connection back before reading anything
             // else: the line's lock must not wait on the pool.
             let _ = tx.rollback().await;
@@ -624,13 +633,10 @@ where
             .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))?)
     }
 
-    async fn is_open_on(
-        &self,
-        conn: &mut <B::Db as Database>::Connection,
-        queue: &Queue,
-    ) -> Result<bool, Attempt> {
+    /// `SELECT COUNT(*)` of the queue's closed state rows: 1 when closed.
+    /// Counted rather than decoded: a queue without a row is open.
+    fn closed(&self, queue: &Queue) -> SelectStatement {
         let d = &self.backend;
-        // Counted rather than decoded: a queue without a row is open.
         let mut stmt = Query::select();
         stmt.expr(Func::count(Expr::col(Asterisk)))
             .from(col(STATE_TABLE))
@@ -641,7 +647,15 @@ where
                 Expr::col(col(columns::OPEN))
                     .eq(Expr::val(d.bind(&Value::Bool(false), Scalar::Bool))),
             );
-        let (q, v) = d.build_select(&stmt);
+        stmt
+    }
+
+    async fn is_open_on(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+    ) -> Result<bool, Attempt> {
+        let (q, v) = self.backend.build_select(&self.closed(queue));
         let closed: i64 = sqlx::query_scalar_with(sql(q), v)
             .fetch_one(&mut *conn)
             .await
@@ -662,7 +676,10 @@ where
             return Ok(Moved::NotFound);
         };
         let key = partition_key_of(&entry.row);
-        self.lock_partition(&mut tx, queue, &key).await?;
+        // The line's lock, taken by the update of its counters (rolled back
+        // below if the entry was not waiting): one round trip fewer under
+        // the lock than locking first.
+        self.count_partition(&mut tx, queue, &key, -1, None).await?;
         if !self
             .transition(
                 &mut tx,
@@ -676,7 +693,6 @@ where
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
-        self.count_partition(&mut tx, queue, &key, -1, None).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
@@ -775,14 +791,15 @@ where
             return Ok(Moved::NotFound);
         };
         let key = partition_key_of(&entry.row);
-        self.lock_partition(&mut tx, queue, &key).await?;
+        // The line's lock, taken by moving its version (rolled back below
+        // if the entry was not serving).
+        self.count_partition(&mut tx, queue, &key, 0, None).await?;
         if !self
             .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
             .await?
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
-        self.count_partition(&mut tx, queue, &key, 0, None).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
