@@ -188,13 +188,18 @@ impl Drop for Deadline {
 /// run plans on it. One implementation per database, in its own module.
 pub trait Backend: Dialect {
     /// The sqlx driver.
-    type Db: sqlx::Database;
+    type Db: sqlx::Database + sqlx::database::HasStatementCache;
     /// `sqlite`, `postgres` or `mysql`.
     const NAME: &'static str;
     /// Whether INSERT and UPDATE support `RETURNING`.
     const RETURNING: bool;
     /// The statement opening a write transaction, when not the driver's `BEGIN`.
     const BEGIN_WRITE: Option<&'static str>;
+    /// Whether a prepared statement's plan is cached per connection and
+    /// kept until the table's statistics change (PostgreSQL's generic
+    /// plans): statements whose best plan depends on how the data grew are
+    /// then sent unprepared, planned at each execution.
+    const CACHES_PLANS: bool = false;
     /// Decodes a row selected with [`select_columns`].
     fn decode(
         &self,

@@ -127,6 +127,7 @@ impl Backend for PostgresDialect {
     const NAME: &'static str = "postgres";
     const RETURNING: bool = true;
     const BEGIN_WRITE: Option<&'static str> = None;
+    const CACHES_PLANS: bool = true;
 
     fn decode(&self, resource: &Resource, row: &PgRow) -> Result<StoredRow, ApiError> {
         let mut values = Map::with_capacity(resource.columns.len());
