@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Helpers of bench/queue.sh, standard library only, 127.0.0.1 only.
 
-    queue.py seed BASE FIRST LAST MAJOR    students FIRST..LAST in MAJOR (bulk POSTs of 1000)
+    queue.py seed BASE FIRST LAST MAJOR    students FIRST..LAST in MAJOR (bulk POSTs of 1000);
+                                           MAJOR A-B: in majors A..B in turn (student i in A + i % (B-A+1))
     queue.py fill BASE FIRST LAST THREADS  members FIRST..LAST join (THREADS keep-alive clients)
     queue.py ids BASE MAJOR FILE           every waiting entry id of the line, in order, to FILE
     queue.py leave BASE FILE N SEED        N random entries of FILE leave
@@ -29,9 +30,11 @@ def call(conn, method, path, body=None):
 
 
 def seed(base, first, last, major):
+    low, _, high = str(major).partition("-")
+    low, high = int(low), int(high or low)
     conn = connect(base)
     for start in range(first, last + 1, 1000):
-        rows = [{"email": f"s{i}@bench.example.edu", "major_id": major}
+        rows = [{"email": f"s{i}@bench.example.edu", "major_id": low + i % (high - low + 1)}
                 for i in range(start, min(start + 1000, last + 1))]
         status, data = call(conn, "POST", "/students", rows)
         if status != 201:
@@ -114,7 +117,7 @@ def positions(base, path, n, seed_):
 if __name__ == "__main__":
     cmd, base = sys.argv[1], sys.argv[2]
     if cmd == "seed":
-        seed(base, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        seed(base, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     elif cmd == "fill":
         fill(base, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif cmd == "ids":

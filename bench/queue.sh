@@ -4,10 +4,13 @@
 #   BACKENDS="sqlite postgres mysql" (default: sqlite, plus postgres/mysql when their URLs are set)
 #   BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres   BENCH_MYSQL_URL=mysql://root@127.0.0.1:3306/test
 #   WAITING=100000 entries in the measured line; LEAVERS=1000 of them leave before the lookups
+#   LINES=20 lines the spread join+leave pairs run on
 # For each backend: seeds WAITING + 40,000 students, fills line 1 with WAITING joins (16
 # Python clients), has LEAVERS random entries leave, measures position lookups (2,000
 # sequential GETs: p50/p99), then wrk runs joins on line 3 (joins/s), join+leave pairs
-# on line 2 (pairs/s, errors) and next on line 1 (claims/s). Needs wrk.
+# on line 2 (pairs/s, errors), the same pairs spread over LINES lines (10,000 more
+# students, consecutive ones in majors 10, 11, … in turn) and next on line 1
+# (claims/s). Needs wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -16,6 +19,8 @@ WAITING=${WAITING:-100000}
 LEAVERS=${LEAVERS:-1000}
 PAIRS_MEMBERS=10000
 JOIN_MEMBERS=30000
+SPREAD_MEMBERS=10000
+LINES=${LINES:-20}
 export ANTEROOM_MAX_CONNECTIONS=${ANTEROOM_MAX_CONNECTIONS:-4}
 default_backends="sqlite"
 [ -n "${BENCH_POSTGRES_URL:-}" ] && default_backends="$default_backends postgres"
@@ -61,6 +66,8 @@ PY
   python3 bench/queue.py seed "$base" 1 "$WAITING" 1
   python3 bench/queue.py seed "$base" $((WAITING + 1)) $((WAITING + PAIRS_MEMBERS)) 2
   python3 bench/queue.py seed "$base" $((WAITING + PAIRS_MEMBERS + 1)) $((WAITING + PAIRS_MEMBERS + JOIN_MEMBERS)) 3
+  spread_first=$((WAITING + PAIRS_MEMBERS + JOIN_MEMBERS + 1))
+  python3 bench/queue.py seed "$base" "$spread_first" $((spread_first + SPREAD_MEMBERS - 1)) "10-$((9 + LINES))"
   python3 bench/queue.py fill "$base" 1 "$WAITING" 16
   python3 bench/queue.py ids "$base" 1 "$work/ids"
   python3 bench/queue.py leave "$base" "$work/ids" "$LEAVERS" 1
@@ -71,6 +78,9 @@ PY
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/queue_join.lua "$base" | rate
   echo "== $backend join+leave pairs on line 2 (${DURATION}s)"
   FIRST=$((WAITING + 1)) LAST=$((WAITING + PAIRS_MEMBERS)) THREADS=2 \
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/queue_pairs.lua "$base" | rate
+  echo "== $backend join+leave pairs spread over $LINES lines (${DURATION}s)"
+  FIRST=$spread_first LAST=$((spread_first + SPREAD_MEMBERS - 1)) THREADS=2 \
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/queue_pairs.lua "$base" | rate
   echo "== $backend next on line 1 (${DURATION}s)"
   wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/queue_next.lua "$base" | rate

@@ -16,6 +16,12 @@
 // 3. a schema whose notes need an API key: likewise 401, then the key pasted
 //    into "Authorize" is sent in its header and the request shows 200.
 //
+// 4. office-hours' waiting room through the browser's own EventSource (the
+//    student app's key in the query: EventSource sends no headers): the page
+//    sees its entry's position move when the student ahead is called, then
+//    its own call and its end; after the end, EventSource's reconnection gets
+//    the server's 204 and the EventSource stays closed.
+//
 // Each: no request left the server's origin, no Content-Security-Policy
 // violation, no uncaught page error. Exits 1 on any failure, 0 otherwise, and
 // stops every server it started whatever happens, within DEADLINE_MS.
@@ -302,6 +308,80 @@ async function apiKey(browser) {
   await stopServer(server);
 }
 
+async function queueEvents(browser) {
+  const appToken = randomBytes(24).toString("hex");
+  const secret = randomBytes(32).toString("base64");
+  const server = await startServer(
+    "office-hours-queue",
+    "examples/office-hours/anteroom.toml",
+    ["--seed", "examples/office-hours/seed.json"],
+    { APP_TOKEN: appToken, ADVISOR_JWT_SECRET: secret },
+  );
+  const now = Math.floor(Date.now() / 1000);
+  const advisor = { authorization: `Bearer ${hs256(secret, { sub: "ada", role: "advisor", iat: now, exp: now + 600 })}` };
+  const app = { "x-api-key": appToken };
+  const call = async (method, path, headers, body) => {
+    const r = await fetch(`${server.base}${path}`, {
+      method,
+      headers: body ? { ...headers, "content-type": "application/json" } : headers,
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return { status: r.status, body: r.status === 204 ? null : await r.json() };
+  };
+  const line = "major_id=1&is_undergraduate=true";
+  // Students 1 and 2 of the seed: undergraduates of major 1.
+  const sam = await call("POST", "/queues/advising/entries", app, { member_id: 1, topic: "change of major" });
+  const lee = await call("POST", "/queues/advising/entries", app, { member_id: 2, topic: "registration hold" });
+  check(sam.status === 201 && lee.status === 201, `two students join (${sam.status}, ${lee.status})`);
+
+  const { page, finish } = await openContext(browser, server.base);
+  const streamAnswers = [];
+  page.on("response", (r) => {
+    if (new URL(r.url()).pathname.endsWith("/events")) streamAnswers.push(r.status());
+  });
+  await page.goto(`${server.base}/health`);
+  await page.evaluate(
+    ({ path }) => {
+      window.__events = [];
+      window.__opens = 0;
+      const source = new EventSource(path);
+      window.__source = source;
+      source.addEventListener("open", () => (window.__opens += 1));
+      source.addEventListener("entry", (e) => window.__events.push({ id: e.lastEventId, ...JSON.parse(e.data) }));
+    },
+    { path: `/queues/advising/entries/${lee.body.id}/events?app_token=${appToken}` },
+  );
+  const event = async (description, predicate) => {
+    const handle = await page.waitForFunction(
+      (source) => window.__events.find(new Function("e", `return ${source}`)),
+      predicate,
+      { timeout: STEP_MS },
+    );
+    const found = await handle.jsonValue();
+    check(true, `the page's EventSource got ${description}`);
+    return found;
+  };
+  await event("Lee at position 2", "e.position === 2");
+  check((await call("POST", `/queues/advising/next?${line}`, advisor)).status === 200, "the advisor calls Sam");
+  await event("Lee at position 1", "e.position === 1");
+  const leeCalled = await call("POST", `/queues/advising/next?${line}`, advisor);
+  check(leeCalled.status === 200 && leeCalled.body.id === lee.body.id, "the advisor calls Lee");
+  await event("Lee called", "e.status === 'serving'");
+  check((await call("POST", `/queues/advising/entries/${lee.body.id}/done`, advisor)).status === 200, "the advisor finishes with Lee");
+  await event("Lee done", "e.status === 'done'");
+  // The server ends the stream; EventSource reconnects with Last-Event-ID,
+  // gets 204 and stops for good (readyState CLOSED = 2).
+  await page.waitForFunction(() => window.__source.readyState === 2, null, { timeout: STEP_MS });
+  const seen = await page.evaluate(() => ({ opens: window.__opens, events: window.__events.length }));
+  check(seen.opens === 1, `EventSource opened once (${seen.opens} opens, ${seen.events} events)`);
+  check(
+    streamAnswers.join(",") === "200,204",
+    `it reconnected once, got 204 and stopped (answers: ${streamAnswers.join(", ")})`,
+  );
+  await finish();
+  await stopServer(server);
+}
+
 async function main() {
   log(`binary ${BIN}, browser ${CHROMIUM}`);
   const browser = await chromium.launch({
@@ -321,6 +401,7 @@ async function main() {
     await officeHours(browser);
     await records(browser);
     await apiKey(browser);
+    await queueEvents(browser);
   } finally {
     await browser.close();
   }

@@ -73,6 +73,9 @@ pub(crate) type Read = Box<
 /// A line that changed (`None`: any line of the queue).
 type Change = (String, Option<String>);
 
+/// How long the announcer gathers changes before it sends them: the most
+/// a change through one instance waits before the others hear of it.
+pub const ANNOUNCE_WINDOW: Duration = Duration::from_millis(10);
 /// Changes waiting to be announced to the other instances; past this many
 /// the newest are dropped (the instances' polls catch them).
 const ANNOUNCE_BACKLOG: usize = 4096;
@@ -325,22 +328,24 @@ pub fn start_watcher(state: &AppState) {
     });
 }
 
-/// Announces this instance's changes: each line once per batch of what
-/// queued up while the previous batch was sent, so a busy line costs one
-/// notification per round trip, not one per transition.
+/// Announces this instance's changes: what changed in [`ANNOUNCE_WINDOW`]
+/// after a first change, each line once, in one statement — so a busy line
+/// costs a few notifications a second, not one per transition, and the
+/// announcements never wait on (or for) a request.
 async fn announce(state: AppState, mut changes: mpsc::Receiver<Change>) {
     let store = state.storage.queues();
     let mut batch = std::collections::BTreeSet::new();
     while let Some(first) = changes.recv().await {
         batch.insert(first);
+        tokio::time::sleep(ANNOUNCE_WINDOW).await;
         while let Ok(more) = changes.try_recv() {
             batch.insert(more);
         }
-        for (name, key) in std::mem::take(&mut batch) {
-            if let Some(queue) = state.model.queues.get(&name) {
-                store.announce(queue, key.as_deref()).await;
-            }
-        }
+        let payloads = std::mem::take(&mut batch)
+            .into_iter()
+            .map(|(queue, key)| LineSignal::payload(&queue, key.as_deref()))
+            .collect();
+        store.announce(payloads).await;
     }
 }
 

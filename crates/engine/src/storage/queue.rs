@@ -262,12 +262,12 @@ pub trait QueueStore: Send + Sync {
     /// learn that another one changed a line.
     async fn line_versions(&self, queue: &Queue) -> Result<Vec<(String, i64)>, ApiError>;
 
-    /// Tells the other instances, right after a commit, that a line of
-    /// `queue` changed (`None`: any of its lines) when the database can push
-    /// (PostgreSQL `NOTIFY`); nothing elsewhere, where instances poll
-    /// [`QueueStore::line_versions`]. Best effort: a lost signal is caught
-    /// by the next poll.
-    async fn announce(&self, queue: &Queue, key: Option<&str>);
+    /// Tells the other instances that these lines changed (each a
+    /// [`LineSignal::payload`]) when the database can push (PostgreSQL
+    /// `NOTIFY`, all in one statement); nothing elsewhere, where instances
+    /// poll [`QueueStore::line_versions`]. Best effort: a lost signal is
+    /// caught by the next poll.
+    async fn announce(&self, payloads: Vec<String>);
 
     /// The changes other instances [announce](QueueStore::announce), when
     /// the database can push; `None` when it cannot.

@@ -235,14 +235,14 @@ pub trait Backend: Dialect {
         let _ = (conn, limit);
         async { Ok(None) }
     }
-    /// Pushes a queue change (a [`crate::storage::queue::LineSignal`]
-    /// payload) to every instance listening, where the database can push:
+    /// Pushes queue changes ([`crate::storage::queue::LineSignal`]
+    /// payloads) to every instance listening, where the database can push:
     /// PostgreSQL's `NOTIFY`. Elsewhere nothing: instances poll.
     fn announce(
         pool: &sqlx::Pool<Self::Db>,
-        payload: String,
+        payloads: Vec<String>,
     ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
-        let _ = (pool, payload);
+        let _ = (pool, payloads);
         async { Ok(()) }
     }
     /// The pushed queue changes, where the database can push.

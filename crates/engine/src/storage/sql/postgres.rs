@@ -230,13 +230,13 @@ impl Backend for PostgresDialect {
 
     fn announce(
         pool: &sqlx::PgPool,
-        payload: String,
+        payloads: Vec<String>,
     ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
         let pool = pool.clone();
         async move {
-            sqlx::query("SELECT pg_notify($1, $2)")
+            sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
                 .bind(QUEUE_CHANNEL)
-                .bind(payload)
+                .bind(payloads)
                 .execute(&pool)
                 .await
                 .map(|_| ())

@@ -1241,10 +1241,9 @@ where
             .collect()
     }
 
-    async fn announce(&self, queue: &Queue, key: Option<&str>) {
-        let payload = crate::storage::queue::LineSignal::payload(&queue.name, key);
-        if let Err(e) = B::announce(&self.writer, payload).await {
-            tracing::debug!(queue = %queue.name, error = %e, "queue change not announced; other instances poll");
+    async fn announce(&self, payloads: Vec<String>) {
+        if let Err(e) = B::announce(&self.writer, payloads).await {
+            tracing::debug!(error = %e, "queue changes not announced; other instances poll");
         }
     }
 
