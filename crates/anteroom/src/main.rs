@@ -333,7 +333,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
         database = state.storage.backend(),
         "listening on http://{address}"
     );
-    match server::serve(listener, app(state), &server_settings).await {
+    let streams = state.streams.clone();
+    match server::serve(listener, app(state), &server_settings, move || {
+        streams.close()
+    })
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: server failed: {e}");

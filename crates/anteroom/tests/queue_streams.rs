@@ -580,3 +580,32 @@ async fn streams_follow_the_view_rule_owners_see_their_own_entry_and_staff_the_l
     .await;
     assert_eq!(bobs.next().await.data["items"], json!([]));
 }
+
+#[tokio::test]
+async fn on_sigterm_open_streams_end_at_once_and_the_server_exits_without_waiting_for_them() {
+    let mut server = Server::start_with_args(SCHEMA, &["--shutdown-timeout", "30s"]).await;
+    let ids = students(&server, 1).await;
+    let entry = join(&server, ids[0]).await;
+    let mut stream = Stream::open(&server, &events_of(&entry), &[]).await;
+    stream.next().await;
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        stream.next_within(PATIENCE).await.is_none(),
+        "the stream outlived the shutdown"
+    );
+    let code = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    // Well inside the 30 s a stream would otherwise have held it.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -87,6 +87,8 @@ pub struct Streams {
     lines: Mutex<HashMap<String, HashMap<String, watch::Sender<u64>>>>,
     permits: Arc<Semaphore>,
     heartbeat: Duration,
+    /// Set when the server shuts down: every stream ends.
+    closing: watch::Sender<bool>,
     /// Changes for the announcer (see [`start_watcher`]).
     announce: mpsc::Sender<Change>,
     announced: Mutex<Option<mpsc::Receiver<Change>>>,
@@ -100,6 +102,7 @@ impl Streams {
             lines: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             heartbeat,
+            closing: watch::channel(false).0,
             announce,
             announced: Mutex::new(Some(announced)),
         }
@@ -113,6 +116,13 @@ impl Streams {
         let _ = self
             .announce
             .try_send((queue.to_owned(), key.map(str::to_owned)));
+    }
+
+    /// Ends every open stream and refuses new ones: the server is shutting
+    /// down, and a stream would otherwise hold it until its deadline.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.permits.close();
     }
 
     /// A place for one more stream, or 503 `busy`.
@@ -185,6 +195,7 @@ impl Streams {
     ) -> Response {
         struct State {
             woken: watch::Receiver<u64>,
+            closing: watch::Receiver<bool>,
             read: Read,
             pending: Option<Snapshot>,
             sent: Option<String>,
@@ -196,6 +207,7 @@ impl Streams {
         let already_seen = last_event_id.as_deref() == Some(first.id.as_str());
         let state = State {
             woken,
+            closing: self.closing.subscribe(),
             read,
             sent: Some(first.id.clone()),
             ended: false,
@@ -215,6 +227,7 @@ impl Streams {
                         tokio::select! {
                             changed = s.woken.changed() => changed.ok()?,
                             () = tokio::time::sleep_until(s.until) => return None,
+                            _ = s.closing.wait_for(|closing| *closing) => return None,
                         }
                         match (s.read)().await {
                             Ok(Some(snapshot)) if s.sent.as_ref() == Some(&snapshot.id) => continue,

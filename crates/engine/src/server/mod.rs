@@ -156,14 +156,20 @@ pub async fn prepare(
 }
 
 /// Serves `router` until SIGINT or SIGTERM, with the timeouts and the
-/// connection cap of `settings`; then lets in-flight requests finish until
-/// the shutdown deadline and closes whatever is left.
+/// connection cap of `settings`; then calls `on_shutdown` (which ends what
+/// would never finish by itself: event streams), lets in-flight requests
+/// finish until the shutdown deadline and closes whatever is left.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: &ServerSettings,
+    on_shutdown: impl FnOnce() + Send,
 ) -> std::io::Result<()> {
-    connections::serve(listener, router, settings, shutdown_signal()).await
+    let shutdown = async {
+        shutdown_signal().await;
+        on_shutdown();
+    };
+    connections::serve(listener, router, settings, shutdown).await
 }
 
 async fn shutdown_signal() {
