@@ -482,45 +482,18 @@ async fn a_change_made_through_another_instance_reaches_the_stream() {
     eprintln!("a change through another instance reached the stream in {reached:?}");
 }
 
-const RULED: &str = r#"
-[app]
-name = "office-hours"
-
-[auth]
-jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET" }
-
-[resources.students]
-id = { type = "integer" }
-rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
-fields.email    = { type = "string", required = true, unique = true }
-fields.major_id = { type = "integer" }
-
-[queues.advising]
-member       = "students"
-partition_by = ["major_id"]
-rules = { join = "owner", leave = "owner", view = "owner", serve = "role:advisor", manage = "role:admin" }
-"#;
-
-const SECRET: &str = "queue-tests-secret-0123456789abcdefgh";
-
 fn bearer(sub: &str, role: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"sub": sub, "role": role, "iat": now, "exp": now + 600});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    format!("Bearer {token}")
+    format!("Bearer {}", common::queue_rules_token(sub, role))
 }
 
 #[tokio::test]
 async fn streams_follow_the_view_rule_owners_see_their_own_entry_and_staff_the_line() {
-    let server = Server::start_with_env(RULED, &[], &[("JWT_SECRET", SECRET)]).await;
+    let server = Server::start_with_env(
+        &common::queue_rules_schema(),
+        &[],
+        &[("JWT_SECRET", common::QUEUE_RULES_SECRET)],
+    )
+    .await;
     let (alice, bob, ada) = (
         bearer("alice", "student"),
         bearer("bob", "student"),

@@ -511,39 +511,8 @@ async fn a_retried_join_with_the_same_idempotency_key_answers_the_same_entry_and
 // Rules
 // ---------------------------------------------------------------------------
 
-const SECRET: &str = "queue-tests-secret-0123456789abcdefgh";
-
-const RULED: &str = r#"
-[app]
-name = "office-hours"
-
-[auth]
-jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET" }
-
-[resources.students]
-id = { type = "integer" }
-rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
-fields.email    = { type = "string", required = true, unique = true }
-fields.major_id = { type = "integer" }
-
-[queues.advising]
-member       = "students"
-partition_by = ["major_id"]
-rules = { join = "owner", leave = "owner", view = "owner", serve = "role:advisor", manage = "role:admin" }
-"#;
-
 fn token(sub: &str, role: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"sub": sub, "role": role, "iat": now, "exp": now + 600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::queue_rules_token(sub, role)
 }
 
 struct As<'s> {
@@ -568,7 +537,12 @@ fn caller<'s>(server: &'s Server, sub: &str, role: &str) -> As<'s> {
 
 #[tokio::test]
 async fn members_join_only_with_rows_they_own_and_see_and_leave_only_their_own_entries() {
-    let server = Server::start_with_env(RULED, &[], &[("JWT_SECRET", SECRET)]).await;
+    let server = Server::start_with_env(
+        &common::queue_rules_schema(),
+        &[],
+        &[("JWT_SECRET", common::QUEUE_RULES_SECRET)],
+    )
+    .await;
     let alice = caller(&server, "alice", "student");
     let bob = caller(&server, "bob", "student");
     let advisor = caller(&server, "ada", "advisor");
@@ -678,7 +652,12 @@ async fn members_join_only_with_rows_they_own_and_see_and_leave_only_their_own_e
 
 #[tokio::test]
 async fn the_same_idempotency_key_from_two_callers_names_two_joins() {
-    let server = Server::start_with_env(RULED, &[], &[("JWT_SECRET", SECRET)]).await;
+    let server = Server::start_with_env(
+        &common::queue_rules_schema(),
+        &[],
+        &[("JWT_SECRET", common::QUEUE_RULES_SECRET)],
+    )
+    .await;
     let alice = caller(&server, "alice", "student");
     let bob = caller(&server, "bob", "student");
     let mut entries = Vec::new();

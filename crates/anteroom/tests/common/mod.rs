@@ -725,3 +725,27 @@ pub fn id_of(value: &Value) -> String {
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The schema of the queue rule suites (`fixtures/queue_rules.toml`), whose
+/// HS256 secret is [`QUEUE_RULES_SECRET`] in `JWT_SECRET`.
+pub fn queue_rules_schema() -> String {
+    std::fs::read_to_string(fixture("queue_rules.toml")).expect("queue_rules.toml")
+}
+
+/// `JWT_SECRET` of [`queue_rules_schema`].
+pub const QUEUE_RULES_SECRET: &str = "queue-tests-secret-0123456789abcdefgh";
+
+/// A ten-minute HS256 token for `sub` with `role`, signed with [`QUEUE_RULES_SECRET`].
+pub fn queue_rules_token(sub: &str, role: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"sub": sub, "role": role, "iat": now, "exp": now + 600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(QUEUE_RULES_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
