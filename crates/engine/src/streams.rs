@@ -89,8 +89,9 @@ pub struct Streams {
     heartbeat: Duration,
     /// Set when the server shuts down: every stream ends.
     closing: watch::Sender<bool>,
-    /// Changes for the announcer (see [`start_watcher`]).
+    /// Changes for the announcer (see [`start_watcher`]), once it runs.
     announce: mpsc::Sender<Change>,
+    announcing: std::sync::atomic::AtomicBool,
     announced: Mutex<Option<mpsc::Receiver<Change>>>,
 }
 
@@ -104,6 +105,7 @@ impl Streams {
             heartbeat,
             closing: watch::channel(false).0,
             announce,
+            announcing: std::sync::atomic::AtomicBool::new(false),
             announced: Mutex::new(Some(announced)),
         }
     }
@@ -113,9 +115,11 @@ impl Streams {
     /// other instances off the request's path, where the database pushes.
     pub(crate) fn changed(&self, queue: &str, key: Option<&str>) {
         self.wake(queue, key);
-        let _ = self
-            .announce
-            .try_send((queue.to_owned(), key.map(str::to_owned)));
+        if self.announcing.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self
+                .announce
+                .try_send((queue.to_owned(), key.map(str::to_owned)));
+        }
     }
 
     /// Ends every open stream and refuses new ones: the server is shutting
@@ -239,8 +243,10 @@ impl Streams {
                                 last: true,
                             },
                             Err(e) => {
-                                // The next change (or poll) tries again.
-                                tracing::warn!(error = %e, "an event stream could not read its state");
+                                // The next change (or poll) tries again; an
+                                // outage is reported once by the requests and
+                                // the watcher, not by every stream.
+                                tracing::debug!(error = %e, "an event stream could not read its state");
                                 continue;
                             }
                         }
@@ -306,6 +312,10 @@ pub fn start_watcher(state: &AppState) {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let (Some(announced), true) = (announced, pushed.is_some()) {
+            state
+                .streams
+                .announcing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(announce(state.clone(), announced));
         }
         let every = if pushed.is_some() { PUSHED_POLL } else { POLL };

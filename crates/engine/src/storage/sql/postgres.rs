@@ -250,12 +250,16 @@ impl Backend for PostgresDialect {
             // One listening connection per instance, reopened whenever it
             // fails; after each (re)connection the hub is told that changes
             // may have been missed.
+            let mut failing = false;
             while !tx.is_closed() {
-                if let Err(e) = listen(&pool, &tx).await {
+                if let Err(e) = listen(&pool, &tx, &mut failing).await {
                     if matches!(e, sqlx::Error::PoolClosed) {
                         return;
                     }
-                    tracing::warn!(error = %e, "queue change notifications interrupted; reconnecting");
+                    // Once per outage, not once per retry.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "queue change notifications interrupted; reconnecting every second");
+                    }
                 }
                 let _ = tx.send(LineSignal::Lost).await;
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -268,10 +272,16 @@ impl Backend for PostgresDialect {
 /// The channel queue changes are announced on.
 const QUEUE_CHANNEL: &str = "anteroom_queues";
 
-/// Forwards notifications until the connection fails or nobody receives.
-async fn listen(pool: &sqlx::PgPool, tx: &mpsc::Sender<LineSignal>) -> Result<(), sqlx::Error> {
+/// Forwards notifications until the connection fails or nobody receives;
+/// clears `failing` once listening.
+async fn listen(
+    pool: &sqlx::PgPool,
+    tx: &mpsc::Sender<LineSignal>,
+    failing: &mut bool,
+) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen(QUEUE_CHANNEL).await?;
+    *failing = false;
     if tx.send(LineSignal::Lost).await.is_err() {
         return Ok(());
     }
