@@ -855,3 +855,46 @@ async fn a_called_entry_not_finished_within_the_serve_timeout_becomes_a_no_show(
         .expect(200);
     assert_eq!(position(&server, third).await, 1);
 }
+
+#[tokio::test]
+async fn when_the_head_leaves_the_line_settles_past_it_and_positions_stay_exact() {
+    let server = server().await;
+    let ids = students(&server, 4).await;
+    let entries: Vec<Value> = {
+        let mut out = Vec::new();
+        for id in &ids[..3] {
+            out.push(join(&server, *id).await);
+        }
+        out
+    };
+    // The second leaves (not the head): nothing to settle.
+    server
+        .delete(&format!("/queues/advising/entries/{}", eid(&entries[1])))
+        .await
+        .expect(200);
+    let settled = || server.query_i64("SELECT MAX(called_upto) FROM advising_partitions");
+    assert_eq!(settled().await, 0);
+    // The head leaves: the line settles just before the new head (ticket 3),
+    // past the leaver behind it.
+    server
+        .delete(&format!("/queues/advising/entries/{}", eid(&entries[0])))
+        .await
+        .expect(200);
+    assert_eq!(settled().await, 2);
+    assert_eq!(position(&server, &entries[2]).await, 1);
+    let late = join(&server, ids[3]).await;
+    assert_eq!(late["position"], 2);
+    // The new head leaves too: settled just before the late joiner.
+    server
+        .delete(&format!("/queues/advising/entries/{}", eid(&entries[2])))
+        .await
+        .expect(200);
+    assert_eq!(settled().await, 3);
+    assert_eq!(position(&server, &late).await, 1);
+    let called = server
+        .send("POST", &format!("/queues/advising/next?{LINE}"), None, &[])
+        .await
+        .expect(200);
+    assert_eq!(eid(&called), eid(&late));
+    assert_eq!(settled().await, 4);
+}

@@ -8,11 +8,12 @@
 //! Tickets are dense per partition (the counter is incremented in the join
 //! transaction, and a rolled-back join rolls it back), and `next` always
 //! claims the smallest waiting ticket, so every ticket up to the partition's
-//! `called_upto` is no longer waiting. Hence
+//! `called_upto` (the last call, moved on to just before the new head when
+//! the head leaves) is no longer waiting. Hence
 //! `position = t − called_upto − (entries that left with called_upto < ticket < t)`:
 //! one primary-key read of the partition row and an index range count
-//! bounded by the entries that left ahead of you, never a count over the
-//! people waiting.
+//! bounded by the entries that left between the head and you, never a count
+//! over the people waiting.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -714,9 +714,55 @@ where
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
+        if entry.position == Some(1) {
+            self.settle_head(&mut tx, queue, &key).await?;
+        }
         tx.commit().await.map_err(|e| self.db(e))?;
         let read = self.read_entry(&mut conn, queue, id, None).await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
+    }
+
+    /// After the head of a line left: `called_upto` moves to just before
+    /// the new head (every ticket up to it is no longer waiting: those
+    /// called, and those that left), so positions count only the leavers
+    /// behind the head, never every leaver since the last call (a line
+    /// that nobody serves while people come and go would otherwise make
+    /// each position read count more leavers). Under the line's lock.
+    async fn settle_head(
+        &self,
+        conn: &mut <B::Db as Database>::Connection,
+        queue: &Queue,
+        key: &str,
+    ) -> Result<(), Attempt> {
+        let d = &self.backend;
+        let this_line = || {
+            Expr::col(col(columns::PARTITION_KEY)).eq(Expr::val(d.bind(&text(key), Scalar::Text)))
+        };
+        let head = Query::select()
+            .expr(Func::min(Expr::col(col(columns::TICKET))))
+            .from(col(&queue.entries.name))
+            .and_where(this_line())
+            .and_where(
+                Expr::col(col(columns::STATUS))
+                    .eq(Expr::cust(format!("'{}'", Status::Waiting.as_str()))),
+            )
+            .to_owned();
+        let mut stmt = Query::update();
+        stmt.table(col(&queue.partitions.name))
+            .value(
+                col(columns::CALLED_UPTO),
+                Func::coalesce([
+                    Expr::SubQuery(None, Box::new(head.into())).sub(1),
+                    Expr::col(col(columns::LAST_TICKET)),
+                ]),
+            )
+            .and_where(this_line());
+        let (q, v) = d.build_update(&stmt);
+        sqlx::query_with(sql(q), v)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
     }
 
     async fn next_once(
