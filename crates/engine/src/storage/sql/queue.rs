@@ -684,11 +684,15 @@ where
         Ok(closed == 0)
     }
 
-    async fn leave_once(
+    /// Moves an entry `from → to` (leave: waiting → left; done and
+    /// no-show: serving → …) and its line's counters: `waiting` by
+    /// `waiting_delta`, the version always (the line's streams are told).
+    async fn move_once(
         &self,
         queue: &Queue,
         id: &Value,
         scope: Option<&Condition>,
+        (from, to): (Status, Status),
         stamp: &Stamp,
     ) -> Result<Moved, Attempt> {
         let mut conn = self.acquire(&self.writer).await?;
@@ -698,23 +702,18 @@ where
         };
         let key = partition_key_of(&entry.row);
         // The line's lock, taken by the update of its counters (rolled back
-        // below if the entry was not waiting): one round trip fewer under
+        // below if the entry was not in `from`): one round trip fewer under
         // the lock than locking first.
-        self.count_partition(&mut tx, queue, &key, -1, None).await?;
+        let waiting_delta = if from == Status::Waiting { -1 } else { 0 };
+        self.count_partition(&mut tx, queue, &key, waiting_delta, None)
+            .await?;
         if !self
-            .transition(
-                &mut tx,
-                queue,
-                id,
-                (Status::Waiting, Status::Left),
-                scope,
-                stamp,
-            )
+            .transition(&mut tx, queue, id, (from, to), scope, stamp)
             .await?
         {
             return self.why_not(&mut tx, queue, id, scope).await;
         }
-        if entry.position == Some(1) {
+        if from == Status::Waiting && entry.position == Some(1) {
             self.settle_head(&mut tx, queue, &key).await?;
         }
         tx.commit().await.map_err(|e| self.db(e))?;
@@ -840,36 +839,6 @@ where
         tx.commit().await.map_err(fail)?;
         let read = self.read_entry(&mut conn, queue, &id, None).await?;
         Ok(read)
-    }
-
-    async fn finish_once(
-        &self,
-        queue: &Queue,
-        id: &Value,
-        scope: Option<&Condition>,
-        to: Status,
-        stamp: &Stamp,
-    ) -> Result<Moved, Attempt> {
-        let mut conn = self.acquire(&self.writer).await?;
-        let mut tx = self.begin_write(&mut conn).await?;
-        // The line's version moves too (its streams are told), so the
-        // line's lock comes first, as in every transition.
-        let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
-            return Ok(Moved::NotFound);
-        };
-        let key = partition_key_of(&entry.row);
-        // The line's lock, taken by moving its version (rolled back below
-        // if the entry was not serving).
-        self.count_partition(&mut tx, queue, &key, 0, None).await?;
-        if !self
-            .transition(&mut tx, queue, id, (Status::Serving, to), scope, stamp)
-            .await?
-        {
-            return self.why_not(&mut tx, queue, id, scope).await;
-        }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        let read = self.read_entry(&mut conn, queue, id, None).await?;
-        Ok(read.map_or(Moved::NotFound, Moved::Entry))
     }
 
     async fn expire_once(
@@ -1130,7 +1099,7 @@ where
         scope: Option<&Condition>,
         stamp: &Stamp,
     ) -> Result<Moved, ApiError> {
-        retrying!(self.leave_once(queue, id, scope, stamp))
+        retrying!(self.move_once(queue, id, scope, (Status::Waiting, Status::Left), stamp))
     }
 
     async fn next(
@@ -1150,7 +1119,7 @@ where
         to: Status,
         stamp: &Stamp,
     ) -> Result<Moved, ApiError> {
-        retrying!(self.finish_once(queue, id, scope, to, stamp))
+        retrying!(self.move_once(queue, id, scope, (Status::Serving, to), stamp))
     }
 
     async fn activity(
