@@ -3,13 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
+use anteroom_engine::config::{DatabaseArgs, MigrateOnStart, Mode, ServeConfig};
 use anteroom_engine::server::{self, StartError};
-use anteroom_engine::settings::{ServerSettings, fd_reserve_for, parse_duration};
-use anteroom_engine::storage::{self, ConnectOptions, MigrateMode};
+use anteroom_engine::storage::{self, MigrateMode};
 use anteroom_engine::{Settings, app, schema, seed};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Turn a schema file into a complete REST backend.
 #[derive(Debug, Parser)]
@@ -22,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the schema's REST API (applies additive migrations first).
-    Serve(ServeArgs),
+    Serve(ServeConfig),
     /// Validate a schema file and print every error with its key path.
     Check {
         /// The schema file.
@@ -55,114 +54,40 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
-struct DatabaseArgs {
-    /// The schema file.
-    #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
-    schema: PathBuf,
-    /// Database URL: sqlite://path, postgres://…, mysql://… Default: anteroom.db next to the schema file.
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: Option<String>,
-    /// Largest number of database connections (SQLite: each of its two reader pools; writes use one connection).
-    #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS", default_value_t = 4)]
-    max_connections: u32,
-    /// Longest a single SQL statement may run (`500ms`, `30s`, `2m`); past it the request gets 503.
-    #[arg(long, env = "ANTEROOM_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    statement_timeout: Duration,
-}
-
-impl DatabaseArgs {
-    fn url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| server::default_database_url(&self.schema))
-    }
-
-    fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
-            max_connections: self.max_connections,
-            statement_timeout: self.statement_timeout,
-            ..ConnectOptions::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    db: DatabaseArgs,
-    /// Address to listen on.
-    #[arg(long, env = "ANTEROOM_HOST", default_value = "127.0.0.1")]
-    host: String,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 8080)]
-    port: u16,
-    /// Log format.
-    #[arg(long, env = "ANTEROOM_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
-    /// Origins allowed by CORS (comma-separated; `*` for any). Default: CORS off.
-    #[arg(long, env = "ANTEROOM_CORS_ORIGINS", value_delimiter = ',')]
-    cors_origin: Vec<String>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "ANTEROOM_BODY_LIMIT", default_value_t = anteroom_engine::settings::DEFAULT_BODY_LIMIT)]
-    body_limit: usize,
-    /// Load this seed file (see `anteroom seed`) into empty resources before serving.
-    #[arg(long, env = "ANTEROOM_SEED")]
-    seed: Option<PathBuf>,
-    /// Time a whole request body may take to arrive (e.g. 500ms, 30s, 2m); then 408.
-    #[arg(long, env = "ANTEROOM_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    body_timeout: Duration,
-    /// Close a client connection with no request (or whose client stops reading its response) for this long.
-    #[arg(long, env = "ANTEROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// Time a request head may take once its first byte arrived; then 408.
-    #[arg(long, env = "ANTEROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    header_timeout: Duration,
-    /// Most client connections open at once (lowered to fit the file descriptor limit).
-    #[arg(long, env = "ANTEROOM_MAX_CLIENTS", default_value_t = anteroom_engine::settings::DEFAULT_MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..))]
-    max_clients: u32,
-    /// Most Server-Sent Event streams (queue entries and lines) open at once; past it, 503 busy. At most half of --max-clients.
-    #[arg(long, env = "ANTEROOM_MAX_STREAMS", default_value_t = anteroom_engine::streams::DEFAULT_MAX_STREAMS)]
-    max_streams: usize,
-    /// After SIGINT/SIGTERM, time in-flight requests get before connections are closed.
-    #[arg(long, env = "ANTEROOM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ANTEROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Lambda starts its `bootstrap` without arguments and with the Runtime
+    // API's address in the environment; that is the Lambda adapter's cue.
+    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && std::env::args_os().len() == 1;
+    let cli = (!lambda).then(Cli::parse);
+    let runtime = if lambda {
+        // One invocation at a time: one thread starts faster and holds less.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command))
+    match cli {
+        Some(cli) => runtime.block_on(run(cli.command)),
+        None => runtime.block_on(async {
+            match anteroom_engine::lambda::run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
 }
 
 async fn run(command: Command) -> ExitCode {
@@ -176,13 +101,7 @@ async fn run(command: Command) -> ExitCode {
             file,
             database_url,
         } => {
-            let db = DatabaseArgs {
-                schema,
-                database_url,
-                max_connections: 1,
-                statement_timeout: ConnectOptions::default().statement_timeout,
-            };
-            seed_file(&db, &file).await
+            seed_file(&schema, database_url, &file).await
         }
     }
 }
@@ -261,62 +180,14 @@ fn fail(e: &StartError) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
-    let settings = Settings {
-        body_limit: args.body_limit,
-        body_timeout: args.body_timeout,
-        cors_origins: args.cors_origin.clone(),
-        // Streams hold their connection: half the connections stay for
-        // everything else.
-        max_streams: args
-            .max_streams
-            .min(usize::try_from(args.max_clients / 2).unwrap_or(usize::MAX)),
-        // A heartbeat at least twice per idle timeout keeps a stream's
-        // connection from being taken for a stalled one.
-        stream_heartbeat: Ord::min(
-            anteroom_engine::streams::DEFAULT_HEARTBEAT,
-            args.idle_timeout / 2,
-        ),
+async fn serve(args: ServeConfig) -> ExitCode {
+    let mode = Mode::Server;
+    args.init_logging(mode);
+    let state = match server::start(&args, mode).await {
+        Ok(state) => state,
+        Err(e) => return fail(&e),
     };
-    let url = args.db.url();
-    let server_settings = ServerSettings {
-        idle_timeout: args.idle_timeout,
-        header_timeout: args.header_timeout,
-        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
-        shutdown_timeout: args.shutdown_timeout,
-        fd_reserve: fd_reserve_for(storage::file_descriptors(&url, args.db.max_connections)),
-    };
-    let state =
-        match server::prepare(&args.db.schema, &url, &args.db.connect_options(), settings).await {
-            Ok(state) => state,
-            Err(e) => return fail(&e),
-        };
-    if let Some(file) = &args.seed {
-        let data = match read_json(file) {
-            Ok(d) => d,
-            Err(code) => return code,
-        };
-        match seed::load(&state, &data).await {
-            Ok(report) => {
-                for (name, n) in &report.inserted {
-                    tracing::info!(resource = %name, rows = n, "seeded");
-                }
-            }
-            Err(e) => {
-                eprintln!("error: seeding {} failed: {e}", file.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    anteroom_engine::queues::start_sweeper(&state);
     anteroom_engine::streams::start_watcher(&state);
-    if state.model.auth.is_none() {
-        tracing::warn!(
-            "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this port can read and write everything",
-            args.db.schema.display()
-        );
-    }
     let listener = match tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -334,7 +205,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         "listening on http://{address}"
     );
     let streams = state.streams.clone();
-    match server::serve(listener, app(state), &server_settings, move || {
+    match server::serve(listener, app(state), &args.server_settings(), move || {
         streams.close()
     })
     .await
@@ -352,7 +223,13 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
         Ok(m) => std::sync::Arc::new(m),
         Err(e) => return fail(&StartError::Schema(e)),
     };
-    let storage = match storage::connect(&db.url(), &db.connect_options(), model.clone()).await {
+    let storage = match storage::connect(
+        &db.url(Mode::Server),
+        &db.connect_options(Mode::Server),
+        model.clone(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => return fail(&StartError::Database(e)),
     };
@@ -386,16 +263,22 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
     }
 }
 
-async fn seed_file(db: &DatabaseArgs, file: &Path) -> ExitCode {
+async fn seed_file(schema: &Path, database_url: Option<String>, file: &Path) -> ExitCode {
     let data = match read_json(file) {
         Ok(d) => d,
         Err(code) => return code,
     };
+    let url = database_url.unwrap_or_else(|| server::default_database_url(schema));
+    let connect = storage::ConnectOptions {
+        max_connections: 1,
+        ..storage::ConnectOptions::default()
+    };
     let state = match server::prepare(
-        &db.schema,
-        &db.url(),
-        &db.connect_options(),
+        schema,
+        &url,
+        &connect,
         Settings::default(),
+        MigrateOnStart::Apply,
     )
     .await
     {

@@ -31,6 +31,8 @@ pub enum Code {
     UnreadableBody,
     /// 400: a header that is not valid text.
     MalformedHeader,
+    /// 400: a Lambda event that is not a valid HTTP request.
+    MalformedEvent,
     /// 400: a query string or body names a field the resource does not have.
     UnknownField,
     /// 400: a filter names an operator that does not exist.
@@ -87,6 +89,8 @@ pub enum Code {
     ValidationFailed,
     /// 500: a bug; the log has the cause.
     InternalError,
+    /// 501: this deployment cannot hold an event stream open (AWS Lambda).
+    StreamsUnavailable,
     /// 503: the database cannot be reached or a statement ran too long (with `Retry-After`).
     DatabaseUnavailable,
     /// 503: the identity provider's keys cannot be fetched (with `Retry-After`).
@@ -105,6 +109,7 @@ impl Code {
         Code::TooManyItems,
         Code::UnreadableBody,
         Code::MalformedHeader,
+        Code::MalformedEvent,
         Code::UnknownField,
         Code::UnknownOperator,
         Code::UnsupportedOperator,
@@ -133,6 +138,7 @@ impl Code {
         Code::ValidationFailed,
         Code::IdempotencyKeyReused,
         Code::InternalError,
+        Code::StreamsUnavailable,
         Code::DatabaseUnavailable,
         Code::KeysUnavailable,
         Code::Busy,
@@ -186,6 +192,16 @@ impl Code {
                 "malformed_header",
                 S::BAD_REQUEST,
                 "a header (If-Match, If-None-Match…) that is not valid text".into(),
+            ),
+            Code::MalformedEvent => (
+                "malformed_event",
+                S::BAD_REQUEST,
+                "a Lambda event that is not a valid HTTP request (a body that is not base64, a header or method that is not valid)".into(),
+            ),
+            Code::StreamsUnavailable => (
+                "streams_unavailable",
+                S::NOT_IMPLEMENTED,
+                "this deployment cannot hold an event stream open (AWS Lambda buffers every response): poll the entry or line with If-None-Match instead".into(),
             ),
             Code::UnknownField => (
                 "unknown_field",
@@ -444,6 +460,11 @@ pub enum ApiError {
     /// 503 with `Retry-After`: too many expensive requests (password hashing) or open event streams at once.
     #[error("the server is busy; retry shortly")]
     Busy,
+    /// 501: event streams are off here (AWS Lambda buffers responses).
+    #[error(
+        "event streams are not available in this deployment (AWS Lambda buffers every response): poll the entry or the line with If-None-Match and its ETag instead"
+    )]
+    StreamsUnavailable,
     /// 500: a bug or an unexpected database answer; the cause goes to the log only.
     #[error("internal error")]
     Internal {
@@ -500,6 +521,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => Code::DatabaseUnavailable,
             ApiError::KeysUnavailable { .. } => Code::KeysUnavailable,
             ApiError::Busy => Code::Busy,
+            ApiError::StreamsUnavailable => Code::StreamsUnavailable,
             ApiError::Internal { .. } => Code::InternalError,
         }
     }

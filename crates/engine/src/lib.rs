@@ -3,14 +3,16 @@
 //! A request to a resource flows through four stages, each a module:
 //! [`request`] (parse) → [`plan`] → [`execute`] (over a [`storage::Storage`])
 //! → [`response`] (render), chained in [`pipeline`]. [`app`] builds the one
-//! router that the HTTP server ([`server`]), tests and (later) the Lambda
-//! adapter all serve.
+//! router that the HTTP server ([`server`]), the Lambda adapter ([`lambda`])
+//! and tests all serve; [`config`] is the one configuration they start from.
 
 pub mod auth;
+pub mod config;
 mod cors;
 mod docs_page;
 pub mod error;
 pub mod execute;
+pub mod lambda;
 pub mod openapi;
 pub mod pipeline;
 pub mod plan;
@@ -93,16 +95,21 @@ pub fn app(state: AppState) -> Router {
         .collect();
     let cors = cors::Cors::new(&state.settings, &extra_headers).map(Arc::new);
     let router = Router::new()
-        .fallback(move |State(state): State<AppState>, req: Request| {
+        .fallback(move |State(state): State<AppState>, mut req: Request| {
             let cors = cors.clone();
             async move {
-                // Only the Origin outlives the request, which dispatch consumes.
+                // Only the Origin and the external base path outlive the
+                // request, which dispatch consumes.
                 let origin = cors
                     .as_ref()
                     .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
+                let base = req.extensions_mut().remove::<lambda::BasePath>();
                 let mut response = dispatch(&state, cors.as_deref(), req).await;
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut response);
+                }
+                if let Some(base) = base {
+                    response::prefix_location(&mut response, &base.0);
                 }
                 response
             }

@@ -61,6 +61,7 @@ pub(crate) async fn caller(
         .auth
         .authenticate(
             &parts.headers,
+            &parts.extensions,
             parts.uri.query(),
             &*state.storage,
             &state.model,

@@ -279,3 +279,20 @@ pub fn render(outcome: Outcome<'_>, preconditions: &Preconditions, head: bool) -
         }
     }
 }
+
+/// Puts the external base path (`/dev`: what the client's paths have before
+/// the API's own, behind API Gateway) in front of a `Location` this API
+/// wrote as one of its own paths.
+pub(crate) fn prefix_location(response: &mut Response, base: &str) {
+    let Some(location) = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|l| l.starts_with('/'))
+    else {
+        return;
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&format!("{base}{location}")) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+}

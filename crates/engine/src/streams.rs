@@ -86,6 +86,8 @@ pub struct Streams {
     /// Queue → partition key → the line's wake-up counter.
     lines: Mutex<HashMap<String, HashMap<String, watch::Sender<u64>>>>,
     permits: Arc<Semaphore>,
+    /// Most streams at once; 0 turns streams off.
+    capacity: usize,
     heartbeat: Duration,
     /// Set when the server shuts down: every stream ends.
     closing: watch::Sender<bool>,
@@ -102,6 +104,7 @@ impl Streams {
         Streams {
             lines: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
+            capacity: max,
             heartbeat,
             closing: watch::channel(false).0,
             announce,
@@ -129,8 +132,12 @@ impl Streams {
         self.permits.close();
     }
 
-    /// A place for one more stream, or 503 `busy`.
+    /// A place for one more stream, or 503 `busy`; 501 where streams are
+    /// off (no places at all: AWS Lambda).
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if self.capacity == 0 {
+            return Err(ApiError::StreamsUnavailable);
+        }
         self.permits.clone().try_acquire_owned().map_err(|_| {
             tracing::warn!(
                 "an event stream was refused: every stream place is taken (--max-streams)"

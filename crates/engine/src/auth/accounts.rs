@@ -569,7 +569,7 @@ pub(crate) async fn me(state: &AppState, req: Request<Body>) -> Response {
 }
 
 async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let (resource, row) = caller_account(state, req.headers()).await?;
+    let (resource, row) = caller_account(state, req.headers(), req.extensions()).await?;
     Ok(json_reply(StatusCode::OK, public_view(resource, &row)))
 }
 
@@ -578,12 +578,13 @@ async fn me_inner(state: &AppState, req: Request) -> Result<Response, ApiError> 
 async fn caller_account<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
 ) -> Result<(&'s Resource, StoredRow), ApiError> {
     let accounts = accounts(state)?;
     let resource = resource(&state.model, accounts)?;
     let identity = state
         .auth
-        .authenticate(headers, None, &*state.storage, &state.model)
+        .authenticate(headers, extensions, None, &*state.storage, &state.model)
         .await?
         .identity
         .ok_or_else(|| ApiError::Unauthorized {
@@ -636,7 +637,7 @@ pub(crate) async fn logout_all(state: &AppState, req: Request) -> Response {
 }
 
 async fn logout_all_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let (resource, row) = caller_account(state, req.headers()).await?;
+    let (resource, row) = caller_account(state, req.headers(), req.extensions()).await?;
     revoke_tokens(state, resource, &row, Record::new()).await?;
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
@@ -653,7 +654,7 @@ pub(crate) async fn password(state: &AppState, req: Request) -> Response {
 
 async fn password_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let accounts = accounts(state)?;
-    let (resource, row) = caller_account(state, req.headers()).await?;
+    let (resource, row) = caller_account(state, req.headers(), req.extensions()).await?;
     let body = json_body(state, req).await?;
     let mut errors = Vec::new();
     refuse_unknown(

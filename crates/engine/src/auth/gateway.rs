@@ -1,7 +1,10 @@
 //! API Gateway authorizer claims as an identity. A REST API (v1) proxy event
-//! carries them in `requestContext.authorizer.claims`, an HTTP API (v2) event
-//! in `requestContext.authorizer.jwt.claims`; the gateway has already
-//! verified the token. They are trusted only when `[auth.gateway_claims]` is
+//! carries a Cognito authorizer's claims in `requestContext.authorizer.claims`,
+//! an HTTP API (v2) event a JWT authorizer's in
+//! `requestContext.authorizer.jwt.claims`; a Lambda authorizer's context is
+//! `requestContext.authorizer.lambda` (v2) or the authorizer object itself
+//! (v1, beside its `principalId`). The gateway has already verified the
+//! token. They are trusted only when `[auth.gateway_claims]` is
 //! configured, and only the Lambda adapter calls this: a plain HTTP request
 //! cannot forge a request context.
 
@@ -39,7 +42,9 @@ pub fn identity(request_context: &Json, settings: &GatewaySettings) -> Option<Id
     let claims = authorizer
         .get("jwt")
         .and_then(|j| j.get("claims"))
-        .or_else(|| authorizer.get("claims"))?;
+        .or_else(|| authorizer.get("claims"))
+        .or_else(|| authorizer.get("lambda"))
+        .unwrap_or(authorizer);
     let subject = match claim(claims, &settings.subject_claim)? {
         Json::String(s) if !s.is_empty() => s.clone(),
         Json::Number(n) => n.to_string(),
@@ -81,6 +86,23 @@ mod tests {
         let id = identity(&ctx, &settings()).unwrap();
         assert_eq!(id.subject, "u-42");
         assert_eq!(id.roles, ["admin", "user"]);
+    }
+
+    #[test]
+    fn a_lambda_authorizer_context_gives_subject_and_roles_in_both_versions() {
+        let settings = GatewaySettings {
+            subject_claim: "principalId".into(),
+            role_claim: "roles".into(),
+        };
+        // REST API: the context's keys sit beside principalId.
+        let v1 = json!({"authorizer": {"principalId": "u-7", "roles": "staff", "integrationLatency": 3}});
+        let id = identity(&v1, &settings).unwrap();
+        assert_eq!((id.subject.as_str(), id.roles.as_slice()), ("u-7", &["staff".to_owned()][..]));
+        // HTTP API: under `lambda`.
+        let v2 = json!({"authorizer": {"lambda": {"principalId": "u-8", "roles": ["a", "b"]}}});
+        let id = identity(&v2, &settings).unwrap();
+        assert_eq!(id.subject, "u-8");
+        assert_eq!(id.roles, ["a", "b"]);
     }
 
     #[test]

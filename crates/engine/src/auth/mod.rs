@@ -1,7 +1,8 @@
-//! Authentication and access rules. [`Authenticator`] turns a request's
-//! credentials (a JWT bearer token, an API key) into an [`Identity`], or
-//! refuses them with 401; what an identity may do is [`crate::policy`]'s business. Secrets are read once at start-up from
-//! the places `[auth]` names, and never logged.
+//! Authentication. [`Authenticator`] turns a request's credentials (a JWT
+//! bearer token, an API key, the claims an API Gateway authorizer vouched
+//! for) into an [`Identity`], or refuses them with 401; what an identity may
+//! do is [`crate::policy`]'s business. Secrets are read once at start-up
+//! from the places `[auth]` names, and never logged.
 
 pub mod accounts;
 pub mod gateway;
@@ -33,6 +34,14 @@ impl Identity {
         self.roles.iter().any(|r| roles.contains(r))
     }
 }
+
+/// The request context of an API Gateway event (its `requestContext`), where
+/// an authorizer leaves the caller's claims. Only the Lambda adapter puts it
+/// in a request's extensions, which no client can send, and it is read only
+/// when `[auth.gateway_claims]` is configured: a plain HTTP request can never
+/// claim an identity this way.
+#[derive(Debug, Clone)]
+pub struct GatewayContext(pub std::sync::Arc<serde_json::Value>);
 
 /// A secret that never prints.
 #[derive(Clone)]
@@ -86,6 +95,8 @@ pub struct Authenticator {
     api_key: Option<ApiKey>,
     /// Built-in accounts, when enabled.
     pub accounts: Option<std::sync::Arc<accounts::Accounts>>,
+    /// Which authorizer claims name the caller, when trusted.
+    gateway: Option<crate::schema::GatewaySettings>,
 }
 
 /// What authentication found.
@@ -134,24 +145,32 @@ impl Authenticator {
             jwt,
             api_key,
             accounts,
+            gateway: model.gateway.clone(),
         })
     }
 
     /// The identity behind a request's credentials. No credentials is an
-    /// anonymous caller (rules decide); invalid credentials are a 401.
+    /// anonymous caller (rules decide); invalid credentials are a 401. An
+    /// API Gateway authorizer's identity ([`GatewayContext`]) comes first:
+    /// the gateway verified the token in `Authorization` already.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
+        extensions: &http::Extensions,
         query: Option<&str>,
         accounts_store: &dyn crate::storage::Storage,
         model: &crate::schema::AppModel,
     ) -> Result<Authenticated, ApiError> {
-        let mut identity = None;
+        let mut identity = self
+            .gateway
+            .as_ref()
+            .zip(extensions.get::<GatewayContext>())
+            .and_then(|(settings, context)| gateway::identity(&context.0, settings));
         // A prototype (no [auth]) has nothing to verify credentials with: it ignores them.
         let prototype = self.jwt.is_none() && self.api_key.is_none() && self.accounts.is_none();
         if let Some(value) = headers
             .get(http::header::AUTHORIZATION)
-            .filter(|_| !prototype)
+            .filter(|_| !prototype && identity.is_none())
         {
             let text = value
                 .to_str()

@@ -16,6 +16,7 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::config::{MigrateOnStart, Mode, ServeConfig};
 use crate::settings::ServerSettings;
 use crate::storage::{self, ConnectOptions, MigrateMode};
 use crate::{AppState, Settings, schema};
@@ -105,6 +106,14 @@ pub enum StartError {
     /// The schema needs a migration that would lose data, or migrating failed.
     #[error("{0}")]
     Migration(#[from] storage::MigrationError),
+    /// The seed file cannot be read or loaded.
+    #[error("seeding {0} failed: {1}")]
+    Seed(std::path::PathBuf, String),
+    /// The database is behind the schema and this start may not migrate it.
+    #[error(
+        "the database is behind the schema ({0} statements to apply, schema version {1}): run `anteroom migrate` against it as a deploy step, or set ANTEROOM_MIGRATE=apply"
+    )]
+    Behind(usize, i64),
 }
 
 /// The SQLite URL used when none is given: `anteroom.db` next to the schema file.
@@ -116,12 +125,49 @@ pub fn default_database_url(schema_path: &Path) -> String {
     format!("sqlite://{}", dir.join("anteroom.db").display())
 }
 
-/// Loads the schema, opens the database, applies additive migrations.
+/// Everything an adapter starts with, from its configuration: the state
+/// ([`prepare`]), the seed data loaded, the queues' sweeper running and a
+/// warning when the schema has no `[auth]`.
+pub async fn start(config: &ServeConfig, mode: Mode) -> Result<AppState, StartError> {
+    let state = prepare(
+        &config.db.schema,
+        &config.db.url(mode),
+        &config.db.connect_options(mode),
+        config.settings(mode),
+        config.migrate_on_start(mode),
+    )
+    .await?;
+    if let Some(file) = &config.seed {
+        let failed = |e: String| StartError::Seed(file.clone(), e);
+        let data: serde_json::Value = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .map_err(failed)?;
+        let report = crate::seed::load(&state, &data)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        for (name, n) in &report.inserted {
+            tracing::info!(resource = %name, rows = n, "seeded");
+        }
+    }
+    crate::queues::start_sweeper(&state);
+    if state.model.auth.is_none() {
+        tracing::warn!(
+            "{} has no [auth] section: every resource is PUBLIC (prototype mode); anyone who can reach this API can read and write everything",
+            config.db.schema.display()
+        );
+    }
+    Ok(state)
+}
+
+/// Loads the schema, opens the database, applies additive migrations (or,
+/// with [`MigrateOnStart::Check`], refuses a database behind the schema).
 pub async fn prepare(
     schema_path: &Path,
     database_url: &str,
     connect: &ConnectOptions,
     settings: Settings,
+    migrate: MigrateOnStart,
 ) -> Result<AppState, StartError> {
     let model = Arc::new(schema::load_file(schema_path)?);
     let base = schema_path.parent().unwrap_or(Path::new("."));
@@ -130,9 +176,14 @@ pub async fn prepare(
     let storage = storage::connect(database_url, connect, model.clone())
         .await
         .map_err(StartError::Database)?;
-    let report = storage
-        .migrate(model.snapshot(), MigrateMode::Apply)
-        .await?;
+    let mode = match migrate {
+        MigrateOnStart::Apply => MigrateMode::Apply,
+        MigrateOnStart::Check => MigrateMode::DryRun,
+    };
+    let report = storage.migrate(model.snapshot(), mode).await?;
+    if !report.applied && !report.statements.is_empty() {
+        return Err(StartError::Behind(report.statements.len(), report.version));
+    }
     if report.applied {
         tracing::info!(
             version = report.version,

@@ -188,6 +188,15 @@ pub struct ConnectOptions {
     /// Longest a single statement may run (PostgreSQL and MySQL in the server;
     /// SQLite through a progress handler that also stops when the client leaves).
     pub statement_timeout: std::time::Duration,
+    /// A pooled connection (PostgreSQL, MySQL) idle this long is pinged
+    /// before it is handed out, and replaced if the ping fails: one that died
+    /// while idle (a frozen Lambda, a firewall, a database restart) costs a
+    /// reconnection instead of a failed request. Busy connections skip it.
+    pub ping_after_idle: std::time::Duration,
+    /// Idle pooled connections are closed after this long.
+    pub idle_timeout: std::time::Duration,
+    /// Every pooled connection is replaced after this long.
+    pub max_lifetime: std::time::Duration,
 }
 
 impl Default for ConnectOptions {
@@ -197,6 +206,9 @@ impl Default for ConnectOptions {
             busy_timeout: std::time::Duration::from_secs(5),
             acquire_timeout: std::time::Duration::from_secs(3),
             statement_timeout: std::time::Duration::from_secs(30),
+            ping_after_idle: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_secs(10 * 60),
+            max_lifetime: std::time::Duration::from_secs(30 * 60),
         }
     }
 }

@@ -131,6 +131,33 @@ pub enum Failure {
     Other,
 }
 
+/// The pool settings a client-server database (PostgreSQL, MySQL) shares:
+/// its size and acquire timeout, idle and lifetime limits, and a ping only
+/// for a connection that sat idle past `ping_after_idle`. A ping on every
+/// acquire doubled the round trips of a GET; one on a connection idle that
+/// long costs nothing under load and replaces a connection that died while
+/// nobody used it (a thawed Lambda's, one a firewall dropped) instead of
+/// failing its request.
+pub(crate) fn pool_options<DB: sqlx::Database>(
+    options: &crate::storage::ConnectOptions,
+) -> sqlx::pool::PoolOptions<DB> {
+    let ping_after = options.ping_after_idle;
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(Ord::max(options.max_connections, 1))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ping_after {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+        .acquire_timeout(options.acquire_timeout)
+        .idle_timeout(options.idle_timeout)
+        .max_lifetime(options.max_lifetime)
+}
+
 /// Driver errors meaning the database cannot be reached, on every backend (503).
 pub fn is_connection_failure(error: &sqlx::Error) -> bool {
     matches!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sea_query::{Expr, ExprTrait, Func, LikeExpr, MysqlQueryBuilder};
 use serde_json::{Map, Value as Json};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlQueryResult, MySqlRow};
 use sqlx::{Executor, MySql, Row};
 
 use super::postgres::literal_backslashes;
@@ -286,12 +286,7 @@ pub async fn connect(
         .charset("utf8mb4")
         .timezone(Some(String::from("+00:00")));
     let seconds = options.statement_timeout.as_secs_f64();
-    let pool = MySqlPoolOptions::new()
-        .max_connections(Ord::max(options.max_connections, 1))
-        // No ping before each use (it doubled the round trips of a GET);
-        // a connection that broke fails its request with 503 and is replaced.
-        .test_before_acquire(false)
-        .acquire_timeout(options.acquire_timeout)
+    let pool = super::pool_options::<sqlx::MySql>(options)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // READ COMMITTED, as PostgreSQL: no gap locks, so writers racing on

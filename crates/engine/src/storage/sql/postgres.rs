@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sea_query::{BinOper, Expr, ExprTrait, LikeExpr, PostgresQueryBuilder};
 use serde_json::{Map, Value as Json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row};
 use tokio::sync::mpsc;
 
@@ -308,12 +308,7 @@ pub async fn connect(
         .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?
         .application_name("anteroom")
         .options([("statement_timeout", timeout_ms.as_str())]);
-    let pool = PgPoolOptions::new()
-        .max_connections(Ord::max(options.max_connections, 1))
-        // No ping before each use (it doubled the round trips of a GET);
-        // a connection that broke fails its request with 503 and is replaced.
-        .test_before_acquire(false)
-        .acquire_timeout(options.acquire_timeout)
+    let pool = super::pool_options::<Postgres>(options)
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
