@@ -57,7 +57,8 @@ enum Command {
 fn main() -> ExitCode {
     // Lambda starts its `bootstrap` without arguments and with the Runtime
     // API's address in the environment; that is the Lambda adapter's cue.
-    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && std::env::args_os().len() == 1;
+    let lambda =
+        std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && std::env::args_os().len() == 1;
     let cli = (!lambda).then(Cli::parse);
     let runtime = if lambda {
         // One invocation at a time: one thread starts faster and holds less.
@@ -100,9 +101,7 @@ async fn run(command: Command) -> ExitCode {
             schema,
             file,
             database_url,
-        } => {
-            seed_file(&schema, database_url, &file).await
-        }
+        } => seed_file(&schema, database_url, &file).await,
     }
 }
 

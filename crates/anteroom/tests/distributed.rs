@@ -395,3 +395,47 @@ async fn a_database_outage_is_a_fast_503_and_the_service_recovers_without_losing
     }
     assert!(stored.contains("after-recovery"));
 }
+
+#[tokio::test]
+async fn a_pooled_connection_that_died_while_idle_is_replaced_without_failing_the_request() {
+    let backend = Backend::current();
+    let Some(_) = backend.server_url() else {
+        println!(
+            "skipped: SQLite is embedded, there is no connection to die (run with ANTEROOM_TEST_BACKEND=postgres or mysql)"
+        );
+        return;
+    };
+    let (dir, _) = schema_dir(SCHEMA);
+    let db = TestDatabase::create(dir.path()).await;
+    let direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let mut through = direct.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+    let server =
+        match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await
+        {
+            Started::Up(s) => s,
+            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+        };
+    // Every pooled connection in use once, so the pool holds several.
+    let warm: Vec<_> = (0..4).map(|_| server.get("/accounts")).collect();
+    for reply in futures_util::future::join_all(warm).await {
+        reply.expect(200);
+    }
+
+    // Every open connection dies (as when a frozen Lambda thaws, or a
+    // firewall drops idle flows); the database itself stays reachable.
+    proxy.cut();
+    proxy.restore();
+    // Idle past --ping-after-idle (1 s): the next use pings first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    server.get("/accounts").await.expect(200);
+    server
+        .post("/accounts", json!({"owner": "after-the-thaw"}))
+        .await
+        .expect(201);
+    server.get("/health").await.expect(200);
+    assert_eq!(server.count_in_database("accounts").await, 1);
+}

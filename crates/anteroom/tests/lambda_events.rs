@@ -114,16 +114,30 @@ async fn a_rest_api_event_with_a_stage_a_base64_body_and_cognito_claims_creates_
     assert_eq!(headers["content-type"], json!(["application/json"]));
     assert_eq!(headers["x-request-id"], json!([AWS_REQUEST_ID]));
     assert!(headers["etag"][0].as_str().unwrap().starts_with('"'));
-    assert!(reply.get("headers").is_none(), "v1 replies use multiValueHeaders only");
+    assert!(
+        reply.get("headers").is_none(),
+        "v1 replies use multiValueHeaders only"
+    );
     let created = body(&reply);
     assert_eq!(created["name"], "Ada Lovelace");
-    assert_eq!(created["created_by"], "7d8ca528-4931-4254-9273-ea5ee853f271");
-    assert_eq!(created["updated_by"], "7d8ca528-4931-4254-9273-ea5ee853f271");
+    assert_eq!(
+        created["created_by"],
+        "7d8ca528-4931-4254-9273-ea5ee853f271"
+    );
+    assert_eq!(
+        created["updated_by"],
+        "7d8ca528-4931-4254-9273-ea5ee853f271"
+    );
 
     // The row is in the database, readable at the path the Location named.
     let read = invoke(
         &router,
-        v1_at(fixture("rest-v1-list-multi-value-query.json"), "GET", "/students/1", None),
+        v1_at(
+            fixture("rest-v1-list-multi-value-query.json"),
+            "GET",
+            "/students/1",
+            None,
+        ),
     )
     .await;
     assert_eq!(read["statusCode"], 200);
@@ -132,7 +146,7 @@ async fn a_rest_api_event_with_a_stage_a_base64_body_and_cognito_claims_creates_
 
 #[tokio::test]
 async fn a_rest_api_list_reads_its_multi_value_query_string_and_a_repeated_parameter_arrives_twice()
- {
+{
     let (_dir, router) = lambda_app(&schema()).await;
     let create = fixture("rest-v1-create-cognito.json");
     for (name, major) in [("Ada", "math"), ("Emmy", "math"), ("Marie", "physics")] {
@@ -168,7 +182,7 @@ async fn a_rest_api_list_reads_its_multi_value_query_string_and_a_repeated_param
 
 #[tokio::test]
 async fn a_body_marked_base64_that_is_not_is_a_400_problem_in_the_events_format_and_writes_nothing()
- {
+{
     let (_dir, router) = lambda_app(&schema()).await;
     let reply = invoke(&router, fixture("rest-v1-body-not-base64.json")).await;
     assert_eq!(reply["statusCode"], 400, "{reply:#}");
@@ -178,7 +192,10 @@ async fn a_body_marked_base64_that_is_not_is_a_400_problem_in_the_events_format_
         problem["detail"].as_str().unwrap().contains("base64"),
         "{problem}"
     );
-    assert_eq!(reply["multiValueHeaders"]["x-request-id"], json!([AWS_REQUEST_ID]));
+    assert_eq!(
+        reply["multiValueHeaders"]["x-request-id"],
+        json!([AWS_REQUEST_ID])
+    );
 
     // A header value API Gateway would never send, and a method that is not one.
     let mut event = fixture("rest-v1-list-multi-value-query.json");
@@ -327,18 +344,30 @@ async fn queue_routes_work_through_events_and_event_streams_say_to_poll_instead(
     assert_eq!(joined["multiValueHeaders"]["location"], json!([location]));
 
     // ...and, being staff too, calls the next one.
-    let next = invoke(&router, v1_at(base.clone(), "POST", "/queues/help/next", None)).await;
+    let next = invoke(
+        &router,
+        v1_at(base.clone(), "POST", "/queues/help/next", None),
+    )
+    .await;
     assert_eq!(next["statusCode"], 200, "{next:#}");
     assert_eq!(body(&next)["status"], "serving");
     assert_eq!(body(&next)["id"], entry["id"]);
 
     // A stream cannot be held open through API Gateway: 501, with what to do.
-    let path = format!("/queues/help/entries/{}/events", entry["id"].as_str().unwrap());
+    let path = format!(
+        "/queues/help/entries/{}/events",
+        entry["id"].as_str().unwrap()
+    );
     let stream = invoke(&router, v1_at(base.clone(), "GET", &path, None)).await;
     assert_eq!(stream["statusCode"], 501, "{stream:#}");
     let problem = body(&stream);
     assert_eq!(problem["code"], "streams_unavailable");
-    assert!(problem["detail"].as_str().unwrap().contains("If-None-Match"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("If-None-Match")
+    );
 
     // Polling with the ETag is the answer: 304 until the entry changes.
     let path = format!("/queues/help/entries/{}", entry["id"].as_str().unwrap());

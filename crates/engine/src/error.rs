@@ -196,12 +196,12 @@ impl Code {
             Code::MalformedEvent => (
                 "malformed_event",
                 S::BAD_REQUEST,
-                "a Lambda event that is not a valid HTTP request (a body that is not base64, a header or method that is not valid)".into(),
+                "on AWS Lambda: an event that is not a valid HTTP request (a body marked base64 that is not, a header or method that is not valid)".into(),
             ),
             Code::StreamsUnavailable => (
                 "streams_unavailable",
                 S::NOT_IMPLEMENTED,
-                "this deployment cannot hold an event stream open (AWS Lambda buffers every response): poll the entry or line with If-None-Match instead".into(),
+                "event streams are off (AWS Lambda, or `--max-streams 0`): poll the entry or line with If-None-Match instead".into(),
             ),
             Code::UnknownField => (
                 "unknown_field",

@@ -97,7 +97,10 @@ mod tests {
         // REST API: the context's keys sit beside principalId.
         let v1 = json!({"authorizer": {"principalId": "u-7", "roles": "staff", "integrationLatency": 3}});
         let id = identity(&v1, &settings).unwrap();
-        assert_eq!((id.subject.as_str(), id.roles.as_slice()), ("u-7", &["staff".to_owned()][..]));
+        assert_eq!(
+            (id.subject.as_str(), id.roles.as_slice()),
+            ("u-7", &["staff".to_owned()][..])
+        );
         // HTTP API: under `lambda`.
         let v2 = json!({"authorizer": {"lambda": {"principalId": "u-8", "roles": ["a", "b"]}}});
         let id = identity(&v2, &settings).unwrap();

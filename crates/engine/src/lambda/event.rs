@@ -116,7 +116,9 @@ fn encode(text: &str, set: &'static AsciiSet) -> String {
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'%' {
-            let escape = bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let escape = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
             out.extend(utf8_percent_encode(&text[start..i], set));
             out.push_str(if escape { "%" } else { "%25" });
             start = i + 1;
@@ -150,7 +152,10 @@ fn strings(value: &Json) -> Result<Vec<&str>, String> {
         Json::String(s) => Ok(vec![s]),
         Json::Array(items) => items
             .iter()
-            .map(|i| i.as_str().ok_or_else(|| "a value that is not a string".to_owned()))
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| "a value that is not a string".to_owned())
+            })
             .collect(),
         _ => Err("a value that is not a string".to_owned()),
     }
@@ -273,8 +278,7 @@ fn request(
     for (name, values) in given.into_iter().flatten() {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| malformed(format!("{name:?} is not a valid header name")))?;
-        let values =
-            strings(values).map_err(|e| malformed(format!("header {name:?} has {e}")))?;
+        let values = strings(values).map_err(|e| malformed(format!("header {name:?} has {e}")))?;
         for value in values {
             let value = HeaderValue::from_str(value)
                 .map_err(|_| malformed(format!("header {name:?} has a value that is not valid")))?;
@@ -334,7 +338,10 @@ mod tests {
 
     #[test]
     fn a_prefix_is_stripped_only_as_whole_segments() {
-        assert_eq!(strip_segment_prefix("/dev/students", "/dev"), Some("/students"));
+        assert_eq!(
+            strip_segment_prefix("/dev/students", "/dev"),
+            Some("/students")
+        );
         assert_eq!(strip_segment_prefix("/dev", "/dev"), Some("/"));
         assert_eq!(strip_segment_prefix("/devices", "/dev"), None);
         assert_eq!(strip_segment_prefix("/students", ""), None);

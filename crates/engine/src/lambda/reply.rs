@@ -17,7 +17,13 @@ fn is_text(headers: &HeaderMap) -> bool {
     let Some(media) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
     else {
         return false;
     };
@@ -140,7 +146,10 @@ mod tests {
         let html = reply(Some("text/html; charset=utf-8"), b"<p>\xc3\xa9</p>").await;
         assert_eq!(html["body"], "<p>é</p>");
         // Declared text that is not UTF-8 still arrives intact.
-        assert_eq!(reply(Some("text/plain"), b"\xff").await["isBase64Encoded"], true);
+        assert_eq!(
+            reply(Some("text/plain"), b"\xff").await["isBase64Encoded"],
+            true
+        );
     }
 
     #[tokio::test]
