@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anteroom_engine::config::{DatabaseArgs, MigrateOnStart, Mode, ServeConfig};
 use anteroom_engine::server::{self, StartError};
 use anteroom_engine::storage::{self, MigrateMode};
-use anteroom_engine::{Settings, app, schema, seed};
+use anteroom_engine::{Settings, app, deploy, schema, seed};
 use clap::{Parser, Subcommand};
 
 /// Turn a schema file into a complete REST backend.
@@ -16,6 +16,31 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Deploy {
+    /// An AWS SAM template (DIR/template.yaml) and the function's code directory (DIR/function/ with the schema).
+    Sam {
+        /// The schema file.
+        #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
+        schema: PathBuf,
+        /// The directory to write (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The gateway in front of the function.
+        #[arg(long, value_enum, default_value = "http")]
+        api: deploy::ApiKind,
+        /// The default processor of the function.
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: deploy::Architecture,
+        /// Run the function in a VPC (subnets and security groups become parameters).
+        #[arg(long)]
+        vpc: bool,
+        /// Connect to RDS with IAM database authentication instead of a password.
+        #[arg(long)]
+        rds_iam: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +67,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write what a deployment needs: `deploy sam SCHEMA --out DIR`.
+    #[command(subcommand)]
+    Deploy(Deploy),
     /// Load seed data (a JSON object of resource → rows) into empty resources.
     Seed {
         /// The schema file.
@@ -97,6 +125,24 @@ async fn run(command: Command) -> ExitCode {
         Command::Openapi { schema } => openapi(&schema),
         Command::Serve(args) => serve(args).await,
         Command::Migrate { db, dry_run } => migrate(&db, dry_run).await,
+        Command::Deploy(Deploy::Sam {
+            schema,
+            out,
+            api,
+            arch,
+            vpc,
+            rds_iam,
+        }) => deploy_sam(
+            &schema,
+            &out,
+            &deploy::SamOptions {
+                api,
+                architecture: arch,
+                vpc,
+                rds_iam,
+                code_uri: "function/".to_owned(),
+            },
+        ),
         Command::Seed {
             schema,
             file,
@@ -172,6 +218,60 @@ fn openapi(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn deploy_sam(schema_path: &Path, out: &Path, options: &deploy::SamOptions) -> ExitCode {
+    let model = match schema::load_file(schema_path) {
+        Ok(model) => model,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = out.join("function");
+    let base = schema_path.parent().unwrap_or(Path::new("."));
+    let written = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(&code)?;
+        std::fs::write(out.join("template.yaml"), deploy::sam(&model, options))?;
+        // The function finds its schema as anteroom.toml in its code directory.
+        std::fs::copy(schema_path, code.join("anteroom.toml"))?;
+        for file in deploy::companion_files(&model) {
+            let target = code.join(&file);
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::copy(base.join(&file), target)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "wrote {}/template.yaml and {}/",
+        out.display(),
+        code.display()
+    );
+    println!("next:");
+    let arch = match options.architecture {
+        deploy::Architecture::Arm64 => "--arm64",
+        deploy::Architecture::X86_64 => "--x86-64",
+    };
+    println!("  cargo lambda build --release {arch} -p anteroom");
+    println!("  cp target/lambda/anteroom/bootstrap {}/", code.display());
+    println!(
+        "  sam deploy --guided --template-file {}/template.yaml",
+        out.display()
+    );
+    let secrets = deploy::secret_envs(&model);
+    if !secrets.is_empty() {
+        println!(
+            "  (the template asks for {} as parameters)",
+            secrets.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(e: &StartError) -> ExitCode {

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 mod cors;
+pub mod deploy;
 mod docs_page;
 pub mod error;
 pub mod execute;
