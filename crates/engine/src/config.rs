@@ -51,6 +51,9 @@ pub struct DatabaseArgs {
     /// Pooled PostgreSQL/MySQL connections are replaced after this long.
     #[arg(long, env = "ANTEROOM_POOL_MAX_LIFETIME", default_value = "30m", value_parser = parse_duration)]
     pub pool_max_lifetime: Duration,
+    /// PostgreSQL/MySQL on RDS: the password is an IAM auth token signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN in AWS_REGION, renewed before it expires; TLS is required.
+    #[arg(long, env = "ANTEROOM_RDS_IAM")]
+    pub rds_iam: bool,
 }
 
 impl DatabaseArgs {
@@ -77,6 +80,7 @@ impl DatabaseArgs {
             ping_after_idle: self.ping_after_idle,
             idle_timeout: self.pool_idle_timeout,
             max_lifetime: self.pool_max_lifetime,
+            rds_iam: self.rds_iam,
             ..ConnectOptions::default()
         }
     }

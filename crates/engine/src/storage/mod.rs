@@ -197,6 +197,9 @@ pub struct ConnectOptions {
     pub idle_timeout: std::time::Duration,
     /// Every pooled connection is replaced after this long.
     pub max_lifetime: std::time::Duration,
+    /// PostgreSQL/MySQL: the password is an RDS IAM auth token signed with
+    /// the environment's AWS credentials, and TLS is required.
+    pub rds_iam: bool,
 }
 
 impl Default for ConnectOptions {
@@ -209,6 +212,7 @@ impl Default for ConnectOptions {
             ping_after_idle: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(10 * 60),
             max_lifetime: std::time::Duration::from_secs(30 * 60),
+            rds_iam: false,
         }
     }
 }

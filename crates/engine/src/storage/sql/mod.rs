@@ -6,6 +6,7 @@
 pub mod mysql;
 pub mod postgres;
 mod queue;
+pub(crate) mod rds_iam;
 pub mod sqlite;
 pub mod store;
 
@@ -138,14 +139,22 @@ pub enum Failure {
 /// long costs nothing under load and replaces a connection that died while
 /// nobody used it (a thawed Lambda's, one a firewall dropped) instead of
 /// failing its request.
+///
+/// With RDS IAM authentication (`tokens`), an acquire also replaces a token
+/// that went stale while the process was frozen, before any connection
+/// opens with it.
 pub(crate) fn pool_options<DB: sqlx::Database>(
     options: &crate::storage::ConnectOptions,
+    tokens: Option<std::sync::Arc<rds_iam::Refresher<DB>>>,
 ) -> sqlx::pool::PoolOptions<DB> {
     let ping_after = options.ping_after_idle;
     sqlx::pool::PoolOptions::<DB>::new()
         .max_connections(Ord::max(options.max_connections, 1))
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
+            if let Some(tokens) = &tokens {
+                tokens.refresh_if_stale();
+            }
             Box::pin(async move {
                 if meta.idle_for >= ping_after {
                     sqlx::Connection::ping(conn).await?;

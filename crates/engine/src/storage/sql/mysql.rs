@@ -281,12 +281,38 @@ pub async fn connect(
     options: &ConnectOptions,
     model: Arc<AppModel>,
 ) -> Result<SqlStorage<MysqlDialect>, String> {
-    let connect = MySqlConnectOptions::from_str(url)
+    let mut connect = MySqlConnectOptions::from_str(url)
         .map_err(|e| format!("invalid MySQL URL: {e}"))?
         .charset("utf8mb4")
         .timezone(Some(String::from("+00:00")));
+    let tokens = if options.rds_iam {
+        use sqlx::mysql::MySqlSslMode;
+        // A token is a password, sent in the clear inside TLS
+        // (AWSAuthenticationPlugin asks for mysql_clear_password).
+        if matches!(
+            connect.get_ssl_mode(),
+            MySqlSslMode::Disabled | MySqlSslMode::Preferred
+        ) {
+            connect = connect.ssl_mode(MySqlSslMode::Required);
+        }
+        connect = connect.enable_cleartext_plugin(true);
+        let source = super::rds_iam::TokenSource::new(
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_username(),
+        )?;
+        let base = connect.clone();
+        let (refresher, first) =
+            super::rds_iam::Refresher::<sqlx::MySql>::new(source, move |token| {
+                base.clone().password(token)
+            })?;
+        connect = first;
+        Some(refresher)
+    } else {
+        None
+    };
     let seconds = options.statement_timeout.as_secs_f64();
-    let pool = super::pool_options::<sqlx::MySql>(options)
+    let pool = super::pool_options::<sqlx::MySql>(options, tokens.clone())
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // READ COMMITTED, as PostgreSQL: no gap locks, so writers racing on
@@ -314,6 +340,9 @@ pub async fn connect(
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(tokens) = tokens {
+        tokens.attach(&pool);
+    }
     let version: String = sqlx::query_scalar("SELECT VERSION()")
         .fetch_one(&pool)
         .await

@@ -304,14 +304,41 @@ pub async fn connect(
     model: Arc<AppModel>,
 ) -> Result<SqlStorage<PostgresDialect>, String> {
     let timeout_ms = options.statement_timeout.as_millis().to_string();
-    let connect = PgConnectOptions::from_str(url)
+    let mut connect = PgConnectOptions::from_str(url)
         .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?
         .application_name("anteroom")
         .options([("statement_timeout", timeout_ms.as_str())]);
-    let pool = super::pool_options::<Postgres>(options)
+    let tokens = if options.rds_iam {
+        use sqlx::postgres::PgSslMode;
+        // A token is a password: never over a connection that may be clear.
+        if matches!(
+            connect.get_ssl_mode(),
+            PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+        ) {
+            connect = connect.ssl_mode(PgSslMode::Require);
+        }
+        let source = super::rds_iam::TokenSource::new(
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_username(),
+        )?;
+        let base = connect.clone();
+        let (refresher, first) =
+            super::rds_iam::Refresher::<Postgres>::new(source, move |token| {
+                base.clone().password(token)
+            })?;
+        connect = first;
+        Some(refresher)
+    } else {
+        None
+    };
+    let pool = super::pool_options::<Postgres>(options, tokens.clone())
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(tokens) = tokens {
+        tokens.attach(&pool);
+    }
     Ok(SqlStorage::new(
         PostgresDialect,
         model,
