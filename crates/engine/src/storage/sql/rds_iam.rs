@@ -115,12 +115,14 @@ impl TokenSource {
 
 /// A database's connect options.
 type Options<DB> = <<DB as sqlx::Database>::Connection as sqlx::Connection>::Options;
+/// Connect options with a given password.
+type WithPassword<DB> = Box<dyn Fn(&str) -> Options<DB> + Send + Sync>;
 
 /// Keeps a pool's connect options carrying a fresh token.
 pub(crate) struct Refresher<DB: sqlx::Database> {
     source: TokenSource,
     /// The pool's connect options with a given password.
-    with_password: Box<dyn Fn(&str) -> Options<DB> + Send + Sync>,
+    with_password: WithPassword<DB>,
     issued: Mutex<Instant>,
     pool: OnceLock<sqlx::Pool<DB>>,
 }
