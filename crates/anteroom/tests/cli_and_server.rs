@@ -1532,3 +1532,25 @@ async fn an_internal_database_error_is_never_leaked_to_the_client() {
     // The server keeps serving what still works.
     server.get("/notes").await.expect(200);
 }
+
+#[tokio::test]
+async fn behind_a_base_path_requests_route_with_or_without_it_and_location_carries_it() {
+    let server = Server::start_with_args(NOTES, &["--base-path", "/api/"]).await;
+    // A proxy that passes the prefix through...
+    let created = server.post("/api/notes", json!({"title": "one"})).await;
+    created.expect(201);
+    let location = created.header("location").expect("Location");
+    assert!(location.starts_with("/api/notes/"), "{location}");
+    // ...and the resource is where Location says.
+    server.get(&location).await.expect(200);
+    // A proxy that strips it: the same routes, the same Location.
+    let created = server.post("/notes", json!({"title": "two"})).await;
+    let location = created.header("location").expect("Location");
+    assert!(location.starts_with("/api/notes/"), "{location}");
+    // Only whole segments are a prefix.
+    server
+        .get("/apinotes")
+        .await
+        .expect_problem(404, "not_found");
+    assert_eq!(server.count_in_database("notes").await, 2);
+}

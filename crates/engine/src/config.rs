@@ -150,7 +150,7 @@ pub struct ServeConfig {
     /// A database behind the schema: apply additive migrations, or refuse to start. Default: apply; check on Lambda.
     #[arg(long, env = "ANTEROOM_MIGRATE", value_enum)]
     pub migrate: Option<MigrateOnStart>,
-    /// Path prefix the clients see before the API's own paths (an API Gateway custom domain's base path, e.g. `/api`): stripped from requests, added to `Location`. Lambda only.
+    /// Path prefix clients use before the API's own paths (`/api`: a reverse proxy's mount point, an API Gateway custom domain's base path): stripped from request paths that start with it, put in front of every `Location`.
     #[arg(long, env = "ANTEROOM_BASE_PATH")]
     pub base_path: Option<String>,
 }
@@ -197,6 +197,7 @@ impl ServeConfig {
             // A heartbeat at least twice per idle timeout keeps a stream's
             // connection from being taken for a stalled one.
             stream_heartbeat: Ord::min(streams::DEFAULT_HEARTBEAT, self.idle_timeout / 2),
+            base_path: self.base_path(),
         }
     }
 

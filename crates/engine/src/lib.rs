@@ -104,19 +104,39 @@ pub fn app(state: AppState) -> Router {
                 let origin = cors
                     .as_ref()
                     .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
-                let base = req.extensions_mut().remove::<lambda::BasePath>();
+                let base = match req.extensions_mut().remove::<lambda::BasePath>() {
+                    Some(base) => Some(base.0),
+                    None => state.settings.base_path.clone().inspect(|base| {
+                        strip_base_path(&mut req, base);
+                    }),
+                };
                 let mut response = dispatch(&state, cors.as_deref(), req).await;
                 if let Some(cors) = &cors {
                     cors.decorate(origin.as_ref(), &mut response);
                 }
                 if let Some(base) = base {
-                    response::prefix_location(&mut response, &base.0);
+                    response::prefix_location(&mut response, &base);
                 }
                 response
             }
         })
         .with_state(state);
     server::with_middleware(router)
+}
+
+/// Removes the configured base path from the front of a request's path, if
+/// it is there as whole segments (a proxy may have removed it already).
+fn strip_base_path(req: &mut Request, base: &str) {
+    let Some(rest) = lambda::strip_segment_prefix(req.uri().path(), base) else {
+        return;
+    };
+    let target = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    if let Ok(uri) = target.parse() {
+        *req.uri_mut() = uri;
+    }
 }
 
 /// Routes one request through the table and hands it to its handler.

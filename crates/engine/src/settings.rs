@@ -26,6 +26,10 @@ pub struct Settings {
     /// Interval of a stream's heartbeat comments: below the server's idle
     /// timeout, or the connection is taken for a stalled one.
     pub stream_heartbeat: Duration,
+    /// The path prefix clients use before the API's own paths (`/api`, behind
+    /// a proxy or a custom domain): stripped from a request path that starts
+    /// with it, and put in front of every `Location`.
+    pub base_path: Option<String>,
 }
 
 impl Default for Settings {
@@ -36,6 +40,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             max_streams: crate::streams::DEFAULT_MAX_STREAMS,
             stream_heartbeat: crate::streams::DEFAULT_HEARTBEAT,
+            base_path: None,
         }
     }
 }

@@ -129,7 +129,7 @@ fn encode(text: &str, set: &'static AsciiSet) -> String {
 }
 
 /// `path` without `prefix` (a whole segment or more), if it starts with it.
-fn strip_segment_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+pub(crate) fn strip_segment_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     if prefix.is_empty() || prefix == "/" {
         return None;
     }

@@ -23,6 +23,8 @@ use aws_sigv4::sign::v4;
 const VALIDITY: Duration = Duration::from_secs(15 * 60);
 /// A token older than this is replaced before a connection uses it.
 pub(crate) const REFRESH_AFTER: Duration = Duration::from_secs(10 * 60);
+/// How often the timer looks: a token is at most 11 minutes old when used.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Signs `url` as a presigned GET for `service` in `region`, valid for
 /// `expires`: the URL with the signature in its query.
@@ -149,7 +151,7 @@ impl<DB: sqlx::Database> Refresher<DB> {
         let _ = self.pool.set(pool.clone());
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH_AFTER / 2);
+            let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
