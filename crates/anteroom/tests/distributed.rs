@@ -264,6 +264,21 @@ impl Proxy {
     }
 }
 
+/// A server on a fresh database that it reaches through a [`Proxy`].
+async fn behind_proxy() -> (Proxy, Server) {
+    let (dir, _) = schema_dir(SCHEMA);
+    let db = TestDatabase::create(dir.path()).await;
+    let direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let mut through = direct.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+    match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await {
+        Started::Up(s) => (proxy, s),
+        Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+    }
+}
+
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_the_service_recovers_without_losing_acknowledged_writes()
  {
@@ -275,19 +290,8 @@ async fn a_database_outage_is_a_fast_503_and_the_service_recovers_without_losing
         return;
     };
     // The server reaches its database through the proxy.
-    let (dir, _) = schema_dir(SCHEMA);
-    let db = TestDatabase::create(dir.path()).await;
-    let direct = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap());
-    let proxy = Proxy::start(upstream).await;
-    let mut through = direct.clone();
-    through.set_port(Some(proxy.port)).unwrap();
-    let server =
-        match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await
-        {
-            Started::Up(s) => Arc::new(s),
-            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
-        };
+    let (proxy, server) = behind_proxy().await;
+    let server = Arc::new(server);
 
     // Load: a writer that records every acknowledged create.
     let stop = Arc::new(AtomicBool::new(false));
@@ -405,19 +409,7 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_without_failing_th
         );
         return;
     };
-    let (dir, _) = schema_dir(SCHEMA);
-    let db = TestDatabase::create(dir.path()).await;
-    let direct = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap());
-    let proxy = Proxy::start(upstream).await;
-    let mut through = direct.clone();
-    through.set_port(Some(proxy.port)).unwrap();
-    let server =
-        match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await
-        {
-            Started::Up(s) => s,
-            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
-        };
+    let (proxy, server) = behind_proxy().await;
     // Every pooled connection in use once, so the pool holds several.
     let warm: Vec<_> = (0..4).map(|_| server.get("/accounts")).collect();
     for reply in futures_util::future::join_all(warm).await {

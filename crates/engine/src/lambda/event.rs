@@ -73,24 +73,8 @@ struct Event {
     request_context: Option<Json>,
 }
 
-/// What a path may hold as it is; the rest is percent-encoded. A `%` stays
-/// only where it starts an escape (see [`encode`]).
-const PATH: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'|')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'[')
-    .add(b']');
-/// What a raw query string may hold as it is.
+/// What a raw query string may hold as it is; the rest is percent-encoded.
+/// A `%` stays only where it starts an escape (see [`encode`]).
 const QUERY: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -105,6 +89,8 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'^')
     .add(b'[')
     .add(b']');
+/// What a path may hold as it is: a query's characters but `?`.
+const PATH: &AsciiSet = &QUERY.add(b'?');
 
 /// `text` made a valid URI part: characters a URI cannot hold are
 /// percent-encoded, and so is a `%` that does not start an escape. API

@@ -167,7 +167,9 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
         .max_lifetime(options.max_lifetime)
 }
 
-/// Driver errors meaning the database cannot be reached, on every backend (503).
+/// Driver errors meaning the database cannot be reached, on every backend
+/// (503). A protocol error is one: a connection cut while TLS is negotiated
+/// reads as an unexpected answer to the TLS request, not as an I/O error.
 pub fn is_connection_failure(error: &sqlx::Error) -> bool {
     matches!(
         error,
@@ -175,6 +177,7 @@ pub fn is_connection_failure(error: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed
     )
 }

@@ -317,14 +317,14 @@ pub async fn connect(
         ) {
             connect = connect.ssl_mode(PgSslMode::Require);
         }
-        let source = super::rds_iam::TokenSource::new(
+        let base = connect.clone();
+        let endpoint = (
             connect.get_host(),
             connect.get_port(),
             connect.get_username(),
-        )?;
-        let base = connect.clone();
+        );
         let (refresher, first) =
-            super::rds_iam::Refresher::<Postgres>::new(source, move |token| {
+            super::rds_iam::Refresher::<Postgres>::new(endpoint, move |token| {
                 base.clone().password(token)
             })?;
         connect = first;

@@ -130,11 +130,13 @@ pub(crate) struct Refresher<DB: sqlx::Database> {
 }
 
 impl<DB: sqlx::Database> Refresher<DB> {
-    /// A refresher and the connect options with the first token.
+    /// A refresher for `user` at `host:port`, and the connect options with
+    /// the first token.
     pub(crate) fn new(
-        source: TokenSource,
+        (host, port, user): (&str, u16, &str),
         with_password: impl Fn(&str) -> Options<DB> + Send + Sync + 'static,
     ) -> Result<(Arc<Self>, Options<DB>), String> {
+        let source = TokenSource::new(host, port, user)?;
         let first = with_password(&source.token()?);
         let refresher = Arc::new(Refresher {
             source,
