@@ -71,11 +71,14 @@ def unit_ms(text):
     return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
+RUNS = iter(range(1, 1_000_000))
+
+
 def wrk(base, script):
     out = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
          "-s", os.path.join(ROOT, "bench", script), base],
-        capture_output=True, text=True, env={**os.environ, "ROWS": str(ROWS)}, check=True).stdout
+        capture_output=True, text=True, env={**os.environ, "ROWS": str(ROWS), "RUN": f"r{next(RUNS)}-"}, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = unit_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = unit_ms(re.search(r"\s99%\s+(\S+)", out).group(1))

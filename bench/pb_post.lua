@@ -2,7 +2,8 @@
 local counter = 0
 local prefix = ""
 setup = function(thread)
-  thread:set("prefix", tostring(math.random(1, 1000000000)))
+  -- RUN tells repeated runs on one database apart (bench/compare.py sets it).
+  thread:set("prefix", (os.getenv("RUN") or "") .. tostring(math.random(1, 1000000000)))
 end
 init = function()
   prefix = tostring(wrk.thread:get("prefix") or math.random(1, 1000000000))

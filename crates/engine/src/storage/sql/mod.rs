@@ -8,6 +8,7 @@ pub mod postgres;
 mod queue;
 pub(crate) mod rds_iam;
 pub mod sqlite;
+mod sqlite_inline;
 pub mod store;
 
 pub use store::SqlStorage;
@@ -246,6 +247,17 @@ pub trait Backend: Dialect {
         row: &<Self::Db as sqlx::Database>::Row,
     ) -> Result<crate::storage::StoredRow, crate::error::ApiError>;
     /// Classifies a driver error.
+    /// Runs a primary-key select without the driver's pool, where the
+    /// database allows it (SQLite: on the calling thread, see
+    /// [`sqlite_inline`]); `None` means the caller uses the pool.
+    fn select_inline(
+        &self,
+        _resource: &Resource,
+        _sql: &str,
+        _values: &SqlxValues,
+    ) -> Option<Result<Vec<crate::storage::StoredRow>, crate::error::ApiError>> {
+        None
+    }
     fn classify(&self, model: &crate::schema::AppModel, error: &sqlx::Error) -> Failure;
     /// The autoincrement id of the row just inserted (without `RETURNING`).
     fn last_insert_id(result: &<Self::Db as sqlx::Database>::QueryResult) -> Option<i64>;
@@ -702,7 +714,7 @@ pub fn dry_run(
     Ok(vec![
         (
             <sqlite::SqliteDialect as Backend>::NAME,
-            render(&sqlite::SqliteDialect, &steps, target),
+            render(&sqlite::SqliteDialect::default(), &steps, target),
         ),
         (
             <postgres::PostgresDialect as Backend>::NAME,

@@ -27,8 +27,11 @@ use crate::storage::{ConnectOptions, StoredRow};
 use crate::value::{Value, format_timestamp};
 
 /// SQLite's SQL flavour.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SqliteDialect;
+#[derive(Debug, Clone, Default)]
+pub struct SqliteDialect {
+    /// Primary-key reads on the calling thread (none for an in-memory database).
+    inline: Option<Arc<super::sqlite_inline::InlineReaders>>,
+}
 
 impl Dialect for SqliteDialect {
     type Builder = SqliteQueryBuilder;
@@ -112,6 +115,15 @@ impl Backend for SqliteDialect {
     const NAME: &'static str = "sqlite";
     const RETURNING: bool = true;
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
+
+    fn select_inline(
+        &self,
+        resource: &Resource,
+        sql: &str,
+        values: &sea_query_sqlx::SqlxValues,
+    ) -> Option<Result<Vec<StoredRow>, ApiError>> {
+        self.inline.as_ref()?.select(resource, sql, &values.0)
+    }
 
     fn decode(&self, resource: &Resource, row: &SqliteRow) -> Result<StoredRow, ApiError> {
         let mut values = Map::with_capacity(resource.columns.len());
@@ -312,8 +324,22 @@ pub async fn connect(
     // lists and counts get theirs replaced at every acquire (see `arm`).
     let readers = reader_pool().await.map_err(|e| e.to_string())?;
     let scanners = reader_pool().await.map_err(|e| e.to_string())?;
+    let file = base.get_filename();
+    let in_memory = file.as_os_str().is_empty()
+        || file.to_string_lossy().starts_with(":memory:")
+        || url.contains("mode=memory");
+    let inline = if in_memory {
+        None
+    } else {
+        Some(Arc::new(super::sqlite_inline::InlineReaders::open(
+            file.to_path_buf(),
+            options.busy_timeout,
+            // As many idle as the tokio workers that may read at once.
+            std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+        )?))
+    };
     Ok(SqlStorage::new(
-        SqliteDialect,
+        SqliteDialect { inline },
         model,
         writer,
         readers,

@@ -560,7 +560,10 @@ where
             0,
         ));
         // A primary-key lookup is bounded by construction: it skips the
-        // statement deadline and the round trip to SQLite's worker that arming costs.
+        // statement deadline, and on SQLite the pool's worker thread.
+        if let Some(rows) = d.select_inline(plan.resource, &q, &v) {
+            return rows.map(|rows| rows.into_iter().next());
+        }
         let row = sqlx::query_with(sql(q), v)
             .fetch_optional(&self.readers)
             .await
