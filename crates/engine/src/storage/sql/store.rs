@@ -551,12 +551,14 @@ where
 
     async fn read(&self, plan: &ReadPlan<'_>) -> Result<Option<StoredRow>, ApiError> {
         let d = &self.backend;
+        // No LIMIT: the key selects one row at most, and a bound LIMIT
+        // makes SQLite prepare the statement again at every execution.
         let (q, v) = d.build_select(&super::select(
             d,
             plan.resource,
             &plan.condition,
             &[],
-            Some(1),
+            None,
             0,
         ));
         // A primary-key lookup is bounded by construction: it skips the
