@@ -8,7 +8,7 @@ pub mod postgres;
 mod queue;
 pub(crate) mod rds_iam;
 pub mod sqlite;
-mod sqlite_inline;
+pub mod sqlite_inline;
 pub mod store;
 
 pub use store::SqlStorage;
@@ -246,6 +246,24 @@ pub trait Backend: Dialect {
         resource: &Resource,
         row: &<Self::Db as sqlx::Database>::Row,
     ) -> Result<crate::storage::StoredRow, crate::error::ApiError>;
+    /// Runs a list (and its count) without the driver's pool, where the
+    /// database allows it (SQLite: on the blocking pool, see
+    /// [`sqlite_inline`]), under the statement `timeout`. `None`, or a
+    /// future answering `None`: the caller uses the pool.
+    fn list_inline(
+        &self,
+        _model: &std::sync::Arc<crate::schema::AppModel>,
+        _resource: &str,
+        _read: sqlite_inline::ListRead,
+        _timeout: std::time::Duration,
+    ) -> Option<
+        futures_util::future::BoxFuture<
+            'static,
+            Option<Result<sqlite_inline::Listed, crate::error::ApiError>>,
+        >,
+    > {
+        None
+    }
     /// Classifies a driver error.
     /// Runs a primary-key select without the driver's pool, where the
     /// database allows it (SQLite: on the calling thread, see

@@ -125,6 +125,34 @@ impl Backend for SqliteDialect {
         self.inline.as_ref()?.select(resource, sql, &values.0)
     }
 
+    fn list_inline(
+        &self,
+        model: &Arc<AppModel>,
+        resource: &str,
+        read: super::sqlite_inline::ListRead,
+        timeout: std::time::Duration,
+    ) -> Option<
+        futures_util::future::BoxFuture<
+            'static,
+            Option<Result<super::sqlite_inline::Listed, ApiError>>,
+        >,
+    > {
+        let readers = self.inline.clone()?;
+        let (model, name) = (model.clone(), resource.to_owned());
+        let deadline = Deadline::after(timeout);
+        let keep_going = deadline.keep_going();
+        Some(Box::pin(async move {
+            // Dropped with the request (its client went away): the progress
+            // handler then interrupts the statement.
+            let _deadline = deadline;
+            let task = tokio::task::spawn_blocking(move || {
+                readers.list(model.resource(&name)?, &read, keep_going)
+            });
+            task.await
+                .unwrap_or_else(|e| Some(Err(ApiError::internal(e))))
+        }))
+    }
+
     fn decode(&self, resource: &Resource, row: &SqliteRow) -> Result<StoredRow, ApiError> {
         let mut values = Map::with_capacity(resource.columns.len());
         for (i, column) in resource.columns.iter().enumerate() {

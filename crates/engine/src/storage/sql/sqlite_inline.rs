@@ -7,17 +7,22 @@
 //! read-only rusqlite connections to the same file (rusqlite links the same
 //! `libsqlite3-sys` as sqlx), with their prepared statements cached.
 //!
-//! Only bounded reads come here: a primary-key lookup, or up to a thousand of
-//! them (`expand`). Anything this path cannot take as it is — a value it does
-//! not bind, a statement that does not prepare (a function only sqlx's
-//! connections register) — falls back to the sqlx pool, so the answer never
-//! depends on which path served it. Lists and counts, which can run long and
-//! carry the statement deadline, stay on sqlx.
+//! A primary-key lookup runs inline: it is bounded by construction. A list
+//! (and its count, in the same read transaction) can run long, so it runs
+//! on tokio's blocking pool — one thread hop per request instead of one per
+//! row through sqlx's channel — under the statement deadline: SQLite's
+//! progress handler interrupts it once the deadline passes or as soon as
+//! the request is dropped (its client went away). Anything this path cannot
+//! take as it is — a value it does not bind, a statement that does not
+//! prepare — falls back to the sqlx pool, so the answer never depends on
+//! which path served it. The connections have what sqlx's have for reads:
+//! `REGEXP` (case-insensitive `ilike`) and `case_sensitive_like`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value as Json};
@@ -28,7 +33,7 @@ use crate::storage::StoredRow;
 
 /// Read-only connections for primary-key reads.
 #[derive(Debug)]
-pub(crate) struct InlineReaders {
+pub struct InlineReaders {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
@@ -60,6 +65,21 @@ impl InlineReaders {
         )?;
         conn.busy_timeout(self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
+        conn.pragma_update(None, "case_sensitive_like", "ON")?;
+        conn.create_scalar_function(
+            "regexp",
+            2,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let regex = ctx.get_or_create_aux(0, |pattern| -> Result<_, BoxError> {
+                    Ok(regex::Regex::new(pattern.as_str()?)?)
+                })?;
+                Ok(match ctx.get_raw(1) {
+                    ValueRef::Text(t) => std::str::from_utf8(t).ok().map(|t| regex.is_match(t)),
+                    _ => None,
+                })
+            },
+        )?;
         Ok(conn)
     }
 
@@ -119,13 +139,127 @@ impl InlineReaders {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A list read on the blocking pool: the page (at most `max` rows, fewer once
+/// they hold `byte_budget`), whether more follow, and the count if asked.
+#[derive(Debug)]
+pub struct ListRead {
+    /// The page's select (one row more than the page) and its values.
+    pub select: (String, sea_query::Values),
+    /// The count's select, when the total is asked for.
+    pub count: Option<(String, sea_query::Values)>,
+    /// Most rows in the page.
+    pub max: usize,
+    /// Rendered bytes after which the page stops early.
+    pub byte_budget: usize,
+}
+
+/// What a list read found: rows, whether more follow, the total.
+pub type Listed = (Vec<StoredRow>, bool, Option<i64>);
+
+impl InlineReaders {
+    /// Runs `read` for `resource` until `keep_going` says stop (the deadline,
+    /// or the request dropped); `None` when this path cannot run it.
+    pub(crate) fn list(
+        &self,
+        resource: &Resource,
+        read: &ListRead,
+        keep_going: impl FnMut() -> bool + Send + 'static,
+    ) -> Option<Result<Listed, ApiError>> {
+        let params = read
+            .select
+            .1
+            .iter()
+            .map(bindable)
+            .collect::<Option<Vec<SqlValue>>>()?;
+        let count_params = match &read.count {
+            Some((_, values)) => Some(values.iter().map(bindable).collect::<Option<Vec<_>>>()?),
+            None => None,
+        };
+        let conn = match self.take() {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(failure(e))),
+        };
+        // rusqlite interrupts when the handler answers true.
+        let mut keep_going = keep_going;
+        if let Err(e) = conn.progress_handler(PROGRESS_STEPS, Some(move || !keep_going())) {
+            return Some(Err(failure(e)));
+        }
+        let result = (|| -> rusqlite::Result<Result<Listed, rusqlite::Error>> {
+            // Page and total from one snapshot.
+            let snapshot = read.count.is_some();
+            if snapshot {
+                conn.execute_batch("BEGIN")?;
+            }
+            let outcome = (|| {
+                let mut statement = match conn.prepare_cached(&read.select.0) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+                let (mut out, mut held, mut more) = (Vec::new(), 0usize, false);
+                while let Some(row) = rows.next()? {
+                    if out.len() >= read.max || (held >= read.byte_budget && !out.is_empty()) {
+                        more = true;
+                        break;
+                    }
+                    let stored = decode(resource, row)?;
+                    held += crate::storage::approx_size(&stored.values);
+                    out.push(stored);
+                }
+                drop(rows);
+                let total = match (&read.count, &count_params) {
+                    (Some((sql, _)), Some(params)) => {
+                        let mut statement = match conn.prepare_cached(sql) {
+                            Ok(s) => s,
+                            Err(e) => return Ok(Err(e)),
+                        };
+                        Some(
+                            statement
+                                .query_row(rusqlite::params_from_iter(params.iter()), |r| {
+                                    r.get::<_, i64>(0)
+                                })?,
+                        )
+                    }
+                    _ => None,
+                };
+                Ok(Ok((out, more, total)))
+            })();
+            if snapshot {
+                // A failed read leaves nothing to keep either way.
+                let _ = conn.execute_batch("COMMIT");
+            }
+            outcome
+        })();
+        // A connection whose handler cannot be removed is not reused.
+        if conn.progress_handler(0, None::<fn() -> bool>).is_ok() {
+            self.give_back(conn);
+        }
+        match result {
+            Ok(Ok(listed)) => Some(Ok(listed)),
+            Ok(Err(unprepared)) => {
+                tracing::debug!(error = %unprepared, "an inline list fell back to the pool");
+                None
+            }
+            Err(e) => Some(Err(failure(e))),
+        }
+    }
+}
+
+/// Virtual-machine steps between two deadline checks (microseconds of work),
+/// as on sqlx's connections.
+const PROGRESS_STEPS: std::ffi::c_int = 1000;
+
 /// The error a failed read answers: busy or unreachable is 503, the rest 500.
 fn failure(e: rusqlite::Error) -> ApiError {
     match e.sqlite_error_code() {
+        // Interrupted: the statement passed its deadline, as sqlx's path says.
         Some(
             rusqlite::ErrorCode::DatabaseBusy
             | rusqlite::ErrorCode::DatabaseLocked
-            | rusqlite::ErrorCode::CannotOpen,
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::OperationInterrupted,
         ) => ApiError::Unavailable {
             cause: e.to_string(),
         },

@@ -510,6 +510,29 @@ where
         let (q, v) = d.build_select(&stmt);
         let fail = |e| self.unavailable_or_internal(e);
         let limit = plan.limit as usize;
+        let read = super::sqlite_inline::ListRead {
+            select: (q.clone(), v.0.clone()),
+            count: plan.count_condition.as_ref().map(|c| {
+                let (q, v) = d.build_select(&super::count(d, plan.resource, c));
+                (q, v.0)
+            }),
+            max: limit,
+            byte_budget: plan.byte_budget,
+        };
+        if let Some(inline) = d.list_inline(
+            &self.model,
+            &plan.resource.name,
+            read,
+            self.statement_timeout,
+        ) && let Some(listed) = inline.await
+        {
+            let (rows, has_more, total) = listed?;
+            return Ok(Page {
+                rows,
+                has_more,
+                total: total.map(|n| u64::try_from(n).unwrap_or(0)),
+            });
+        }
         let mut conn = self.acquire(&self.scanners).await?;
         let ((rows, has_more), total) = match &plan.count_condition {
             // Page and total from one read transaction: one snapshot, consistent numbers.
