@@ -143,13 +143,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlite_reserves_descriptors_for_its_writer_and_both_reader_pools() {
+    fn sqlite_reserves_descriptors_for_its_writer_and_every_reader() {
         use crate::storage::file_descriptors;
-        // One writer and two pools of four readers, each with its database,
-        // -wal and -shm files.
+        // One writer, two sqlx pools of four readers, and the inline readers
+        // (four lists and one lookup per core), each with its database, -wal
+        // and -shm files.
+        let cores = std::thread::available_parallelism().map_or(4, std::num::NonZero::get) as u64;
         assert_eq!(
             fd_reserve_for(file_descriptors("sqlite://a.db", 4)),
-            128 + 3 * (1 + 2 * 4)
+            128 + 3 * (1 + 3 * 4 + cores)
         );
         // A server database: one socket per pooled connection.
         assert_eq!(

@@ -145,6 +145,11 @@ impl Backend for SqliteDialect {
             // Dropped with the request (its client went away): the progress
             // handler then interrupts the statement.
             let _deadline = deadline;
+            // At most --max-connections lists at once, as sqlx's pool allowed.
+            let _permit = match readers.list_permit().await {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e)),
+            };
             let task = tokio::task::spawn_blocking(move || {
                 readers.list(model.resource(&name)?, &read, keep_going)
             });
@@ -264,10 +269,18 @@ const ROW_CHANNEL: usize = 8;
 /// Virtual-machine steps between two deadline checks (microseconds of work).
 const PROGRESS_STEPS: i32 = 1000;
 
-/// The most connections [`connect`] opens for `max_connections`: the writer
-/// and two reader pools of `max_connections` each.
+/// The most connections [`connect`] opens for `max_connections`: the writer,
+/// two sqlx reader pools of `max_connections` each (the fallback of the
+/// inline path), and the inline readers: `max_connections` lists at once plus
+/// one primary-key read per runtime worker.
 pub(crate) fn connections(max_connections: u32) -> u64 {
-    1 + 2 * u64::from(Ord::max(max_connections, 1))
+    let max = u64::from(Ord::max(max_connections, 1));
+    1 + 3 * max + inline_workers() as u64
+}
+
+/// Primary-key reads run on the runtime's workers: at most one per worker at a time.
+fn inline_workers() -> usize {
+    std::thread::available_parallelism().map_or(4, std::num::NonZero::get)
 }
 
 /// File descriptors one connection holds: the database, its `-wal` and its `-shm`.
@@ -359,11 +372,12 @@ pub async fn connect(
     let inline = if in_memory {
         None
     } else {
+        let lists = Ord::max(options.max_connections, 1) as usize;
         Some(Arc::new(super::sqlite_inline::InlineReaders::open(
             file.to_path_buf(),
             options.busy_timeout,
-            // As many idle as the tokio workers that may read at once.
-            std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+            lists,
+            lists + inline_workers(),
         )?))
     };
     Ok(SqlStorage::new(

@@ -38,13 +38,17 @@ pub struct InlineReaders {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    /// Lists running at once (each holds a connection on a blocking thread).
+    lists: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl InlineReaders {
-    /// Readers of the database file at `path`, keeping up to `keep` idle.
+    /// Readers of the database file at `path`: at most `lists` lists at
+    /// once, and up to `keep` connections kept idle.
     pub(crate) fn open(
         path: PathBuf,
         busy_timeout: Duration,
+        lists: usize,
         keep: usize,
     ) -> Result<InlineReaders, String> {
         let readers = InlineReaders {
@@ -52,10 +56,22 @@ impl InlineReaders {
             busy_timeout,
             idle: Mutex::new(Vec::new()),
             keep: keep.max(1),
+            lists: std::sync::Arc::new(tokio::sync::Semaphore::new(lists.max(1))),
         };
         let first = readers.connect().map_err(|e| e.to_string())?;
         readers.give_back(first);
         Ok(readers)
+    }
+
+    /// A place for one list, waiting as long as SQLite waits for a lock;
+    /// then 503, as when sqlx's pool had no connection to give.
+    pub(crate) async fn list_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(self.busy_timeout, self.lists.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Unavailable {
+                cause: "every SQLite reader was busy with a list".to_owned(),
+            }),
+        }
     }
 
     fn connect(&self) -> rusqlite::Result<Connection> {
