@@ -18,13 +18,14 @@ run is bounded by its duration and nothing leaves the machine.
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from proc import free_port, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATION = int(sys.argv[1]) if len(sys.argv) > 1 else 5
@@ -42,12 +43,6 @@ SCENARIOS = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url):
     for _ in range(400):
         try:
@@ -56,14 +51,6 @@ def wait_http(url):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"{url} did not answer")
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def unit_ms(text):
@@ -126,7 +113,7 @@ def main():
             if pb.wait() != 0:
                 raise SystemExit("PocketBase set-up failed")
             servers["pocketbase"] = (f"http://127.0.0.1:{port}", pb_pid)
-            idle = {name: rss_mb(pid) for name, (_, pid) in servers.items()}
+            idle = {name: rss_kib(pid) / 1024 for name, (_, pid) in servers.items()}
 
             results = {}
             order = list(servers)
@@ -138,7 +125,7 @@ def main():
                             base, _ = servers[name]
                             results.setdefault((scenario, name), []).append(wrk(base, scripts[name]))
                 print(f"round {r + 1}/{ROUNDS} done", file=sys.stderr)
-            loaded = {name: rss_mb(pid) for name, (_, pid) in servers.items()}
+            loaded = {name: rss_kib(pid) / 1024 for name, (_, pid) in servers.items()}
         finally:
             for p in procs:
                 p.terminate()

@@ -23,15 +23,9 @@ import sys
 import threading
 import time
 
+from proc import rss_kib
+
 HOST = "127.0.0.1"
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def health(port, timeout=5.0):

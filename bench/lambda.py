@@ -26,17 +26,13 @@ import tempfile
 import time
 import urllib.request
 
+from proc import free_port, rss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BIN", os.path.join(ROOT, "target/release/anteroom"))
 SCHEMA = os.path.join(ROOT, "crates/anteroom/tests/fixtures/lambda/anteroom.toml")
 EVENT = os.path.join(ROOT, "crates/anteroom/tests/fixtures/lambda/function-url-list-iam.json")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, deadline=20):
@@ -48,14 +44,6 @@ def wait_port(port, deadline=20):
         except OSError:
             time.sleep(0.02)
     raise SystemExit(f"nothing listens on {port}")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def median(xs):

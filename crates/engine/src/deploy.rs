@@ -144,6 +144,9 @@ pub fn sam(model: &AppModel, options: &SamOptions) -> String {
         "ANTEROOM_MIGRATE".into(),
         json!({"Fn::If": ["SqliteInTmp", "apply", {"Ref": "MigrateOnStart"}]}),
     );
+    if options.rds_iam {
+        variables.insert("ANTEROOM_RDS_IAM".into(), json!("true"));
+    }
     for env in secret_envs(model) {
         let name = parameter_name(&env);
         parameters.insert(
@@ -191,7 +194,6 @@ pub fn sam(model: &AppModel, options: &SamOptions) -> String {
             "Action": "rds-db:connect",
             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:rds-db:${AWS::Region}:${AWS::AccountId}:dbuser:${DbResourceId}/${DbUser}"},
         }]}));
-        variables_insert(&mut properties, "ANTEROOM_RDS_IAM", json!("true"));
     }
     if !policies.is_empty() {
         properties["Policies"] = Json::Array(policies);
@@ -276,12 +278,6 @@ pub fn sam(model: &AppModel, options: &SamOptions) -> String {
     );
     yaml(&mut out, &template, 0);
     out
-}
-
-fn variables_insert(properties: &mut Json, name: &str, value: Json) {
-    if let Some(vars) = properties["Environment"]["Variables"].as_object_mut() {
-        vars.insert(name.to_owned(), value);
-    }
 }
 
 /// A scalar as YAML: strings double-quoted (JSON's escapes are YAML's).

@@ -127,7 +127,7 @@ pub fn app(state: AppState) -> Router {
 /// Removes the configured base path from the front of a request's path, if
 /// it is there as whole segments (a proxy may have removed it already).
 fn strip_base_path(req: &mut Request, base: &str) {
-    let Some(rest) = lambda::strip_segment_prefix(req.uri().path(), base) else {
+    let Some(rest) = routes::strip_segment_prefix(req.uri().path(), base) else {
         return;
     };
     let target = match req.uri().query() {

@@ -616,6 +616,18 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
+/// `path` without `prefix` (a whole segment or more), if it starts with it.
+pub(crate) fn strip_segment_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    if prefix.is_empty() || prefix == "/" {
+        return None;
+    }
+    match path.strip_prefix(prefix)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
+
 /// Why nothing answers at these segments, as helpfully as the model allows.
 fn not_found_detail(model: &AppModel, segments: &[String]) -> String {
     let unknown = |name: &str| format!("no resource named \"{name}\"");

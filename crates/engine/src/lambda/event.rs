@@ -25,6 +25,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::auth::GatewayContext;
 use crate::error::{ApiError, Code};
+use crate::routes::strip_segment_prefix;
 
 /// The event format a reply must use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,18 +113,6 @@ fn encode(text: &str, set: &'static AsciiSet) -> String {
     }
     out.extend(utf8_percent_encode(&text[start..], set));
     out
-}
-
-/// `path` without `prefix` (a whole segment or more), if it starts with it.
-pub(crate) fn strip_segment_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    if prefix.is_empty() || prefix == "/" {
-        return None;
-    }
-    match path.strip_prefix(prefix)? {
-        "" => Some("/"),
-        rest if rest.starts_with('/') => Some(rest),
-        _ => None,
-    }
 }
 
 fn malformed(detail: String) -> ApiError {

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::config::{Mode, ServeConfig};
 use crate::server::{self, StartError};
 
-pub(crate) use event::{BasePath, strip_segment_prefix};
+pub(crate) use event::BasePath;
 
 /// Why an invocation got no HTTP reply: the event is not an HTTP event.
 #[derive(Debug, thiserror::Error)]

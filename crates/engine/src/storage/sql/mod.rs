@@ -224,6 +224,12 @@ impl Drop for Deadline {
     }
 }
 
+/// A list running outside the driver's pool; `None` when it could not run there.
+pub type InlineList = futures_util::future::BoxFuture<
+    'static,
+    Option<Result<sqlite_inline::Listed, crate::error::ApiError>>,
+>;
+
 /// A SQL database: its dialect plus what the generic [`SqlStorage`] needs to
 /// run plans on it. One implementation per database, in its own module.
 pub trait Backend: Dialect {
@@ -254,14 +260,9 @@ pub trait Backend: Dialect {
         &self,
         _model: &std::sync::Arc<crate::schema::AppModel>,
         _resource: &str,
-        _read: sqlite_inline::ListRead,
+        _read: impl FnOnce() -> sqlite_inline::ListRead,
         _timeout: std::time::Duration,
-    ) -> Option<
-        futures_util::future::BoxFuture<
-            'static,
-            Option<Result<sqlite_inline::Listed, crate::error::ApiError>>,
-        >,
-    > {
+    ) -> Option<InlineList> {
         None
     }
     /// Classifies a driver error.

@@ -129,15 +129,11 @@ impl Backend for SqliteDialect {
         &self,
         model: &Arc<AppModel>,
         resource: &str,
-        read: super::sqlite_inline::ListRead,
+        read: impl FnOnce() -> super::sqlite_inline::ListRead,
         timeout: std::time::Duration,
-    ) -> Option<
-        futures_util::future::BoxFuture<
-            'static,
-            Option<Result<super::sqlite_inline::Listed, ApiError>>,
-        >,
-    > {
+    ) -> Option<super::InlineList> {
         let readers = self.inline.clone()?;
+        let read = read();
         let (model, name) = (model.clone(), resource.to_owned());
         let deadline = Deadline::after(timeout);
         let keep_going = deadline.keep_going();

@@ -122,36 +122,14 @@ impl InlineReaders {
         sql: &str,
         values: &sea_query::Values,
     ) -> Option<Result<Vec<StoredRow>, ApiError>> {
-        let params = values
-            .iter()
-            .map(bindable)
-            .collect::<Option<Vec<SqlValue>>>()?;
+        let params = bind_all(values)?;
         let conn = match self.take() {
             Ok(conn) => conn,
             Err(e) => return Some(Err(failure(e))),
         };
-        let result = (|| {
-            let mut statement = match conn.prepare_cached(sql) {
-                Ok(s) => s,
-                // Not ours to run (e.g. REGEXP, which only sqlx's connections have).
-                Err(e) => return Ok(Err(e)),
-            };
-            let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(decode(resource, row)?);
-            }
-            Ok(Ok(out))
-        })();
+        let result = page(&conn, resource, sql, &params, usize::MAX, usize::MAX);
         self.give_back(conn);
-        match result {
-            Ok(Ok(rows)) => Some(Ok(rows)),
-            Ok(Err(unprepared)) => {
-                tracing::debug!(error = %unprepared, "an inline read fell back to the pool");
-                None
-            }
-            Err(e) => Some(Err(failure(e))),
-        }
+        settle(result.map(|r| r.map(|(rows, _)| rows)), "read")
     }
 }
 
@@ -183,14 +161,9 @@ impl InlineReaders {
         read: &ListRead,
         keep_going: impl FnMut() -> bool + Send + 'static,
     ) -> Option<Result<Listed, ApiError>> {
-        let params = read
-            .select
-            .1
-            .iter()
-            .map(bindable)
-            .collect::<Option<Vec<SqlValue>>>()?;
-        let count_params = match &read.count {
-            Some((_, values)) => Some(values.iter().map(bindable).collect::<Option<Vec<_>>>()?),
+        let params = bind_all(&read.select.1)?;
+        let count = match &read.count {
+            Some((sql, values)) => Some((sql, bind_all(values)?)),
             None => None,
         };
         let conn = match self.take() {
@@ -204,45 +177,36 @@ impl InlineReaders {
         }
         let result = (|| -> rusqlite::Result<Result<Listed, rusqlite::Error>> {
             // Page and total from one snapshot.
-            let snapshot = read.count.is_some();
-            if snapshot {
+            if count.is_some() {
                 conn.execute_batch("BEGIN")?;
             }
             let outcome = (|| {
-                let mut statement = match conn.prepare_cached(&read.select.0) {
-                    Ok(s) => s,
-                    Err(e) => return Ok(Err(e)),
+                let (rows, more) = match page(
+                    &conn,
+                    resource,
+                    &read.select.0,
+                    &params,
+                    read.max,
+                    read.byte_budget,
+                )? {
+                    Ok(page) => page,
+                    Err(unprepared) => return Ok(Err(unprepared)),
                 };
-                let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
-                let (mut out, mut held, mut more) = (Vec::new(), 0usize, false);
-                while let Some(row) = rows.next()? {
-                    if out.len() >= read.max || (held >= read.byte_budget && !out.is_empty()) {
-                        more = true;
-                        break;
-                    }
-                    let stored = decode(resource, row)?;
-                    held += crate::storage::approx_size(&stored.values);
-                    out.push(stored);
-                }
-                drop(rows);
-                let total = match (&read.count, &count_params) {
-                    (Some((sql, _)), Some(params)) => {
-                        let mut statement = match conn.prepare_cached(sql) {
-                            Ok(s) => s,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        Some(
+                let total = match &count {
+                    Some((sql, params)) => match conn.prepare_cached(sql) {
+                        Ok(mut statement) => Some(
                             statement
                                 .query_row(rusqlite::params_from_iter(params.iter()), |r| {
                                     r.get::<_, i64>(0)
                                 })?,
-                        )
-                    }
-                    _ => None,
+                        ),
+                        Err(unprepared) => return Ok(Err(unprepared)),
+                    },
+                    None => None,
                 };
-                Ok(Ok((out, more, total)))
+                Ok(Ok((rows, more, total)))
             })();
-            if snapshot {
+            if count.is_some() {
                 // A failed read leaves nothing to keep either way.
                 let _ = conn.execute_batch("COMMIT");
             }
@@ -252,14 +216,57 @@ impl InlineReaders {
         if conn.progress_handler(0, None::<fn() -> bool>).is_ok() {
             self.give_back(conn);
         }
-        match result {
-            Ok(Ok(listed)) => Some(Ok(listed)),
-            Ok(Err(unprepared)) => {
-                tracing::debug!(error = %unprepared, "an inline list fell back to the pool");
-                None
-            }
-            Err(e) => Some(Err(failure(e))),
+        settle(result, "list")
+    }
+}
+
+/// Every value of a statement bound, or `None` when one is of a kind this
+/// path does not bind.
+fn bind_all(values: &sea_query::Values) -> Option<Vec<SqlValue>> {
+    values.iter().map(bindable).collect()
+}
+
+/// Up to `max` rows of `sql`, fewer once they hold `byte_budget` (as the
+/// sqlx path's `collect`), and whether more follow. The inner error is a
+/// statement that did not prepare (e.g. REGEXP's absence): not ours to run.
+fn page(
+    conn: &Connection,
+    resource: &Resource,
+    sql: &str,
+    params: &[SqlValue],
+    max: usize,
+    byte_budget: usize,
+) -> rusqlite::Result<Result<(Vec<StoredRow>, bool), rusqlite::Error>> {
+    let mut statement = match conn.prepare_cached(sql) {
+        Ok(s) => s,
+        Err(unprepared) => return Ok(Err(unprepared)),
+    };
+    let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+    let (mut out, mut held) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next()? {
+        if out.len() >= max || (held >= byte_budget && !out.is_empty()) {
+            return Ok(Ok((out, true)));
         }
+        let stored = decode(resource, row)?;
+        held += crate::storage::approx_size(&stored.values);
+        out.push(stored);
+    }
+    Ok(Ok((out, false)))
+}
+
+/// What a run answers: its rows, a 503/500, or `None` (fall back to sqlx)
+/// when its statement did not prepare here.
+fn settle<T>(
+    result: rusqlite::Result<Result<T, rusqlite::Error>>,
+    what: &str,
+) -> Option<Result<T, ApiError>> {
+    match result {
+        Ok(Ok(done)) => Some(Ok(done)),
+        Ok(Err(unprepared)) => {
+            tracing::debug!(error = %unprepared, "an inline {what} fell back to the pool");
+            None
+        }
+        Err(e) => Some(Err(failure(e))),
     }
 }
 

@@ -507,11 +507,13 @@ where
             Some(u64::from(plan.limit) + 1),
             plan.offset,
         );
-        let (q, v) = d.build_select(&stmt);
-        let fail = |e| self.unavailable_or_internal(e);
         let limit = plan.limit as usize;
-        let read = super::sqlite_inline::ListRead {
-            select: (q.clone(), v.0.clone()),
+        // Built only by a backend that lists inline: the others pay nothing.
+        let read = || super::sqlite_inline::ListRead {
+            select: {
+                let (q, v) = d.build_select(&stmt);
+                (q, v.0)
+            },
             count: plan.count_condition.as_ref().map(|c| {
                 let (q, v) = d.build_select(&super::count(d, plan.resource, c));
                 (q, v.0)
@@ -533,6 +535,8 @@ where
                 total: total.map(|n| u64::try_from(n).unwrap_or(0)),
             });
         }
+        let (q, v) = d.build_select(&stmt);
+        let fail = |e| self.unavailable_or_internal(e);
         let mut conn = self.acquire(&self.scanners).await?;
         let ((rows, has_more), total) = match &plan.count_condition {
             // Page and total from one read transaction: one snapshot, consistent numbers.
