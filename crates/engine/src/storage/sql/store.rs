@@ -12,6 +12,7 @@ use sea_query_sqlx::SqlxValues;
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Database, Executor, IntoArguments, Pool};
 
+use super::group_commit::{GroupCommit, Member};
 use super::{Backend, Deadline, Failure, SCHEMA_TABLE};
 use crate::error::{ApiError, Code};
 use crate::plan::{Condition, DeletePlan, Expect, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
@@ -36,6 +37,48 @@ pub struct SqlStorage<B: Backend> {
     pub(super) scanners: Pool<B::Db>,
     /// Longest a statement may run (armed per acquire where the server does not enforce it).
     statement_timeout: std::time::Duration,
+    /// SQLite: the one writer connection, shared by concurrent writes that
+    /// commit together (then `writer` serves migrations only).
+    group: Option<GroupCommit<B>>,
+}
+
+/// The connection a write runs on: a pooled one, or a turn on the group
+/// commit writer. Either way the write calls [`WriteConn::settle`] after
+/// committing and before answering.
+pub(super) enum WriteConn<B: Backend> {
+    Pooled(Armed<B::Db>),
+    Grouped(Member<B>),
+}
+
+impl<B: Backend> WriteConn<B> {
+    /// Returns once the write is durable: at once for a pooled connection
+    /// (its transaction has committed); for group commit, once the group's
+    /// transaction has.
+    pub(super) async fn settle(self) -> Result<(), ApiError> {
+        match self {
+            WriteConn::Pooled(_) => Ok(()),
+            WriteConn::Grouped(member) => member.settle().await,
+        }
+    }
+}
+
+impl<B: Backend> std::ops::Deref for WriteConn<B> {
+    type Target = <B::Db as Database>::Connection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            WriteConn::Pooled(c) => c,
+            WriteConn::Grouped(m) => m,
+        }
+    }
+}
+
+impl<B: Backend> std::ops::DerefMut for WriteConn<B> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            WriteConn::Pooled(c) => c,
+            WriteConn::Grouped(m) => m,
+        }
+    }
 }
 
 /// A pooled connection armed with the statement deadline for as long as the
@@ -81,7 +124,14 @@ impl<B: Backend> SqlStorage<B> {
             readers,
             scanners,
             statement_timeout,
+            group: None,
         }
+    }
+
+    /// Writes go through group commit on `group` instead of the writer pool.
+    pub(super) fn with_group_commit(mut self, group: GroupCommit<B>) -> Self {
+        self.group = Some(group);
+        self
     }
 }
 
@@ -116,15 +166,25 @@ where
         })
     }
 
-    /// Opens a write transaction on an armed writer connection.
+    /// The connection for a write: a turn on the group commit writer, or an
+    /// armed connection from the writer pool.
+    pub(super) async fn write_conn(&self) -> Result<WriteConn<B>, ApiError> {
+        Ok(match &self.group {
+            Some(group) => WriteConn::Grouped(group.join().await?),
+            None => WriteConn::Pooled(self.acquire(&self.writer).await?),
+        })
+    }
+
+    /// Opens a write's transaction: its own, or its savepoint in the group's.
     pub(super) async fn begin_write<'a>(
         &self,
-        conn: &'a mut Armed<B::Db>,
+        conn: &'a mut WriteConn<B>,
     ) -> Result<sqlx::Transaction<'a, B::Db>, ApiError> {
+        let grouped = matches!(conn, WriteConn::Grouped(_));
         let conn: &mut <B::Db as Database>::Connection = conn;
         let tx = match B::BEGIN_WRITE {
-            Some(statement) => conn.begin_with(statement).await,
-            None => conn.begin().await,
+            Some(statement) if !grouped => conn.begin_with(statement).await,
+            _ => conn.begin().await,
         };
         tx.map_err(|e| self.unavailable_or_internal(e))
     }
@@ -353,7 +413,7 @@ where
     /// the same key won the race and the whole write must be retried.
     async fn update_once(&self, plan: &UpdatePlan<'_>) -> Result<Option<UpdateOutcome>, ApiError> {
         let d = &self.backend;
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         let (q, v) = d.build_update(&super::update(d, plan, B::RETURNING));
         let updated = if B::RETURNING {
@@ -389,6 +449,7 @@ where
             tx.commit()
                 .await
                 .map_err(|e| self.unavailable_or_internal(e))?;
+            conn.settle().await?;
             return Ok(Some(UpdateOutcome::Updated(row)));
         }
         let scope = plan.scope.as_ref();
@@ -422,6 +483,7 @@ where
                         tx.commit()
                             .await
                             .map_err(|e| self.unavailable_or_internal(e))?;
+                        conn.settle().await?;
                         Ok(Some(UpdateOutcome::Created(stored)))
                     }
                     Err(e) => {
@@ -631,7 +693,7 @@ where
     }
 
     async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError> {
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         let mut out = Vec::with_capacity(plan.rows.len());
         for row in &plan.rows {
@@ -647,6 +709,7 @@ where
         tx.commit()
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.settle().await?;
         Ok(out)
     }
 
@@ -673,7 +736,7 @@ where
 
     async fn delete(&self, plan: &DeletePlan<'_>) -> Result<DeleteOutcome, ApiError> {
         let d = &self.backend;
-        let mut conn = self.acquire(&self.writer).await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = self.begin_write(&mut conn).await?;
         let (q, v) = d.build_delete(&super::delete(
             d,
@@ -693,6 +756,7 @@ where
             tx.commit()
                 .await
                 .map_err(|e| self.unavailable_or_internal(e))?;
+            conn.settle().await?;
             return Ok(DeleteOutcome::Deleted);
         }
         Ok(
@@ -717,6 +781,12 @@ where
         mode: MigrateMode,
     ) -> Result<MigrationReport, MigrationError> {
         let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
+        // Group commit's writer stays idle, its last group committed, while
+        // the migration holds the database's write lock on its own connection.
+        let _paused = match &self.group {
+            Some(group) => Some(group.pause().await),
+            None => None,
+        };
         let mut conn = self.writer.acquire().await.map_err(dbe)?;
         let (lock, unlock, rollback) = self.backend.migration_session();
         for statement in lock {
