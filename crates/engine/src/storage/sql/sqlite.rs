@@ -31,49 +31,6 @@ use crate::value::{Value, format_timestamp};
 pub struct SqliteDialect {
     /// Primary-key reads on the calling thread (none for an in-memory database).
     inline: Option<Arc<super::sqlite_inline::InlineReaders>>,
-    /// Checkpoints the WAL off the write path while the storage lives.
-    _checkpointer: Option<Arc<Checkpointer>>,
-}
-
-/// Copies the WAL back into the database file from a thread of its own.
-///
-/// SQLite checkpoints automatically inside the commit that takes the WAL
-/// past 1,000 pages: that commit copies the pages and syncs the file, and
-/// with group commit every write queued behind it waits too (p99 of POST
-/// was 30 ms at 32 writers). The writer turns automatic checkpoints off and
-/// this thread runs a passive checkpoint, which never blocks writers or
-/// readers, every [`CHECKPOINT_EVERY`]. Dropping it stops the thread.
-#[derive(Debug)]
-struct Checkpointer {
-    _stop: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
-}
-
-/// How often the checkpointer runs: a passive checkpoint with nothing new
-/// in the WAL costs microseconds.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-impl Checkpointer {
-    fn start(path: std::path::PathBuf, busy_timeout: std::time::Duration) -> Result<Self, String> {
-        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(busy_timeout).map_err(|e| e.to_string())?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".to_owned())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Checkpointer {
-            _stop: std::sync::Mutex::new(stop),
-        })
-    }
 }
 
 impl Dialect for SqliteDialect {
@@ -431,19 +388,8 @@ pub async fn connect(
             lists + inline_workers(),
         )?))
     };
-    let checkpointer = if in_memory {
-        None
-    } else {
-        Some(Arc::new(Checkpointer::start(
-            file.to_path_buf(),
-            options.busy_timeout,
-        )?))
-    };
     let storage = SqlStorage::new(
-        SqliteDialect {
-            inline,
-            _checkpointer: checkpointer,
-        },
+        SqliteDialect { inline },
         model,
         writer,
         readers,
@@ -454,7 +400,7 @@ pub async fn connect(
         return Ok(storage);
     }
     let group = super::group_commit::GroupCommit::open(
-        base.clone().pragma("wal_autocheckpoint", "0"),
+        base.clone(),
         options.statement_timeout,
         options.busy_timeout,
     )
