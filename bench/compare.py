@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.request
 
-from proc import free_port, rss_kib
+from proc import free_port, rss_kib, wait_quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATION = int(sys.argv[1]) if len(sys.argv) > 1 else 5
@@ -152,14 +152,16 @@ def main():
                 for scenario, scripts in SCENARIOS.items():
                     for name in rotated:
                         if name in scripts:
-                            base, _ = servers[name]
+                            base, pid = servers[name]
                             results.setdefault((scenario, name), []).append(wrk(base, scripts[name]))
+                            wait_quiet(pid)
                 for clients in WRITERS:
                     for name in rotated:
                         if name in SCENARIOS.get("post", {}):
-                            base, _ = servers[name]
+                            base, pid = servers[name]
                             results.setdefault((f"post_c{clients}", name), []).append(
                                 wrk(base, SCENARIOS["post"][name], clients))
+                            wait_quiet(pid)
                 print(f"round {r + 1}/{ROUNDS} done", file=sys.stderr)
             loaded = {name: rss_kib(pid) / 1024 for name, (_, pid) in servers.items()}
         finally:

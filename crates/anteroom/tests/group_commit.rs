@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use common::{Backend, Server, Started, TestDatabase, schema_dir};
+use common::Server;
 use serde_json::json;
 
 const SCHEMA: &str = r#"[app]
@@ -28,13 +27,7 @@ fields.owner_id = { type = "ref", to = "owners", required = true, on_delete = "c
 "#;
 
 async fn sqlite_server(args: &[&str]) -> Server {
-    let (dir, _) = schema_dir(SCHEMA);
-    let db = TestDatabase::create_on(Backend::Sqlite, dir.path()).await;
-    let url = db.url.clone();
-    match Server::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
-        Started::Up(s) => s,
-        Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
-    }
+    Server::start_sqlite(SCHEMA, args).await
 }
 
 /// Sends every body at once and returns (body, status, reply JSON) in order.

@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Server, Started, TestDatabase, schema_dir};
+use common::Server;
 
 const SCHEMA: &str = r#"[app]
 name = "deadlines"
@@ -21,13 +20,7 @@ fields.t = { type = "text" }
 "#;
 
 async fn sqlite_server(args: &[&str]) -> Server {
-    let (dir, _) = schema_dir(SCHEMA);
-    let db = TestDatabase::create_on(Backend::Sqlite, dir.path()).await;
-    let url = db.url.clone();
-    match Server::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
-        Started::Up(s) => s,
-        Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
-    }
+    Server::start_sqlite(SCHEMA, args).await
 }
 
 /// 10,000 rows of 4,000 characters: `LIKE '%a%a…a{150}b'` costs ~1.6 ms a row.

@@ -370,6 +370,18 @@ impl Server {
         }
     }
 
+    /// Starts a server on a fresh SQLite database whatever
+    /// `ANTEROOM_TEST_BACKEND` says (for behaviour only SQLite has).
+    pub async fn start_sqlite(schema: &str, args: &[&str]) -> Server {
+        let (dir, _) = schema_dir(schema);
+        let db = TestDatabase::create_on(Backend::Sqlite, dir.path()).await;
+        let url = db.url.clone();
+        match Self::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
+            Started::Up(s) => s,
+            Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
+        }
+    }
+
     /// The schema file of this server.
     pub fn schema_path(&self) -> PathBuf {
         self.dir.path().join("anteroom.toml")
