@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Backend, Server, Started, TestDatabase, id_of, schema_dir};
@@ -215,6 +215,9 @@ struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
+    /// Reads of what the server sent towards the database: one per burst of
+    /// messages, so one per round trip of a request waiting on its answer.
+    sent: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -223,7 +226,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let (generation, _) = tokio::sync::watch::channel(0u64);
-        let (cut2, gen2) = (cut.clone(), generation.clone());
+        let sent = Arc::new(AtomicU64::new(0));
+        let (cut2, gen2, sent2) = (cut.clone(), generation.clone(), sent.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -235,13 +239,29 @@ impl Proxy {
                 }
                 let upstream = upstream.clone();
                 let mut cancelled = gen2.subscribe();
+                let sent = sent2.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let requests = async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = from_client.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            sent.fetch_add(1, Ordering::SeqCst);
+                            to_server.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let answers = tokio::io::copy(&mut from_server, &mut to_client);
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = requests => {}
+                        _ = answers => {}
                         _ = cancelled.changed() => {}
                     }
                 });
@@ -251,6 +271,7 @@ impl Proxy {
             port,
             cut,
             generation,
+            sent,
         }
     }
 
@@ -266,6 +287,11 @@ impl Proxy {
 
 /// A server on a fresh database that it reaches through a [`Proxy`].
 async fn behind_proxy() -> (Proxy, Server) {
+    behind_proxy_with(&[]).await
+}
+
+/// [`behind_proxy`] with extra server arguments.
+async fn behind_proxy_with(args: &[&str]) -> (Proxy, Server) {
     let (dir, _) = schema_dir(SCHEMA);
     let db = TestDatabase::create(dir.path()).await;
     let direct = url::Url::parse(&db.url).unwrap();
@@ -273,7 +299,7 @@ async fn behind_proxy() -> (Proxy, Server) {
     let proxy = Proxy::start(upstream).await;
     let mut through = direct.clone();
     through.set_port(Some(proxy.port)).unwrap();
-    match Server::spawn_with(Arc::new(dir), through.to_string(), &[], Some(Arc::new(db))).await {
+    match Server::spawn_with(Arc::new(dir), through.to_string(), args, Some(Arc::new(db))).await {
         Started::Up(s) => (proxy, s),
         Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
     }
@@ -430,4 +456,117 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_without_failing_th
         .expect(201);
     server.get("/health").await.expect(200);
     assert_eq!(server.count_in_database("accounts").await, 1);
+}
+
+#[tokio::test]
+async fn a_read_by_id_costs_one_round_trip_to_the_database() {
+    let backend = Backend::current();
+    let Some(_) = backend.server_url() else {
+        println!(
+            "skipped: SQLite is embedded, there are no round trips to count (run with ANTEROOM_TEST_BACKEND=postgres or mysql)"
+        );
+        return;
+    };
+    // One connection, so every read reuses the one the last read returned.
+    let (proxy, server) = behind_proxy_with(&["--max-connections", "1"]).await;
+    let created = server
+        .post("/accounts", json!({"owner": "ada", "balance": 7}))
+        .await
+        .expect(201);
+    let path = format!("/accounts/{}", id_of(&created["id"]));
+    server.get(&path).await.expect(200);
+    // Whatever the last request left in flight has landed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = proxy.sent.load(Ordering::SeqCst);
+    let reads = 20;
+    for _ in 0..reads {
+        let body = server.get(&path).await.expect(200);
+        assert_eq!(body["owner"], "ada");
+        assert_eq!(body["balance"], 7);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = proxy.sent.load(Ordering::SeqCst) - before;
+    // One burst (the statement) per read. sqlx's own pool sends a ping
+    // after each, which made this 2 per read.
+    assert!(
+        sent <= reads + 2,
+        "{reads} reads by id sent {sent} bursts to the database"
+    );
+    assert!(sent >= reads, "the proxy missed reads: {sent}");
+}
+
+#[tokio::test]
+async fn requests_abandoned_mid_query_leave_no_unfinished_connection_to_the_next_request() {
+    let backend = Backend::current();
+    let Some(_) = backend.server_url() else {
+        println!(
+            "skipped: SQLite reads do not borrow pooled connections (run with ANTEROOM_TEST_BACKEND=postgres or mysql)"
+        );
+        return;
+    };
+    // One connection: every request after an abandoned one gets the
+    // connection the abandoned one held.
+    let (_proxy, server) = behind_proxy_with(&["--max-connections", "1"]).await;
+    let digits = "(SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    server
+        .execute(&format!(
+            "INSERT INTO accounts (owner, balance, created_at, updated_at) \
+             SELECT CONCAT('owner-', a.n + 10 * b.n + 100 * c.n + 1000 * d.n + 10000 * e.n), a.n, \
+             CURRENT_TIMESTAMP, CURRENT_TIMESTAMP \
+             FROM {digits} a, {digits} b, {digits} c, {digits} d, {digits} e"
+        ))
+        .await;
+    let wanted = server
+        .post("/accounts", json!({"owner": "zed", "balance": 42}))
+        .await
+        .expect(201);
+    let path = format!("/accounts/{}", id_of(&wanted["id"]));
+
+    // Scans over 100,001 rows, each abandoned after a few milliseconds:
+    // cut mid-statement, mid-page, or before it started.
+    let client = reqwest::Client::new();
+    for i in 0..30u64 {
+        let scan = client
+            .get(format!(
+                "{}/accounts?owner[ilike]=*{i}*9*&sort=-balance&limit=100",
+                server.base
+            ))
+            .timeout(Duration::from_millis(1 + i % 15))
+            .send();
+        let _ = scan.await;
+        let body = server.get(&path).await.expect(200);
+        assert_eq!(body["owner"], "zed", "after abandoned scan {i}");
+        assert_eq!(body["balance"], 42);
+    }
+    // A scan allowed to finish returns its own rows, not a leftover.
+    let page = server
+        .get("/accounts?owner[ilike]=owner-1234*&sort=owner")
+        .await
+        .expect(200);
+    let owners: Vec<&str> = page["items"]
+        .as_array()
+        .expect("a page of items")
+        .iter()
+        .map(|row| row["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            "owner-1234",
+            "owner-12340",
+            "owner-12341",
+            "owner-12342",
+            "owner-12343",
+            "owner-12344",
+            "owner-12345",
+            "owner-12346",
+            "owner-12347",
+            "owner-12348",
+            "owner-12349"
+        ]
+    );
+    assert_eq!(server.count_in_database("accounts").await, 100_001);
 }

@@ -153,14 +153,15 @@ mod tests {
             fd_reserve_for(file_descriptors("sqlite://a.db", 4)),
             128 + 3 * (1 + 3 * 4 + cores)
         );
-        // A server database: one socket per pooled connection.
+        // A server database: one socket per connection lent to requests,
+        // two for migrations and notifications, one queue listener.
         assert_eq!(
             fd_reserve_for(file_descriptors("postgres://db.example/app", 4)),
-            128 + 4
+            128 + 4 + 3
         );
         assert_eq!(
             fd_reserve_for(file_descriptors("mysql://db.example/app", 0)),
-            128 + 1
+            128 + 1 + 3
         );
     }
 

@@ -167,12 +167,13 @@ pub async fn connect(
 /// The most file descriptors the storage `url` names holds open with
 /// `max_connections` (what the server keeps out of its client cap): three
 /// per SQLite connection, of which there are one writer and two reader pools
-/// ([`sql::sqlite::connections`]); one socket per pooled connection of a
-/// server database.
+/// ([`sql::sqlite::connections`]); one socket per connection of a server
+/// database: those lent to requests, the service pool's
+/// ([`sql::SERVICE_CONNECTIONS`]) and PostgreSQL's queue listener.
 pub fn file_descriptors(url: &str, max_connections: u32) -> u64 {
     match url.split(':').next().unwrap_or("") {
         "sqlite" => sql::sqlite::FILES_PER_CONNECTION * sql::sqlite::connections(max_connections),
-        _ => u64::from(Ord::max(max_connections, 1)),
+        _ => u64::from(Ord::max(max_connections, 1)) + u64::from(sql::SERVICE_CONNECTIONS) + 1,
     }
 }
 

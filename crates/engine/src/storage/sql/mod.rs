@@ -8,6 +8,7 @@ pub mod mysql;
 pub mod postgres;
 mod queue;
 pub(crate) mod rds_iam;
+mod request_pool;
 pub mod sqlite;
 pub mod sqlite_inline;
 pub mod store;
@@ -134,8 +135,14 @@ pub enum Failure {
     Other,
 }
 
-/// The pool settings a client-server database (PostgreSQL, MySQL) shares:
-/// its size and acquire timeout, idle and lifetime limits, and a ping only
+/// The most connections of the sqlx pool a client-server database keeps
+/// for migrations and queue notifications; requests borrow from
+/// [`request_pool`] instead.
+pub(crate) const SERVICE_CONNECTIONS: u32 = 2;
+
+/// The settings of a client-server database's (PostgreSQL, MySQL) sqlx
+/// pool, which serves migrations and queue notifications: its size
+/// ([`SERVICE_CONNECTIONS`]) and acquire timeout, idle and lifetime limits, and a ping only
 /// for a connection that sat idle past `ping_after_idle`. A ping on every
 /// acquire doubled the round trips of a GET; one on a connection idle that
 /// long costs nothing under load and replaces a connection that died while
@@ -151,7 +158,7 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
 ) -> sqlx::pool::PoolOptions<DB> {
     let ping_after = options.ping_after_idle;
     sqlx::pool::PoolOptions::<DB>::new()
-        .max_connections(Ord::max(options.max_connections, 1))
+        .max_connections(SERVICE_CONNECTIONS)
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
             if let Some(tokens) = &tokens {

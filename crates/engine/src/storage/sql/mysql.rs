@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use sea_query::{Expr, ExprTrait, Func, LikeExpr, MysqlQueryBuilder};
 use serde_json::{Map, Value as Json};
-use sqlx::mysql::{MySqlConnectOptions, MySqlQueryResult, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlQueryResult, MySqlRow};
 use sqlx::{Executor, MySql, Row};
 
 use super::postgres::literal_backslashes;
+use super::request_pool::{Prepare, RequestPool};
 use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage, field_of_constraint};
 use crate::error::ApiError;
 use crate::request::query::LikePattern;
@@ -312,35 +313,15 @@ pub async fn connect(
         None
     };
     let seconds = options.statement_timeout.as_secs_f64();
+    let prepare: Prepare<sqlx::MySql> =
+        Arc::new(move |conn| Box::pin(prepare_session(conn, seconds)));
+    let session = prepare.clone();
     let pool = super::pool_options::<sqlx::MySql>(options, tokens.clone())
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                // READ COMMITTED, as PostgreSQL: no gap locks, so writers racing on
-                // a new key do not deadlock (the upsert race retries instead).
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                // Strict, whatever the server's default: a value the column cannot
-                // hold is an error, never a silent truncation or a zero date.
-                conn.execute(STRICT_SQL_MODE).await?;
-                // MariaDB and MySQL name the statement timeout differently; each ignores the other's.
-                let _ = conn
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "SET SESSION max_statement_time = {seconds}"
-                    )))
-                    .await;
-                let _ = conn
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "SET SESSION max_execution_time = {}",
-                        (seconds * 1000.0) as u64
-                    )))
-                    .await;
-                Ok(())
-            })
-        })
+        .after_connect(move |conn, _| session(conn))
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(tokens) = tokens {
+    if let Some(tokens) = &tokens {
         tokens.attach(&pool);
     }
     let version: String = sqlx::query_scalar("SELECT VERSION()")
@@ -359,9 +340,39 @@ pub async fn connect(
         model,
         pool.clone(),
         pool.clone(),
-        pool,
+        pool.clone(),
         options.statement_timeout,
-    ))
+    )
+    .with_request_pool(RequestPool::new(
+        pool,
+        tokens,
+        Some(prepare),
+        options.into(),
+    )))
+}
+
+/// The session every connection runs in, whichever pool opened it.
+async fn prepare_session(conn: &mut MySqlConnection, seconds: f64) -> Result<(), sqlx::Error> {
+    // READ COMMITTED, as PostgreSQL: no gap locks, so writers racing on
+    // a new key do not deadlock (the upsert race retries instead).
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    // Strict, whatever the server's default: a value the column cannot
+    // hold is an error, never a silent truncation or a zero date.
+    conn.execute(STRICT_SQL_MODE).await?;
+    // MariaDB and MySQL name the statement timeout differently; each ignores the other's.
+    let _ = conn
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SET SESSION max_statement_time = {seconds}"
+        )))
+        .await;
+    let _ = conn
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SET SESSION max_execution_time = {}",
+            (seconds * 1000.0) as u64
+        )))
+        .await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row};
 use tokio::sync::mpsc;
 
+use super::request_pool::RequestPool;
 use super::{Backend, Dialect, Failure, SCHEMA_TABLE, SqlStorage, field_of_constraint};
 use crate::error::ApiError;
 use crate::request::query::LikePattern;
@@ -336,9 +337,10 @@ pub async fn connect(
         .connect_with(connect)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(tokens) = tokens {
+    if let Some(tokens) = &tokens {
         tokens.attach(&pool);
     }
+    let requests = RequestPool::new(pool.clone(), tokens, None, options.into());
     Ok(SqlStorage::new(
         PostgresDialect,
         model,
@@ -346,5 +348,6 @@ pub async fn connect(
         pool.clone(),
         pool,
         options.statement_timeout,
-    ))
+    )
+    .with_request_pool(requests))
 }

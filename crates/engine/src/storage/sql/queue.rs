@@ -473,11 +473,13 @@ where
             value: member.clone(),
         };
         let (q, v) = d.build_select(&super::select(d, &queue.entries, &active, &[], Some(1), 0));
+        let mut conn = self.reader().await.ok()?;
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *conn)
             .await
             .ok()
             .flatten()?;
+        conn.finish();
         let stored = d.decode(&queue.entries, &row).ok()?;
         stored.values.get("id").cloned()
     }
@@ -1020,17 +1022,12 @@ where
                 .eq(Expr::val(d.bind(&text(key), Scalar::Text))),
         );
         let (q, v) = d.build_select(&stmt);
-        // Never armed: a reader must not keep a deadline's handler for the
-        // next request (point reads are bounded by construction).
-        let mut conn = self
-            .readers
-            .acquire()
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+        let mut conn = self.reader().await?;
         let row = planned_each_time::<B>(q, v)
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         let Some(row) = row else {
             return Ok(None);
         };
@@ -1051,16 +1048,13 @@ where
         id: &Value,
         scope: Option<&Condition>,
     ) -> Result<Option<Entry>, ApiError> {
-        // Never armed: a reader must not keep a deadline's handler for the
-        // next request (point reads are bounded by construction).
-        let mut conn = self
-            .readers
-            .acquire()
+        let mut conn = self.reader().await?;
+        let entry = self
+            .read_entry(&mut conn, queue, id, scope)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        self.read_entry(&mut conn, queue, id, scope)
-            .await
-            .map_err(Attempt::into_error)
+            .map_err(Attempt::into_error)?;
+        conn.finish();
+        Ok(entry)
     }
 
     async fn line(
@@ -1095,6 +1089,7 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         rows.iter().map(|r| self.decode_entry(queue, r)).collect()
     }
 
@@ -1201,6 +1196,7 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(fail)?;
+        conn.finish();
         let truncated = rows.len() as u64 > limit;
         let calls = rows
             .iter()
@@ -1225,16 +1221,13 @@ where
     }
 
     async fn is_open(&self, queue: &Queue) -> Result<bool, ApiError> {
-        // Never armed: a reader must not keep a deadline's handler for the
-        // next request (point reads are bounded by construction).
-        let mut conn = self
-            .readers
-            .acquire()
+        let mut conn = self.reader().await?;
+        let open = self
+            .is_open_on(&mut conn, queue)
             .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
-        self.is_open_on(&mut conn, queue)
-            .await
-            .map_err(Attempt::into_error)
+            .map_err(Attempt::into_error)?;
+        conn.finish();
+        Ok(open)
     }
 
     async fn set_open(&self, queue: &Queue, open: bool, stamp: &Stamp) -> Result<(), ApiError> {
@@ -1245,15 +1238,12 @@ where
         let d = &self.backend;
         let every = Condition::All(Vec::new());
         let (q, v) = d.build_select(&super::select(d, &queue.partitions, &every, &[], None, 0));
-        let mut conn = self
-            .readers
-            .acquire()
-            .await
-            .map_err(|e| self.unavailable_or_internal(e))?;
+        let mut conn = self.reader().await?;
         let rows = sqlx::query_with(sql(q), v)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         rows.iter()
             .map(|row| {
                 let line = d.decode(&queue.partitions, row)?;

@@ -13,6 +13,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Database, Executor, IntoArguments, Pool};
 
 use super::group_commit::{GroupCommit, Member};
+use super::request_pool::{Lent, RequestPool};
 use super::{Backend, Deadline, Failure, SCHEMA_TABLE};
 use crate::error::{ApiError, Code};
 use crate::plan::{Condition, DeletePlan, Expect, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
@@ -40,6 +41,9 @@ pub struct SqlStorage<B: Backend> {
     /// SQLite: the one writer connection, shared by concurrent writes that
     /// commit together (then `writer` serves migrations only).
     group: Option<GroupCommit<B>>,
+    /// PostgreSQL and MySQL: what every request borrows, whatever its role
+    /// (then the pools above serve migrations and notifications only).
+    requests: Option<RequestPool<B::Db>>,
 }
 
 /// The connection a write runs on: a pooled one, or a turn on the group
@@ -56,7 +60,10 @@ impl<B: Backend> WriteConn<B> {
     /// transaction has.
     pub(super) async fn settle(self) -> Result<(), ApiError> {
         match self {
-            WriteConn::Pooled(_) => Ok(()),
+            WriteConn::Pooled(conn) => {
+                conn.finish();
+                Ok(())
+            }
             WriteConn::Grouped(member) => member.settle().await,
         }
     }
@@ -82,22 +89,46 @@ impl<B: Backend> std::ops::DerefMut for WriteConn<B> {
 }
 
 /// A pooled connection armed with the statement deadline for as long as the
-/// request holds it.
+/// request holds it. Call [`Armed::finish`] once its work completed.
 pub(super) struct Armed<DB: Database> {
-    conn: PoolConnection<DB>,
+    conn: Held<DB>,
     _deadline: Option<Deadline>,
+}
+
+/// Where a request's connection came from: a sqlx pool (SQLite) or the
+/// request pool (PostgreSQL, MySQL).
+enum Held<DB: Database> {
+    Pooled(PoolConnection<DB>),
+    Lent(Lent<DB>),
+}
+
+impl<DB: Database> Armed<DB> {
+    /// Says the connection's statements completed and its transactions
+    /// ended, so the request pool takes it back without checking it (see
+    /// [`super::request_pool`]). Dropping it instead is always safe.
+    pub(super) fn finish(self) {
+        if let Held::Lent(lent) = self.conn {
+            lent.finish();
+        }
+    }
 }
 
 impl<DB: Database> std::ops::Deref for Armed<DB> {
     type Target = DB::Connection;
     fn deref(&self) -> &DB::Connection {
-        &self.conn
+        match &self.conn {
+            Held::Pooled(c) => c,
+            Held::Lent(c) => c,
+        }
     }
 }
 
 impl<DB: Database> std::ops::DerefMut for Armed<DB> {
     fn deref_mut(&mut self) -> &mut DB::Connection {
-        &mut self.conn
+        match &mut self.conn {
+            Held::Pooled(c) => c,
+            Held::Lent(c) => c,
+        }
     }
 }
 
@@ -125,7 +156,14 @@ impl<B: Backend> SqlStorage<B> {
             scanners,
             statement_timeout,
             group: None,
+            requests: None,
         }
+    }
+
+    /// Requests borrow from `requests` instead of the sqlx pools.
+    pub(super) fn with_request_pool(mut self, requests: RequestPool<B::Db>) -> Self {
+        self.requests = Some(requests);
+        self
     }
 
     /// Writes go through group commit on `group` instead of the writer pool.
@@ -153,16 +191,36 @@ where
         }
     }
 
-    /// A connection from `pool`, its statements bounded by the statement timeout.
+    /// A connection for `pool`'s role (from the request pool where there is
+    /// one), its statements bounded by the statement timeout.
     pub(super) async fn acquire(&self, pool: &Pool<B::Db>) -> Result<Armed<B::Db>, ApiError> {
         let fail = |e| self.unavailable_or_internal(e);
-        let mut conn = pool.acquire().await.map_err(fail)?;
+        let mut conn = self.borrow(pool).await?;
         let deadline = B::arm(&mut conn, self.statement_timeout)
             .await
             .map_err(fail)?;
         Ok(Armed {
-            conn,
             _deadline: deadline,
+            ..conn
+        })
+    }
+
+    /// A connection for a point read, never armed: a reader must not keep a
+    /// deadline's handler for the next request, and point reads are
+    /// bounded by construction.
+    pub(super) async fn reader(&self) -> Result<Armed<B::Db>, ApiError> {
+        self.borrow(&self.readers).await
+    }
+
+    async fn borrow(&self, pool: &Pool<B::Db>) -> Result<Armed<B::Db>, ApiError> {
+        let fail = |e| self.unavailable_or_internal(e);
+        let conn = match &self.requests {
+            Some(requests) => Held::Lent(requests.acquire().await.map_err(fail)?),
+            None => Held::Pooled(pool.acquire().await.map_err(fail)?),
+        };
+        Ok(Armed {
+            conn,
+            _deadline: None,
         })
     }
 
@@ -314,10 +372,12 @@ where
             self.backend
                 .build_select(&super::exists(&self.backend, table, column, value, scalar));
         // An indexed lookup (ids and refs are indexed): bounded, no deadline needed.
+        let mut conn = self.reader().await?;
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         Ok(row.is_some())
     }
 
@@ -552,10 +612,12 @@ where
     }
 
     async fn ping(&self) -> Result<(), ApiError> {
+        let mut conn = self.reader().await?;
         sqlx::query(sql("SELECT 1".to_owned()))
-            .execute(&self.readers)
+            .execute(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         Ok(())
     }
 
@@ -631,6 +693,10 @@ where
                 None,
             ),
         };
+        // A page that stopped one row short of the end leaves that row
+        // unread: sqlx drains it before the connection's next command, so
+        // the connection goes back as finished all the same.
+        conn.finish();
         Ok(Page {
             rows,
             has_more,
@@ -655,10 +721,12 @@ where
         if let Some(rows) = d.select_inline(plan.resource, &q, &v) {
             return rows.map(|rows| rows.into_iter().next());
         }
+        let mut conn = self.reader().await?;
         let row = sqlx::query_with(sql(q), v)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.unavailable_or_internal(e))?;
+        conn.finish();
         row.map(|r| d.decode(plan.resource, &r)).transpose()
     }
 
@@ -681,14 +749,18 @@ where
         let cond = Condition::All(all);
         let (q, v) = d.build_select(&super::select(d, resource, &cond, &[], None, 0));
         // At most 1,000 primary-key lookups: bounded, no deadline needed.
+        let mut conn = self.reader().await?;
         let (rows, more) = self
             .collect(
                 resource,
-                sqlx::query_with(sql(q), v).fetch(&self.readers),
+                sqlx::query_with(sql(q), v).fetch(&mut *conn),
                 usize::MAX,
                 byte_budget,
             )
             .await?;
+        // Rows left unread past the byte budget are drained by sqlx before
+        // the connection's next command.
+        conn.finish();
         Ok((!more).then_some(rows))
     }
 

@@ -1,0 +1,440 @@
+//! The connections requests borrow on PostgreSQL and MySQL.
+//!
+//! sqlx's pool pings every connection it takes back, whatever its options:
+//! one more round trip for every request, which halved what a primary-key
+//! GET could do against `pgbench -S`. The ping is there for a connection
+//! whose holder was dropped mid-statement (its stream unread, its rollback
+//! unsent). Here the holder says when it is done with [`Lent::finish`]: a
+//! finished connection goes straight back; one dropped unfinished (an error
+//! path, a request cancelled mid-query) is pinged first, within
+//! [`RELEASE_PING_LIMIT`], and closed if the ping fails or takes longer.
+//!
+//! The rest is what sqlx's pool does for us elsewhere: at most
+//! `max_connections` lent at once, an acquire that gives up after the
+//! acquire timeout (a 503), a ping for a connection idle past
+//! `ping_after_idle`, and connections closed past their idle timeout or
+//! lifetime. Connect options are read from the sqlx pool at each connect,
+//! so the RDS IAM refresher that keeps that pool's token fresh keeps ours
+//! fresh too; the sqlx pool still serves migrations and queue
+//! notifications.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use sqlx::{ConnectOptions as _, Connection as _, Database};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::rds_iam::Refresher;
+
+/// How long a connection dropped unfinished may take to answer its ping
+/// before it is closed instead of lent again.
+pub(crate) const RELEASE_PING_LIMIT: Duration = Duration::from_secs(5);
+
+/// Runs on every new connection before it is first lent (MySQL's session
+/// settings).
+pub(crate) type Prepare<DB> = Arc<
+    dyn for<'c> Fn(&'c mut <DB as Database>::Connection) -> BoxFuture<'c, Result<(), sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// The limits of a [`RequestPool`], from [`crate::storage::ConnectOptions`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) ping_after_idle: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_lifetime: Duration,
+}
+
+impl From<&crate::storage::ConnectOptions> for Limits {
+    fn from(o: &crate::storage::ConnectOptions) -> Self {
+        Limits {
+            max_connections: Ord::max(o.max_connections, 1),
+            acquire_timeout: o.acquire_timeout,
+            ping_after_idle: o.ping_after_idle,
+            idle_timeout: o.idle_timeout,
+            max_lifetime: o.max_lifetime,
+        }
+    }
+}
+
+/// Connections lent to requests; cheap to clone.
+pub(crate) struct RequestPool<DB: Database>(Arc<Shared<DB>>);
+
+impl<DB: Database> Clone for RequestPool<DB> {
+    fn clone(&self) -> Self {
+        RequestPool(self.0.clone())
+    }
+}
+
+struct Shared<DB: Database> {
+    /// Where connect options come from (kept fresh by `tokens`).
+    options: sqlx::Pool<DB>,
+    tokens: Option<Arc<Refresher<DB>>>,
+    prepare: Option<Prepare<DB>>,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    /// Newest last: the busiest connections are reused, the oldest age out.
+    idle: Mutex<Vec<Idle<DB>>>,
+}
+
+struct Idle<DB: Database> {
+    conn: DB::Connection,
+    opened: Instant,
+    since: Instant,
+}
+
+impl<DB: Database> RequestPool<DB> {
+    /// A pool opening connections with `options`' connect options, running
+    /// `prepare` on each new one.
+    pub(crate) fn new(
+        options: sqlx::Pool<DB>,
+        tokens: Option<Arc<Refresher<DB>>>,
+        prepare: Option<Prepare<DB>>,
+        limits: Limits,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            options,
+            tokens,
+            prepare,
+            limits,
+            permits: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            idle: Mutex::new(Vec::new()),
+        });
+        reap_idle(Arc::downgrade(&shared), limits.idle_timeout);
+        RequestPool(shared)
+    }
+
+    /// A connection, once one is free: an idle one (pinged if it sat idle
+    /// past `ping_after_idle`) or a new one. Fails with
+    /// [`sqlx::Error::PoolTimedOut`] after the acquire timeout, or with the
+    /// error that opening a connection met.
+    pub(crate) async fn acquire(&self) -> Result<Lent<DB>, sqlx::Error> {
+        let shared = &self.0;
+        let deadline = tokio::time::Instant::now() + shared.limits.acquire_timeout;
+        let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        while let Some(mut idle) = shared.take_idle() {
+            if idle.opened.elapsed() >= shared.limits.max_lifetime {
+                close(idle.conn);
+                continue;
+            }
+            if idle.since.elapsed() >= shared.limits.ping_after_idle
+                && !matches!(
+                    tokio::time::timeout_at(deadline, idle.conn.ping()).await,
+                    Ok(Ok(()))
+                )
+            {
+                // Dead while idle (a restarted server, a dropped firewall
+                // entry): replaced, not handed to the request.
+                continue;
+            }
+            return Ok(Lent::new(shared, idle.conn, idle.opened, permit));
+        }
+        if let Some(tokens) = &shared.tokens {
+            tokens.refresh_if_stale();
+        }
+        let options = shared.options.connect_options();
+        let opened = Instant::now();
+        let conn = tokio::time::timeout_at(deadline, async {
+            let mut conn = options.connect().await?;
+            if let Some(prepare) = &shared.prepare {
+                prepare(&mut conn).await?;
+            }
+            Ok::<_, sqlx::Error>(conn)
+        })
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(Lent::new(shared, conn, opened, permit))
+    }
+
+    /// Connections open and not lent (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.0.lock_idle().len()
+    }
+}
+
+impl<DB: Database> Shared<DB> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle<DB>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_idle(&self) -> Option<Idle<DB>> {
+        self.lock_idle().pop()
+    }
+
+    fn give_back(&self, conn: DB::Connection, opened: Instant) {
+        if opened.elapsed() >= self.limits.max_lifetime {
+            close(conn);
+            return;
+        }
+        self.lock_idle().push(Idle {
+            conn,
+            opened,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Closes idle connections past the idle timeout, checking as often as
+/// the timeout is long (at most once a minute), until the pool is gone.
+fn reap_idle<DB: Database>(shared: Weak<Shared<DB>>, idle_timeout: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let every = idle_timeout.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let expired: Vec<Idle<DB>> = {
+                let mut idle = shared.lock_idle();
+                // Oldest first: the expired ones are a prefix.
+                let keep = idle
+                    .iter()
+                    .position(|i| i.since.elapsed() < idle_timeout)
+                    .unwrap_or(idle.len());
+                idle.drain(..keep).collect()
+            };
+            for idle in expired {
+                close(idle.conn);
+            }
+        }
+    });
+}
+
+/// Closes `conn` politely (the server sees a goodbye, not a dropped socket)
+/// without making anyone wait for it.
+fn close<C: sqlx::Connection>(conn: C) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let closing = conn.close();
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(RELEASE_PING_LIMIT, closing).await;
+        });
+    }
+}
+
+/// A connection lent to one request. Call [`Lent::finish`] once its last
+/// statement completed; dropped without, it is checked before reuse.
+pub(crate) struct Lent<DB: Database> {
+    conn: Option<DB::Connection>,
+    opened: Instant,
+    finished: bool,
+    shared: Arc<Shared<DB>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<DB: Database> Lent<DB> {
+    fn new(
+        shared: &Arc<Shared<DB>>,
+        conn: DB::Connection,
+        opened: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Lent {
+            conn: Some(conn),
+            opened,
+            finished: false,
+            shared: shared.clone(),
+            permit: Some(permit),
+        }
+    }
+
+    /// Says every statement run on this connection completed and every
+    /// transaction ended: it goes back without a ping.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl<DB: Database> std::ops::Deref for Lent<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        self.conn
+            .as_ref()
+            .expect("a lent connection is held until dropped")
+    }
+}
+
+impl<DB: Database> std::ops::DerefMut for Lent<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.conn
+            .as_mut()
+            .expect("a lent connection is held until dropped")
+    }
+}
+
+impl<DB: Database> Drop for Lent<DB> {
+    fn drop(&mut self) {
+        let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+            return;
+        };
+        if self.finished && !conn.is_in_transaction() {
+            self.shared.give_back(conn, self.opened);
+            drop(permit);
+            return;
+        }
+        // Unfinished: a stream may be unread or a rollback unsent. The ping
+        // flushes both (sqlx drains a connection before its next command);
+        // the permit is held until then, so the pool never lends more than
+        // its size.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let opened = self.opened;
+        runtime.spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(RELEASE_PING_LIMIT, conn.ping()).await {
+                shared.give_back(conn, opened);
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool's own rules, on private in-memory SQLite connections: each
+    //! is a database of its own, so a table created on one shows which
+    //! connection a later borrower got (PostgreSQL and MySQL run it in
+    //! `tests/distributed.rs`).
+
+    use super::*;
+    use sqlx::{Executor as _, Sqlite};
+
+    async fn pool(limits: Limits) -> RequestPool<Sqlite> {
+        let options = sqlx::pool::PoolOptions::<Sqlite>::new()
+            // A private cache: every connection is a database of its own.
+            .connect_lazy("sqlite://?mode=memory&cache=private")
+            .expect("lazy in-memory pool");
+        RequestPool::new(options, None, None, limits)
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(200),
+            ping_after_idle: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+
+    async fn has_marker(conn: &mut Lent<Sqlite>) -> bool {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE name = 'marker'")
+                .fetch_optional(&mut **conn)
+                .await
+                .expect("query the schema");
+        found.is_some()
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_goes_straight_back_and_is_lent_again() {
+        let pool = pool(limits()).await;
+        let mut conn = pool.acquire().await.expect("first");
+        conn.execute("CREATE TABLE marker (x)").await.expect("mark");
+        conn.finish();
+        // Back at once, not after a ping in the background.
+        assert_eq!(pool.idle_count(), 1);
+        let mut again = pool.acquire().await.expect("second");
+        assert!(
+            has_marker(&mut again).await,
+            "a different connection was lent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_mid_transaction_comes_back_rolled_back() {
+        let pool = pool(limits()).await;
+        let mut conn = pool.acquire().await.expect("first");
+        conn.execute("CREATE TABLE marker (x)").await.expect("mark");
+        let mut tx = conn.begin().await.expect("begin");
+        tx.execute("INSERT INTO marker VALUES (1)")
+            .await
+            .expect("insert");
+        // A request cancelled here: its transaction and connection are
+        // dropped, in that order, without finish.
+        drop(tx);
+        drop(conn);
+        let mut again = pool.acquire().await.expect("after the ping");
+        assert!(has_marker(&mut again).await, "the connection was replaced");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM marker")
+            .fetch_one(&mut *again)
+            .await
+            .expect("count");
+        assert_eq!(rows, 0, "the abandoned transaction's insert survived");
+        assert!(!again.is_in_transaction());
+    }
+
+    #[tokio::test]
+    async fn a_connection_finished_inside_a_transaction_is_not_trusted() {
+        let pool = pool(limits()).await;
+        let mut conn = pool.acquire().await.expect("first");
+        let mut tx = conn.begin().await.expect("begin");
+        tx.execute("CREATE TABLE marker (x)").await.expect("mark");
+        std::mem::forget(tx);
+        assert!(conn.is_in_transaction());
+        conn.finish();
+        // Not put back as clean: it waits for its ping.
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_borrower_past_the_size_waits_then_gets_pool_timed_out() {
+        let pool = pool(limits()).await;
+        let held = pool.acquire().await.expect("first");
+        let started = Instant::now();
+        let refused = pool.acquire().await.err().expect("a second one was lent");
+        assert!(matches!(refused, sqlx::Error::PoolTimedOut), "{refused:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        held.finish();
+        pool.acquire().await.expect("free again");
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_its_lifetime_is_replaced() {
+        let pool = pool(Limits {
+            max_lifetime: Duration::from_millis(50),
+            ..limits()
+        })
+        .await;
+        let mut conn = pool.acquire().await.expect("first");
+        conn.execute("CREATE TABLE marker (x)").await.expect("mark");
+        conn.finish();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let mut again = pool.acquire().await.expect("second");
+        assert!(
+            !has_marker(&mut again).await,
+            "an expired connection was lent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_ping_after_idle_is_pinged_and_lent() {
+        let pool = pool(Limits {
+            ping_after_idle: Duration::ZERO,
+            ..limits()
+        })
+        .await;
+        let mut conn = pool.acquire().await.expect("first");
+        conn.execute("CREATE TABLE marker (x)").await.expect("mark");
+        conn.finish();
+        let mut again = pool.acquire().await.expect("second");
+        assert!(
+            has_marker(&mut again).await,
+            "a live connection was replaced"
+        );
+    }
+}
