@@ -217,11 +217,19 @@ async fn when_sqlite_rolls_back_a_whole_group_every_write_in_it_is_answered_503(
 #[tokio::test]
 async fn sustained_concurrent_writes_keep_the_write_ahead_log_bounded() {
     // SQLite starts the WAL over only when a write transaction begins after
-    // a complete checkpoint. With the writer's automatic checkpoints off
-    // (tried: checkpoints on a thread of their own), back-to-back groups
-    // never saw one complete, and the WAL grew by 40 MB a second; these
-    // 4,000 rows left 19 MB. The writer's own checkpoints keep it near 4 MB.
-    let server = sqlite_server(&[]).await;
+    // a complete checkpoint. With checkpoints only on a connection of their
+    // own (tried), back-to-back groups never saw one complete, and the WAL
+    // grew by 40 MB a second; these 4,000 rows left 19 MB. The checkpointer
+    // now holds the writer between two groups to restart the log.
+    let server = Server::start_sqlite_env(
+        SCHEMA,
+        &[],
+        &[(
+            "ANTEROOM_LOG",
+            "info,sqlx=warn,anteroom_engine::storage::sql::sqlite=debug",
+        )],
+    )
+    .await;
     server
         .post("/owners", json!({"name": "ada"}))
         .await
@@ -252,5 +260,12 @@ async fn sustained_concurrent_writes_keep_the_write_ahead_log_bounded() {
         wal < 12 * 1024 * 1024,
         "the WAL grew to {} MB",
         wal / 1024 / 1024
+    );
+    // Restarted by the checkpointer, not only by the writer's backstop
+    // checkpoint inside a commit.
+    assert!(
+        server.log_text().contains("WAL restarted"),
+        "the checkpointer never restarted the log:\n{}",
+        server.log_text()
     );
 }

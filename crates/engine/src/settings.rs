@@ -145,13 +145,13 @@ mod tests {
     #[test]
     fn sqlite_reserves_descriptors_for_its_writer_and_every_reader() {
         use crate::storage::file_descriptors;
-        // One writer, two sqlx pools of four readers, and the inline readers
+        // One writer, the checkpointer, two sqlx pools of four readers, and the inline readers
         // (four lists and one lookup per core), each with its database, -wal
         // and -shm files.
         let cores = std::thread::available_parallelism().map_or(4, std::num::NonZero::get) as u64;
         assert_eq!(
             fd_reserve_for(file_descriptors("sqlite://a.db", 4)),
-            128 + 3 * (1 + 3 * 4 + cores)
+            128 + 3 * (2 + 3 * 4 + cores)
         );
         // A server database: one socket per connection lent to requests,
         // two for migrations and notifications, one queue listener.

@@ -373,10 +373,15 @@ impl Server {
     /// Starts a server on a fresh SQLite database whatever
     /// `ANTEROOM_TEST_BACKEND` says (for behaviour only SQLite has).
     pub async fn start_sqlite(schema: &str, args: &[&str]) -> Server {
+        Self::start_sqlite_env(schema, args, &[]).await
+    }
+
+    /// [`Server::start_sqlite`] with extra environment variables.
+    pub async fn start_sqlite_env(schema: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let (dir, _) = schema_dir(schema);
         let db = TestDatabase::create_on(Backend::Sqlite, dir.path()).await;
         let url = db.url.clone();
-        match Self::spawn_with(Arc::new(dir), url, args, Some(Arc::new(db))).await {
+        match Self::spawn_env(Arc::new(dir), url, args, env, Some(Arc::new(db))).await {
             Started::Up(s) => s,
             Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
         }

@@ -17,6 +17,7 @@
 //! statement, a full disk), every write of the group is answered 503 and
 //! the connection is replaced: nothing is acknowledged that was not committed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -54,6 +55,12 @@ pub(super) struct Slot<B: Backend> {
     /// A request left without settling: its savepoint was rolled back, and
     /// the database may have rolled the whole transaction back with it.
     dirty: bool,
+    /// A request wrote outside a savepoint and then failed: the group's
+    /// transaction holds a write nobody will acknowledge, so it must not
+    /// commit.
+    poisoned: bool,
+    /// Groups committed so far.
+    commits: Arc<AtomicU64>,
 }
 
 impl<B: Backend> GroupCommit<B> {
@@ -72,6 +79,8 @@ impl<B: Backend> GroupCommit<B> {
             deadline: None,
             acks: Vec::new(),
             dirty: false,
+            poisoned: false,
+            commits: Arc::new(AtomicU64::new(0)),
         }));
         let wake = Arc::new(Notify::new());
         tokio::spawn(committer(Arc::downgrade(&slot), wake.clone()));
@@ -105,6 +114,41 @@ impl<B: Backend> GroupCommit<B> {
         let mut slot = self.slot.clone().lock_owned().await;
         slot.commit().await;
         slot
+    }
+
+    /// A handle that pauses the writer as [`GroupCommit::pause`] does, for
+    /// as long as the group commit exists (SQLite's checkpointer).
+    pub(super) async fn pauser(&self) -> Pauser<B> {
+        Pauser {
+            slot: Arc::downgrade(&self.slot),
+            commits: self.slot.lock().await.commits.clone(),
+        }
+    }
+}
+
+/// Pauses the writer of a [`GroupCommit`] that may be gone.
+pub(super) struct Pauser<B: Backend> {
+    slot: Weak<Mutex<Slot<B>>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl<B: Backend> Pauser<B> {
+    /// The writer with no group open, held until the guard is dropped;
+    /// `None` once the group commit was dropped.
+    pub(super) async fn pause(&self) -> Option<OwnedMutexGuard<Slot<B>>> {
+        let mut slot = self.slot.upgrade()?.lock_owned().await;
+        slot.commit().await;
+        Some(slot)
+    }
+
+    /// Whether the group commit was dropped.
+    pub(super) fn is_gone(&self) -> bool {
+        self.slot.strong_count() == 0
+    }
+
+    /// Groups committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 }
 
@@ -155,13 +199,15 @@ impl<B: Backend> Slot<B> {
     /// transaction survived; if the database rolled it back, the group's
     /// writes are lost, and their requests are told so.
     async fn recover(&mut self) {
+        let poisoned = std::mem::take(&mut self.poisoned);
         if !std::mem::take(&mut self.dirty) || !self.open {
             return;
         }
-        let lost = match &mut self.conn {
-            Some(conn) => B::transaction_lost(conn).await,
-            None => true,
-        };
+        let lost = poisoned
+            || match &mut self.conn {
+                Some(conn) => B::transaction_lost(conn).await,
+                None => true,
+            };
         if lost {
             self.fail("the database rolled back a group of writes after an error in one of them; retry the request");
         }
@@ -181,6 +227,7 @@ impl<B: Backend> Slot<B> {
         self.deadline = None;
         match result {
             Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
                 for ack in self.acks.drain(..) {
                     let _ = ack.send(Ok(()));
                 }
@@ -220,6 +267,14 @@ pub(super) struct Member<B: Backend> {
 }
 
 impl<B: Backend> Member<B> {
+    /// Leaves without settling after writing outside a savepoint: the
+    /// group is rolled back and each of its writes answered 503.
+    pub(super) fn poison(mut self) {
+        if let Some(slot) = self.slot.as_mut() {
+            slot.poisoned = true;
+        }
+    }
+
     /// Hands the writer on and waits until the group holding this request's
     /// write has committed. Called after the request's savepoint is released.
     pub(super) async fn settle(mut self) -> Result<(), ApiError> {

@@ -273,12 +273,12 @@ const ROW_CHANNEL: usize = 8;
 const PROGRESS_STEPS: i32 = 1000;
 
 /// The most connections [`connect`] opens for `max_connections`: the writer,
-/// two sqlx reader pools of `max_connections` each (the fallback of the
+/// the checkpointer, two sqlx reader pools of `max_connections` each (the fallback of the
 /// inline path), and the inline readers: `max_connections` lists at once plus
 /// one primary-key read per runtime worker.
 pub(crate) fn connections(max_connections: u32) -> u64 {
     let max = u64::from(Ord::max(max_connections, 1));
-    1 + 3 * max + inline_workers() as u64
+    2 + 3 * max + inline_workers() as u64
 }
 
 /// Primary-key reads run on the runtime's workers: at most one per worker at a time.
@@ -400,11 +400,100 @@ pub async fn connect(
         return Ok(storage);
     }
     let group = super::group_commit::GroupCommit::open(
-        base.clone(),
+        base.clone()
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string()),
         options.statement_timeout,
         options.busy_timeout,
     )
     .await
     .map_err(|e| e.to_string())?;
+    let checkpoints = sqlx::ConnectOptions::connect(&base.clone().busy_timeout(RESTART_PATIENCE))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(checkpointer(group.pauser().await, checkpoints));
     Ok(storage.with_group_commit(group))
+}
+
+/// How often the checkpointer copies what the writer appended to the WAL
+/// (when the writer committed since its last look): at 8,000 POSTs a
+/// second the log grows by about 1,000 pages in this time.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// WAL frames (pages) past which the checkpointer restarts the log:
+/// SQLite's own automatic checkpoint size.
+const RESTART_AFTER_FRAMES: i64 = 1000;
+/// The writer's own automatic checkpoint, a backstop for when the
+/// checkpointer cannot restart the log (a reader holding an old snapshot).
+const WRITER_AUTOCHECKPOINT: i64 = 2 * RESTART_AFTER_FRAMES;
+/// How long a restart waits for readers to leave the old log while writes
+/// are held; past it, the checkpointer tries again at its next turn.
+const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Keeps the write-ahead log short without making a commit pay for it.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses 1,000
+/// WAL pages: that commit, and every write grouped with or queued behind
+/// it, waited for the copy and two syncs (the long tail of POST latency).
+/// Here a connection of its own copies the log into the database every
+/// [`CHECKPOINT_EVERY`] (`PASSIVE`: alongside the writer, which keeps
+/// appending). But SQLite starts the log over only when a write
+/// transaction begins after a checkpoint that copied every frame, which
+/// back-to-back groups never leave room for (the log grew by 40 MB a second
+/// when only that was tried). So once the log is [`RESTART_AFTER_FRAMES`]
+/// long, the checkpointer holds the writer between two groups and runs a
+/// `RESTART` checkpoint, which copies the few frames appended since its last
+/// pass and makes the next group start the log over.
+async fn checkpointer(
+    writer: super::group_commit::Pauser<SqliteDialect>,
+    mut conn: SqliteConnection,
+) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = writer.commits();
+    loop {
+        tick.tick().await;
+        if writer.is_gone() {
+            let _ = sqlx::Connection::close(conn).await;
+            return;
+        }
+        let commits = writer.commits();
+        if commits == seen {
+            continue;
+        }
+        seen = commits;
+        let copied: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut conn)
+                .await;
+        let frames = match copied {
+            Ok((_, frames, _)) => frames,
+            Err(e) => {
+                tracing::debug!(error = %e, "background checkpoint failed");
+                continue;
+            }
+        };
+        if frames < RESTART_AFTER_FRAMES {
+            continue;
+        }
+        let asked = std::time::Instant::now();
+        let Some(paused) = writer.pause().await else {
+            return;
+        };
+        let held = std::time::Instant::now();
+        let restarted: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                .fetch_one(&mut conn)
+                .await;
+        drop(paused);
+        match restarted {
+            Ok((0, _, copied)) => tracing::debug!(
+                frames,
+                copied,
+                waited_ms = held.duration_since(asked).as_secs_f64() * 1e3,
+                held_ms = held.elapsed().as_secs_f64() * 1e3,
+                "WAL restarted"
+            ),
+            Ok(_) => tracing::debug!("WAL restart postponed: a reader holds an old snapshot"),
+            Err(e) => tracing::debug!(error = %e, "WAL restart failed"),
+        }
+    }
 }

@@ -55,6 +55,21 @@ pub(super) enum WriteConn<B: Backend> {
 }
 
 impl<B: Backend> WriteConn<B> {
+    /// Whether this write shares a group's transaction.
+    pub(super) fn grouped(&self) -> bool {
+        matches!(self, WriteConn::Grouped(_))
+    }
+
+    /// Gives up a write that changed the database outside a savepoint and
+    /// then failed: nothing of its transaction may commit.
+    fn poison(self) {
+        match self {
+            // Dropped unfinished: its transaction rolls back.
+            WriteConn::Pooled(conn) => drop(conn),
+            WriteConn::Grouped(member) => member.poison(),
+        }
+    }
+
     /// Returns once the write is durable: at once for a pooled connection
     /// (its transaction has committed); for group commit, once the group's
     /// transaction has.
@@ -566,6 +581,39 @@ where
     }
 
     /// Inserts one row inside `conn`, returning it as stored.
+    /// One row inserted by one statement in the group's transaction,
+    /// without a savepoint: a statement that fails changes nothing (SQLite
+    /// backs out the statement and keeps the transaction; when it rolls
+    /// the whole transaction back, the group finds out as for any failed
+    /// write). Two fewer round trips to SQLite's worker thread per POST.
+    async fn insert_alone(
+        &self,
+        mut conn: WriteConn<B>,
+        resource: &Resource,
+        row: &Record,
+    ) -> Result<Vec<StoredRow>, ApiError> {
+        let (q, v) = self
+            .backend
+            .build_insert(&super::insert(&self.backend, resource, row, true));
+        let inserted = match sqlx::query_with(sql(q), v).fetch_one(&mut *conn).await {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                drop(conn);
+                return Err(self.write_error(e, resource, &[row]).await);
+            }
+        };
+        match self.backend.decode(resource, &inserted) {
+            Ok(stored) => {
+                conn.settle().await?;
+                Ok(vec![stored])
+            }
+            Err(e) => {
+                conn.poison();
+                Err(e)
+            }
+        }
+    }
+
     pub(super) async fn insert_one(
         &self,
         conn: &mut <B::Db as Database>::Connection,
@@ -766,6 +814,12 @@ where
 
     async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError> {
         let mut conn = self.write_conn().await?;
+        if let [row] = plan.rows.as_slice()
+            && B::RETURNING
+            && conn.grouped()
+        {
+            return self.insert_alone(conn, plan.resource, row).await;
+        }
         let mut tx = self.begin_write(&mut conn).await?;
         let mut out = Vec::with_capacity(plan.rows.len());
         for row in &plan.rows {
