@@ -322,16 +322,42 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
         Ok(m) => std::sync::Arc::new(m),
         Err(e) => return fail(&StartError::Schema(e)),
     };
-    let storage = match storage::connect(
-        &db.url(Mode::Server),
-        &db.connect_options(Mode::Server),
-        model.clone(),
-    )
-    .await
+    let url = db.url(Mode::Server);
+    // Opening a SQLite file creates it: a dry run on a missing one shows
+    // the migration of an empty database without opening anything.
+    if dry_run
+        && let Some(file) = storage::sqlite_file(&url)
+        && !file.exists()
     {
-        Ok(s) => s,
-        Err(e) => return fail(&StartError::Database(e)),
-    };
+        let statements = match storage::sql::dry_run(&model) {
+            Ok(all) => all
+                .into_iter()
+                .find(|(backend, _)| {
+                    *backend == <storage::sql::sqlite::SqliteDialect as storage::sql::Backend>::NAME
+                })
+                .map(|(_, statements)| statements)
+                .unwrap_or_default(),
+            Err(problems) => {
+                for problem in problems {
+                    eprintln!("{}: {problem}", db.schema.display());
+                }
+                return ExitCode::from(2);
+            }
+        };
+        for statement in &statements {
+            println!("{statement};");
+        }
+        eprintln!(
+            "dry run: nothing was changed ({} does not exist yet; `anteroom migrate` without --dry-run creates it)",
+            file.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let storage =
+        match storage::connect(&url, &db.connect_options(Mode::Server), model.clone()).await {
+            Ok(s) => s,
+            Err(e) => return fail(&StartError::Database(e)),
+        };
     let mode = if dry_run {
         MigrateMode::DryRun
     } else {

@@ -508,6 +508,19 @@ fields.email = { type = "string", required = true, unique = true }
     assert!(out.stdout.contains("people"), "{}", out.stdout);
     assert!(out.stdout.contains("CREATE UNIQUE INDEX"), "{}", out.stdout);
     assert!(out.stdout.contains("CREATE INDEX"), "{}", out.stdout);
+    assert!(!db.exists(), "a dry run must not create the database file");
+    assert!(out.stderr.contains("does not exist yet"), "{}", out.stderr);
+    // On an existing, empty file it reads and creates nothing either.
+    std::fs::File::create(&db).unwrap();
+    let out = cli(&[
+        "migrate",
+        path.to_str().unwrap(),
+        "--dry-run",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("CREATE TABLE"), "{}", out.stdout);
     assert_eq!(
         table_count(&db).await,
         0,

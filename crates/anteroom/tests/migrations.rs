@@ -490,3 +490,60 @@ async fn futures_join<F: std::future::Future<Output = Started> + Send + 'static>
     }
     out
 }
+
+#[tokio::test]
+async fn a_dry_run_on_a_fresh_database_prints_the_migration_and_creates_no_table() {
+    let (dir, path) = schema_dir(V1);
+    let db = TestDatabase::create(dir.path()).await;
+    let out = cli(&[
+        "migrate",
+        path.to_str().unwrap(),
+        "--dry-run",
+        "--database-url",
+        &db.url,
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("CREATE TABLE"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("dry run: nothing was changed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tables_in(&db.url).await, 0, "a dry run created tables");
+    // The real run then creates what the dry run printed.
+    let applied = cli(&["migrate", path.to_str().unwrap(), "--database-url", &db.url]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(applied.stdout, out.stdout);
+    assert!(tables_in(&db.url).await > 0);
+}
+
+/// Tables in the database at `url` (0 when a SQLite file does not exist).
+async fn tables_in(url: &str) -> i64 {
+    use sqlx::Connection;
+    if let Some(file) = url.strip_prefix("sqlite://") {
+        if !std::path::Path::new(file).exists() {
+            return 0;
+        }
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        return sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    }
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        return sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    }
+    let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}

@@ -140,6 +140,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<MigrationReport, MigrationError>;
 }
 
+/// The file of a SQLite URL naming one (`None` for in-memory databases
+/// and other backends): what a dry run checks before opening, which
+/// would create it.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    sql::sqlite::file_of(url)
+}
+
 /// Opens the storage a database URL names: `sqlite://…`, `postgres://…`
 /// (or `postgresql://…`), `mysql://…` (or `mariadb://…`).
 pub async fn connect(

@@ -301,6 +301,9 @@ pub trait Backend: Dialect {
     );
     /// `CREATE TABLE IF NOT EXISTS _anteroom_schema (…)` in this dialect.
     fn schema_table_ddl(&self) -> String;
+    /// A query counting the tables named [`SCHEMA_TABLE`] (0 or 1), for a
+    /// dry run, which must not create it.
+    fn schema_table_count(&self) -> String;
     /// Bounds what `conn` runs until the returned guard is dropped (see
     /// [`Deadline`]): the store arms the connections of lists, counts and
     /// writes (scans, patterns, cascades); primary-key lookups are bounded by

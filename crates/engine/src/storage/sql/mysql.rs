@@ -274,6 +274,12 @@ impl Backend for MysqlDialect {
             self.table_options
         )
     }
+
+    fn schema_table_count(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '{SCHEMA_TABLE}'"
+        )
+    }
 }
 
 /// Opens a pool on the MySQL or MariaDB database at `url`.

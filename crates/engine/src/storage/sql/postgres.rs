@@ -229,6 +229,12 @@ impl Backend for PostgresDialect {
         )
     }
 
+    fn schema_table_count(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{SCHEMA_TABLE}'"
+        )
+    }
+
     fn announce(
         pool: &sqlx::PgPool,
         payloads: Vec<String>,

@@ -243,6 +243,12 @@ impl Backend for SqliteDialect {
         )
     }
 
+    fn schema_table_count(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{SCHEMA_TABLE}'"
+        )
+    }
+
     /// SQLite has no statement timeout: a progress handler, replaced at every
     /// acquire, interrupts the connection's statements past the deadline or
     /// once the request that holds the connection is gone. One function call
@@ -327,6 +333,21 @@ async fn switch_to_wal(
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// The database file `url` names; `None` for an in-memory database or a
+/// URL that is not SQLite's.
+pub(crate) fn file_of(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") || url.contains("mode=memory") {
+        return None;
+    }
+    let file = SqliteConnectOptions::from_str(url)
+        .ok()?
+        .get_filename()
+        .to_path_buf();
+    let name = file.to_string_lossy();
+    (!name.is_empty() && !name.starts_with(":memory:") && !name.starts_with("file:sqlx-in-memory"))
+        .then_some(file)
 }
 
 /// Opens (creating if missing) the SQLite database at `url`: one writer

@@ -960,16 +960,31 @@ where
         mode: MigrateMode,
     ) -> Result<MigrationReport, MigrationError> {
         let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
-        sqlx::query(sql(self.backend.schema_table_ddl()))
-            .execute(&mut *conn)
+        // A dry run creates nothing, not even the table recording versions
+        // (MySQL would keep it: its DDL commits at once).
+        let recorded = if mode == MigrateMode::DryRun {
+            let tables: i64 = sqlx::query_scalar(sql(self.backend.schema_table_count()))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(dbe)?;
+            tables > 0
+        } else {
+            sqlx::query(sql(self.backend.schema_table_ddl()))
+                .execute(&mut *conn)
+                .await
+                .map_err(dbe)?;
+            true
+        };
+        let last: Option<(i64, String)> = if recorded {
+            sqlx::query_as(sql(format!(
+                "SELECT version, snapshot FROM {SCHEMA_TABLE} ORDER BY version DESC LIMIT 1"
+            )))
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(dbe)?;
-        let last: Option<(i64, String)> = sqlx::query_as(sql(format!(
-            "SELECT version, snapshot FROM {SCHEMA_TABLE} ORDER BY version DESC LIMIT 1"
-        )))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(dbe)?;
+            .map_err(dbe)?
+        } else {
+            None
+        };
         let (version, current) = match last {
             Some((version, text)) => (
                 version,
