@@ -67,6 +67,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a token the schema's [auth.jwt] HMAC secret signs, for development:
+    /// `TOKEN=$(anteroom token --sub alice --role librarian)`.
+    Token {
+        /// The schema file.
+        #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
+        schema: PathBuf,
+        /// Who the caller is (the subject claim).
+        #[arg(long)]
+        sub: String,
+        /// A role of the caller (repeat for several).
+        #[arg(long)]
+        role: Vec<String>,
+        /// How long the token is valid (`30s`, `15m`, `1h`, `7d`).
+        #[arg(long, default_value = "1h", value_parser = anteroom_engine::settings::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Write what a deployment needs: `deploy sam SCHEMA --out DIR`.
     #[command(subcommand)]
     Deploy(Deploy),
@@ -148,6 +164,42 @@ async fn run(command: Command) -> ExitCode {
             file,
             database_url,
         } => seed_file(&schema, database_url, &file).await,
+        Command::Token {
+            schema,
+            sub,
+            role,
+            ttl,
+        } => token(&schema, &sub, &role, ttl),
+    }
+}
+
+fn token(path: &Path, subject: &str, roles: &[String], ttl: std::time::Duration) -> ExitCode {
+    let model = match schema::load_file(path) {
+        Ok(m) => m,
+        Err(e) => return fail(&StartError::Schema(e)),
+    };
+    let auth = model.auth.as_ref();
+    let Some(jwt) = auth.and_then(|a| a.jwt.as_ref()) else {
+        let how = if auth.is_some_and(|a| a.accounts.is_some()) {
+            "its tokens come from its accounts: POST /auth/signup, then POST /auth/login"
+        } else {
+            "add [auth.jwt] with secret_env and algorithms = [\"HS256\"] (docs/auth.md)"
+        };
+        eprintln!(
+            "error: {} has no [auth.jwt] to sign a token for; {how}",
+            path.display()
+        );
+        return ExitCode::from(2);
+    };
+    match anteroom_engine::auth::jwt::mint(jwt, subject, roles, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

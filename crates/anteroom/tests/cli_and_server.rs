@@ -496,13 +496,16 @@ fields.email = { type = "string", required = true, unique = true }
     );
     let db = dir.path().join("dry.db");
     let url = sqlite_url(dir.path(), "dry.db");
-    let out = cli(&[
-        "migrate",
-        path.to_str().unwrap(),
-        "--dry-run",
-        "--database-url",
-        &url,
-    ]);
+    let dry_run = || {
+        cli(&[
+            "migrate",
+            path.to_str().unwrap(),
+            "--dry-run",
+            "--database-url",
+            &url,
+        ])
+    };
+    let out = dry_run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("CREATE TABLE"), "{}", out.stdout);
     assert!(out.stdout.contains("people"), "{}", out.stdout);
@@ -512,13 +515,7 @@ fields.email = { type = "string", required = true, unique = true }
     assert!(out.stderr.contains("does not exist yet"), "{}", out.stderr);
     // On an existing, empty file it reads and creates nothing either.
     std::fs::File::create(&db).unwrap();
-    let out = cli(&[
-        "migrate",
-        path.to_str().unwrap(),
-        "--dry-run",
-        "--database-url",
-        &url,
-    ]);
+    let out = dry_run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("CREATE TABLE"), "{}", out.stdout);
     assert_eq!(

@@ -912,5 +912,5 @@ fn serve_help_lists_the_connection_settings_and_a_bad_duration_is_a_usage_error(
     let bad = common::cli(&["serve", "x.toml", "--idle-timeout", "10 parsecs"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("--idle-timeout"), "{}", bad.stderr);
-    assert!(bad.stderr.contains("ms, s or m"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("ms, s, m, h or d"), "{}", bad.stderr);
 }

@@ -83,7 +83,8 @@ pub fn fd_reserve_for(database_descriptors: u64) -> u64 {
     BASE_FD_RESERVE.saturating_add(database_descriptors)
 }
 
-/// Parses a duration written as a whole number and a unit: `500ms`, `10s`, `2m`.
+/// Parses a duration written as a whole number and a unit: `500ms`, `10s`,
+/// `2m`, `1h`, `7d`.
 ///
 /// The unit is required (a bare `10` is ambiguous) and zero is refused: every
 /// duration here is a limit, and a zero limit would close every connection.
@@ -95,7 +96,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let usage = || {
         format!(
-            "invalid duration {text:?}: write a whole number and ms, s or m (e.g. 500ms, 10s, 2m)"
+            "invalid duration {text:?}: write a whole number and ms, s, m, h or d (e.g. 500ms, 10s, 2m, 1h)"
         )
     };
     let n: u64 = number.parse().map_err(|_| usage())?;
@@ -103,6 +104,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(usage)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(usage)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(usage)?),
         _ => return Err(usage()),
     };
     if duration.is_zero() {
@@ -171,6 +174,8 @@ mod tests {
             ("500ms", Duration::from_millis(500)),
             ("10s", Duration::from_secs(10)),
             ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("7d", Duration::from_secs(7 * 86_400)),
             (" 1s ", Duration::from_secs(1)),
         ] {
             assert_eq!(parse_duration(text), Ok(d), "{text}");
@@ -190,7 +195,7 @@ mod tests {
 
     #[test]
     fn durations_without_a_unit_with_a_fraction_or_zero_are_refused() {
-        for text in ["10", "1.5s", "10h", "s", "", "-1s", "0s", "0ms"] {
+        for text in ["10", "1.5s", "10w", "s", "", "-1s", "0s", "0ms"] {
             let err = parse_duration(text).expect_err(text);
             assert!(err.contains("invalid duration"), "{text}: {err}");
         }

@@ -120,10 +120,16 @@ pub struct CliOutput {
 
 /// Runs the binary with `args` to completion.
 pub fn cli(args: &[&str]) -> CliOutput {
+    cli_env(args, &[])
+}
+
+/// Runs the binary with extra environment variables (secrets).
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let out = Command::new(binary())
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("PORT")
+        .envs(env.iter().copied())
         .output()
         .expect("run anteroom");
     CliOutput {

@@ -3,13 +3,14 @@
 //! accepted), keys come from an HMAC secret, a PEM public key or a JWKS file
 //! (chosen by `kid`), `exp` is required, `exp`/`nbf` get a small leeway, and
 //! `iss`/`aud` are checked when configured. Subject and roles are read from
-//! configurable claim paths.
+//! configurable claim paths. [`mint`] signs development tokens with an HMAC
+//! secret (`anteroom token`).
 
 use std::path::Path;
 use std::str::FromStr;
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value as Json;
 
 use super::{Identity, Secret, unauthorized};
@@ -182,6 +183,74 @@ fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, String> {
 /// Follows a dotted path (`realm_access.roles`, `cognito:groups`) into the claims.
 fn claim<'a>(claims: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+/// Sets the claim at the dotted `path` (creating the objects on the way),
+/// the inverse of [`claim`].
+fn set_claim(claims: &mut Json, path: &str, value: Json) {
+    let mut at = claims;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !at.is_object() {
+            *at = Json::Object(serde_json::Map::new());
+        }
+        let Json::Object(map) = at else {
+            return;
+        };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        at = map.entry(part.to_owned()).or_insert(Json::Null);
+    }
+}
+
+/// A token this configuration accepts, for `subject` with `roles`, valid
+/// for `ttl`: signed with the HMAC secret of `secret_env` by the first
+/// pinned HS* algorithm, its subject and roles at the configured claim
+/// paths (one role as a string, several as an array), with `iss` and `aud`
+/// when they are required. Refused for public-key configurations: only the
+/// holder of the private key can sign those.
+pub fn mint(
+    settings: &JwtSettings,
+    subject: &str,
+    roles: &[String],
+    ttl: std::time::Duration,
+) -> Result<String, String> {
+    let JwtKeySource::SecretEnv(var) = &settings.key else {
+        return Err(
+            "this schema verifies tokens with a public key ([auth.jwt] public_key_file, jwks_file or jwks_url): only the holder of the private key can sign them; get a token from your identity provider"
+                .to_owned(),
+        );
+    };
+    let alg = settings
+        .algorithms
+        .iter()
+        .filter_map(|a| algorithm(a).ok())
+        .find(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        .ok_or("[auth.jwt] pins no HS256, HS384 or HS512 algorithm to sign with")?;
+    let secret = Secret::from_env(var)?;
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).map_err(|_| "the --ttl is too long".to_owned())?;
+    let mut claims = serde_json::json!({"iat": now, "exp": now + ttl});
+    set_claim(&mut claims, &settings.subject_claim, Json::from(subject));
+    match roles {
+        [] => {}
+        [one] => set_claim(&mut claims, &settings.role_claim, Json::from(one.as_str())),
+        many => set_claim(&mut claims, &settings.role_claim, Json::from(many.to_vec())),
+    }
+    if let Some(iss) = &settings.issuer {
+        claims["iss"] = Json::from(iss.as_str());
+    }
+    if let Some(aud) = &settings.audience {
+        claims["aud"] = Json::from(aud.as_str());
+    }
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.expose()),
+    )
+    .map_err(|e| format!("cannot sign the token: {e}"))
 }
 
 impl JwtVerifier {
