@@ -93,7 +93,7 @@ enum Command {
         /// The seed file.
         file: PathBuf,
         /// Database URL (sqlite://path). Default: anteroom.db next to the schema file.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", value_parser = storage::parse_database_url)]
         database_url: Option<String>,
     },
 }

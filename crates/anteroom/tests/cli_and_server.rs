@@ -1564,3 +1564,39 @@ async fn behind_a_base_path_requests_route_with_or_without_it_and_location_carri
         .expect_problem(404, "not_found");
     assert_eq!(server.count_in_database("notes").await, 2);
 }
+
+#[tokio::test]
+async fn a_bare_file_path_is_a_sqlite_database_and_a_url_nobody_reads_is_refused_with_the_forms() {
+    let (dir, path) = schema_dir(NOTES);
+    let schema = path.to_str().unwrap();
+    let file = dir.path().join("lib.db");
+    let out = cli(&["migrate", schema, "--database-url", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        db_i64(
+            &file,
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'notes'"
+        )
+        .await,
+        1
+    );
+
+    for (url, says) in [
+        ("localhost:5432/app", "neither a URL nor a file path"),
+        (
+            "postgress://db.example/app",
+            "unsupported database URL scheme \"postgress\"",
+        ),
+    ] {
+        let out = cli(&["serve", schema, "--database-url", url]);
+        assert_eq!(out.code, 2, "{url}: {}", out.stderr);
+        assert!(out.stderr.contains("--database-url"), "{}", out.stderr);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("postgres://user:password@host:5432/database"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -33,8 +33,8 @@ pub struct DatabaseArgs {
     /// The schema file.
     #[arg(default_value = "anteroom.toml", env = "ANTEROOM_SCHEMA")]
     pub schema: PathBuf,
-    /// Database URL: sqlite://path, postgres://…, mysql://… Default: anteroom.db next to the schema file (on Lambda: /tmp/anteroom.db).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Database URL: sqlite://path (or just the file's path), postgres://…, mysql://… Default: anteroom.db next to the schema file (on Lambda: /tmp/anteroom.db).
+    #[arg(long, env = "DATABASE_URL", value_parser = crate::storage::parse_database_url)]
     pub database_url: Option<String>,
     /// Largest number of database connections (SQLite: each of its two reader pools; writes use one connection). Default 4; 2 on Lambda.
     #[arg(long, env = "ANTEROOM_MAX_CONNECTIONS")]

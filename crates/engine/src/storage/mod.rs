@@ -147,6 +147,32 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     sql::sqlite::file_of(url)
 }
 
+/// The URL forms [`parse_database_url`] accepts, for error messages.
+const URL_FORMS: &str = "sqlite://path/app.db (or just the file's path), postgres://user:password@host:5432/database or mysql://user:password@host:3306/database";
+
+/// A database URL as given on the command line or in `DATABASE_URL`: a
+/// known scheme, or a bare file path, which names a SQLite database
+/// (`app.db` is `sqlite://app.db`). Anything else is refused with the
+/// forms that work.
+pub fn parse_database_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("the database URL is empty: use {URL_FORMS}"));
+    }
+    let Some((scheme, _)) = text.split_once(':') else {
+        return Ok(format!("sqlite://{text}"));
+    };
+    match scheme {
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => Ok(text.to_owned()),
+        _ if !text.contains("://") => Err(format!(
+            "\"{text}\" is neither a URL nor a file path: use {URL_FORMS}"
+        )),
+        _ => Err(format!(
+            "unsupported database URL scheme \"{scheme}\": use {URL_FORMS}"
+        )),
+    }
+}
+
 /// Opens the storage a database URL names: `sqlite://…`, `postgres://…`
 /// (or `postgresql://…`), `mysql://…` (or `mariadb://…`).
 pub async fn connect(
@@ -166,7 +192,7 @@ pub async fn connect(
             Ok(Arc::new(sql::mysql::connect(&url, options, model).await?))
         }
         _ => Err(format!(
-            "unsupported database URL scheme \"{scheme}\": use sqlite://, postgres:// or mysql://"
+            "unsupported database URL scheme \"{scheme}\": use {URL_FORMS}"
         )),
     }
 }
