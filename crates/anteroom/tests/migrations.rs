@@ -547,3 +547,52 @@ async fn tables_in(url: &str) -> i64 {
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_named_with_where_it_was_looked_for_and_what_to_check()
+{
+    let (dir, path) = schema_dir(V1);
+    let schema = path.to_str().unwrap();
+    let refused = |url: &str, says: &[&str]| {
+        let out = cli(&["migrate", schema, "--database-url", url]);
+        assert_eq!(out.code, 2, "{url}: {}{}", out.stdout, out.stderr);
+        for part in says {
+            assert!(
+                out.stderr.contains(part),
+                "{url}: no {part:?} in {}",
+                out.stderr
+            );
+        }
+    };
+    let Some(admin) = common::Backend::current().server_url() else {
+        let file = dir.path().join("no-such-dir").join("app.db");
+        let file = file.to_str().unwrap();
+        refused(
+            file,
+            &[file, "unable to open database file", "directory exists"],
+        );
+        return;
+    };
+    let server = url::Url::parse(&admin).unwrap();
+    let at = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap());
+    let missing = common::with_database(&admin, "anteroom_no_such_database");
+    refused(
+        &missing,
+        &[&at, "\"anteroom_no_such_database\"", "create it"],
+    );
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut unreachable = server.clone();
+    unreachable.set_host(Some("127.0.0.1")).unwrap();
+    unreachable.set_port(Some(port)).unwrap();
+    refused(
+        unreachable.as_str(),
+        &[
+            "cannot reach",
+            &format!("127.0.0.1:{port}"),
+            "host and port",
+        ],
+    );
+}

@@ -176,6 +176,78 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
         .max_lifetime(options.max_lifetime)
 }
 
+/// Where a client-server database was looked for, to say so when it could
+/// not be opened.
+pub(crate) struct Endpoint<'a> {
+    /// `PostgreSQL` or `MySQL`.
+    pub(crate) kind: &'static str,
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    pub(crate) database: &'a str,
+    pub(crate) user: &'a str,
+}
+
+/// Why a database could not be opened, in the user's terms: which server,
+/// which database and user, and what to check next.
+pub(crate) fn describe_connect_error(at: &Endpoint<'_>, error: &sqlx::Error) -> String {
+    let Endpoint {
+        kind,
+        host,
+        port,
+        database,
+        user,
+    } = at;
+    match error {
+        sqlx::Error::Database(e) => {
+            let code = e.code().unwrap_or_default();
+            let next = match code.as_ref() {
+                // PostgreSQL invalid_catalog_name; MySQL ER_BAD_DB_ERROR.
+                "3D000" | "42000" if e.message().contains(database) => {
+                    "create it, or correct the database name at the end of the URL".to_owned()
+                }
+                // PostgreSQL invalid_password / invalid_authorization; MySQL access denied.
+                "28P01" | "28000" => {
+                    "check the user and password in the URL (user:password@host)".to_owned()
+                }
+                _ => "check the database URL".to_owned(),
+            };
+            format!(
+                "the {kind} server at {host}:{port} refused database \"{database}\" for user \"{user}\": {}; {next}",
+                e.message()
+            )
+        }
+        sqlx::Error::Io(e) => format!(
+            "cannot reach the {kind} server at {host}:{port}: {e}; check that it runs and that the URL's host and port are right"
+        ),
+        sqlx::Error::Tls(e) => format!(
+            "TLS with the {kind} server at {host}:{port} failed: {e}; check sslmode/ssl-mode in the URL"
+        ),
+        sqlx::Error::PoolTimedOut => format!(
+            "no connection to the {kind} server at {host}:{port} within the acquire timeout; check that it runs and accepts connections"
+        ),
+        other => format!("cannot open {kind} database \"{database}\" at {host}:{port}: {other}"),
+    }
+}
+
+/// The error to describe when a pool could not open its first connection:
+/// the pool retries until its acquire timeout and then says only that it
+/// timed out, so one direct attempt learns the cause (refused, unknown
+/// database, bad password).
+pub(crate) async fn first_connect_error<O>(
+    options: &O,
+    pool_error: sqlx::Error,
+    patience: std::time::Duration,
+) -> sqlx::Error
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    match tokio::time::timeout(patience, options.connect()).await {
+        Ok(Err(direct)) => direct,
+        _ => pool_error,
+    }
+}
+
 /// Driver errors meaning the database cannot be reached, on every backend
 /// (503). A protocol error is one: a connection cut while TLS is negotiated
 /// reads as an unexpected answer to the TLS request, not as an I/O error.

@@ -322,11 +322,24 @@ pub async fn connect(
     let prepare: Prepare<sqlx::MySql> =
         Arc::new(move |conn| Box::pin(prepare_session(conn, seconds)));
     let session = prepare.clone();
-    let pool = super::pool_options::<sqlx::MySql>(options, tokens.clone())
+    let pool = match super::pool_options::<sqlx::MySql>(options, tokens.clone())
         .after_connect(move |conn, _| session(conn))
-        .connect_with(connect)
+        .connect_with(connect.clone())
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            let e = super::first_connect_error(&connect, e, options.acquire_timeout).await;
+            let at = super::Endpoint {
+                kind: "MySQL",
+                host: connect.get_host(),
+                port: connect.get_port(),
+                database: connect.get_database().unwrap_or_default(),
+                user: connect.get_username(),
+            };
+            return Err(super::describe_connect_error(&at, &e));
+        }
+    };
     if let Some(tokens) = &tokens {
         tokens.attach(&pool);
     }

@@ -339,10 +339,23 @@ pub async fn connect(
     } else {
         None
     };
-    let pool = super::pool_options::<Postgres>(options, tokens.clone())
-        .connect_with(connect)
+    let pool = match super::pool_options::<Postgres>(options, tokens.clone())
+        .connect_with(connect.clone())
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            let e = super::first_connect_error(&connect, e, options.acquire_timeout).await;
+            let at = super::Endpoint {
+                kind: "PostgreSQL",
+                host: connect.get_host(),
+                port: connect.get_port(),
+                database: connect.get_database().unwrap_or(connect.get_username()),
+                user: connect.get_username(),
+            };
+            return Err(super::describe_connect_error(&at, &e));
+        }
+    };
     if let Some(tokens) = &tokens {
         tokens.attach(&pool);
     }

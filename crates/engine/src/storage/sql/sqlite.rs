@@ -330,6 +330,7 @@ async fn switch_to_wal(
                 tokio::time::sleep(pause).await;
                 pause = Ord::min(pause * 2, std::time::Duration::from_millis(100));
             }
+            Err(sqlx::Error::Database(e)) => return Err(e.message().to_owned()),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -361,7 +362,14 @@ pub async fn connect(
         .map_err(|e| format!("invalid SQLite URL {url}: {e}"))?
         .create_if_missing(true)
         .busy_timeout(options.busy_timeout);
-    switch_to_wal(&base, options.busy_timeout).await?;
+    switch_to_wal(&base, options.busy_timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "SQLite file {}: {e}; check that its directory exists and that this user may write there",
+                base.get_filename().display()
+            )
+        })?;
     let base = base
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
