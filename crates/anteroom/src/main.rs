@@ -226,15 +226,29 @@ fn check(path: &Path) -> ExitCode {
                 String::new()
             } else {
                 format!(
-                    "; {} queues: {}",
+                    "; {} {}: {}",
                     model.queues.len(),
+                    if model.queues.len() == 1 {
+                        "queue"
+                    } else {
+                        "queues"
+                    },
                     model.queues.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             };
+            for warning in &model.warnings {
+                eprintln!(
+                    "{}: {}: warning: {}",
+                    path.display(),
+                    warning.path,
+                    warning.message
+                );
+            }
+            let count = model.resources.len();
             println!(
-                "{}: ok ({} resources: {}{queues}; statements migrating an empty database: {})",
+                "{}: ok ({count} {}: {}{queues}; statements migrating an empty database: {})",
                 path.display(),
-                model.resources.len(),
+                if count == 1 { "resource" } else { "resources" },
                 model
                     .resources
                     .keys()

@@ -348,6 +348,65 @@ fn check_accepts_a_valid_schema_and_exits_zero() {
     }
 }
 
+#[tokio::test]
+async fn rules_in_a_schema_without_auth_are_named_as_ignored_by_check_and_at_start() {
+    let (dir, path) = schema_dir(
+        r#"[app]
+name = "library"
+
+[resources.loans]
+rules = { list = "role:librarian", read = "owner" }
+fields.title = { type = "string", writable = "role:admin" }
+fields.note  = { type = "string", writable = false }
+
+[resources.authors]
+fields.name = { type = "string" }
+
+[queues.desk]
+member = "authors"
+rules = { join = "authenticated" }
+"#,
+    );
+    let file = path.to_str().unwrap();
+    let out = cli(&["check", file]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("ok (2 resources: loans, authors; 1 queue: desk;"),
+        "{}",
+        out.stdout
+    );
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    for key in [
+        "resources.loans.rules",
+        "resources.loans.fields.title.writable",
+        "queues.desk.rules",
+    ] {
+        let prefix =
+            format!("{file}: {key}: warning: ignored: without [auth] every operation is public");
+        assert!(
+            warnings.iter().any(|l| l.starts_with(&prefix)),
+            "no warning for {key}:\n{}",
+            out.stderr
+        );
+    }
+    // `writable = false` protects data in prototypes too: nothing to warn about.
+    assert_eq!(warnings.len(), 3, "{}", out.stderr);
+
+    let url = sqlite_url(dir.path(), "lib.db");
+    let server = match Server::spawn(std::sync::Arc::new(dir), url, &[]).await {
+        Started::Up(server) => server,
+        Started::Exited(code, log) => panic!("exited with {code}:\n{log}"),
+    };
+    // Ignored indeed: anyone may list.
+    server.get("/loans").await.expect(200);
+    let log = server.log_text();
+    assert!(
+        log.contains("resources.loans.rules") && log.contains("without [auth]"),
+        "{log}"
+    );
+}
+
 #[test]
 fn check_reports_every_semantic_error_of_a_file_with_file_and_key_path() {
     let (_dir, path) = schema_dir(

@@ -355,16 +355,32 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> SchemaError {
     }
 }
 
-struct Errors(Vec<SchemaError>);
+/// What a schema gets wrong (it is refused) and what it says in vain
+/// (`check` warns).
+#[derive(Default)]
+struct Errors {
+    errors: Vec<SchemaError>,
+    warnings: Vec<SchemaError>,
+}
 
 impl Errors {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(SchemaError {
+        self.errors.push(SchemaError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(SchemaError {
             path: path.into(),
             message: message.into(),
         });
     }
 }
+
+/// Why rules in a schema without `[auth]` do nothing.
+const RULES_WITHOUT_AUTH: &str = "ignored: without [auth] every operation is public; add an [auth] section (docs/auth.md) for these rules to apply";
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -374,7 +390,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
-    let mut errs = Errors(Vec::new());
+    let mut errs = Errors::default();
     with_accounts(&mut raw, &mut errs);
     let accounts_resource = raw
         .auth
@@ -549,8 +565,8 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         }
     }
     let auth = raw.auth.map(|a| build_auth(a, &mut errs));
-    if !errs.0.is_empty() {
-        return Err(errs.0);
+    if !errs.errors.is_empty() {
+        return Err(errs.errors);
     }
     // Table, index and foreign key names, checked once the resources are
     // sound: the same code names them for `check`, `migrate` and `serve`.
@@ -567,6 +583,7 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         auth,
         queues,
         snapshot,
+        warnings: errs.warnings,
     })
 }
 
@@ -813,7 +830,12 @@ fn build_field(
             );
             Rule::Denied
         }
-        other => parse_rule(other, &format!("{path}.writable"), auth_on, errs),
+        other => {
+            if !auth_on && !matches!(other, RawRule::Flag(_)) {
+                errs.warn(format!("{path}.writable"), RULES_WITHOUT_AUTH);
+            }
+            parse_rule(other, &format!("{path}.writable"), auth_on, errs)
+        }
     });
     if raw.required
         && raw.default.is_none()
@@ -964,6 +986,9 @@ fn build_queue(
     }
     let rules = match (auth_on, raw.rules) {
         (false, raw) => {
+            if raw.is_some() {
+                errs.warn(format!("{path}.rules"), RULES_WITHOUT_AUTH);
+            }
             let raw = raw.unwrap_or_default();
             for (action, rule) in [
                 ("join", raw.join),
@@ -1055,6 +1080,7 @@ fn parse_rule(raw: RawRule, path: &str, auth_on: bool, errs: &mut Errors) -> Rul
 fn build_rules(raw: Option<RawRules>, path: &str, auth_on: bool, errs: &mut Errors) -> Rules {
     if !auth_on {
         if raw.is_some() {
+            errs.warn(format!("{path}.rules"), RULES_WITHOUT_AUTH);
             // Checked, then relaxed: a prototype is public.
             let raw = raw.unwrap_or_default();
             for (op, rule) in [

@@ -21,6 +21,9 @@ pub struct AppModel {
     /// model, with their names: chosen once, while loading, so a schema whose
     /// names cannot be made unique is refused there.
     pub(crate) snapshot: crate::storage::migrate::Snapshot,
+    /// What the file says that has no effect (rules without `[auth]`):
+    /// `check` prints them, `serve` logs them.
+    pub warnings: Vec<super::SchemaError>,
 }
 
 /// `[auth]`: how callers prove who they are. Secrets are named here (env

@@ -170,6 +170,9 @@ pub async fn prepare(
     migrate: MigrateOnStart,
 ) -> Result<AppState, StartError> {
     let model = Arc::new(schema::load_file(schema_path)?);
+    for warning in &model.warnings {
+        tracing::warn!(schema = %schema_path.display(), key = %warning.path, "{}", warning.message);
+    }
     let base = schema_path.parent().unwrap_or(Path::new("."));
     let auth =
         crate::auth::Authenticator::new(model.auth.as_ref(), base).map_err(StartError::Auth)?;
