@@ -515,6 +515,42 @@ async fn a_token_without_exp_is_refused() {
 }
 
 #[tokio::test]
+async fn a_token_missing_a_required_claim_is_told_which() {
+    let server = start_rs256().await;
+    for name in ["exp", "iss", "aud"] {
+        let token = rs256(&without(claims("alice", json!("user")), name));
+        let reply = server
+            .send(
+                "GET",
+                "/bulletins",
+                None,
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .await;
+        let problem = reply.expect_problem(401, "unauthorized");
+        assert_eq!(
+            problem["detail"],
+            format!("the token lacks the \"{name}\" claim, which this server requires"),
+            "{problem}"
+        );
+    }
+    let token = rs256(&without(claims("alice", json!("user")), "sub"));
+    let reply = server
+        .send(
+            "GET",
+            "/bulletins",
+            None,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    let problem = reply.expect_problem(401, "unauthorized");
+    assert_eq!(
+        problem["detail"],
+        "the token has no subject in its \"sub\" claim (subject_claim)"
+    );
+}
+
+#[tokio::test]
 async fn a_token_not_yet_valid_beyond_the_leeway_is_refused() {
     let server = start_rs256().await;
     let early = with(claims("alice", json!("user")), "nbf", json!(now() + 120));

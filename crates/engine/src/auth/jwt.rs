@@ -375,20 +375,29 @@ impl JwtVerifier {
         };
         let data = jsonwebtoken::decode::<Json>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind::*;
+            if let MissingRequiredClaim(name) = e.kind() {
+                return unauthorized(&format!(
+                    "the token lacks the \"{name}\" claim, which this server requires"
+                ));
+            }
             unauthorized(match e.kind() {
                 ExpiredSignature => "the token has expired",
                 ImmatureSignature => "the token is not valid yet",
                 InvalidIssuer => "the token's issuer is not accepted",
                 InvalidAudience => "the token's audience is not accepted",
                 InvalidSignature => "the token's signature is not valid",
-                MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss or aud)",
                 _ => "the bearer token is not valid",
             })
         })?;
         let subject = match claim(&data.claims, &self.subject_claim) {
             Some(Json::String(s)) if !s.is_empty() => s.clone(),
             Some(Json::Number(n)) => n.to_string(),
-            _ => return Err(unauthorized("the token has no subject")),
+            _ => {
+                return Err(unauthorized(&format!(
+                    "the token has no subject in its \"{}\" claim (subject_claim)",
+                    self.subject_claim
+                )));
+            }
         };
         let roles = match claim(&data.claims, &self.role_claim) {
             Some(Json::String(s)) => vec![s.clone()],
