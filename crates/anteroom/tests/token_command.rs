@@ -75,10 +75,32 @@ async fn a_minted_token_opens_what_its_role_may_and_nothing_more() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
 
     let bearer = format!("Bearer {member}");
-    server
+    let refused = server
         .send("GET", "/loans", None, &[("authorization", &bearer)])
         .await
         .expect_problem(403, "forbidden");
+    // The rule and what the caller brought, nothing of any row.
+    assert_eq!(
+        refused["detail"],
+        "you may not list loans: the rule asks for the role librarian, and this caller has the role member"
+    );
+    let roleless = minted(&token(&path, &["--sub", "dave"]));
+    let refused = server
+        .send(
+            "GET",
+            "/loans",
+            None,
+            &[("authorization", &format!("Bearer {roleless}"))],
+        )
+        .await
+        .expect_problem(403, "forbidden");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("this caller has no role (check that the token carries its roles where [auth] role_claim reads them)"),
+        "{refused}"
+    );
     server
         .send(
             "POST",

@@ -76,6 +76,25 @@ fn refuse(identity: Option<&Identity>, verb: &str, resource: &Resource) -> ApiEr
     }
 }
 
+/// A 403 that says what the rule asks and what the caller brought: its own
+/// roles, never anything of a row.
+fn lacking_role(identity: &Identity, roles: &[String], verb: &str, resource: &Resource) -> String {
+    let needed = match roles {
+        [one] => format!("the role {one}"),
+        many => format!("one of the roles {}", many.join(", ")),
+    };
+    let held = match identity.roles.as_slice() {
+        [] => "no role (check that the token carries its roles where [auth] role_claim reads them)"
+            .to_owned(),
+        [one] => format!("the role {one}"),
+        many => format!("the roles {}", many.join(", ")),
+    };
+    format!(
+        "you may not {verb} {}: the rule asks for {needed}, and this caller has {held}",
+        resource.name
+    )
+}
+
 /// Applies `rule` to `identity` for `verb` (`list`, `read`, …) on `resource`:
 /// `Ok(None)` allows everything, `Ok(Some(c))` allows only rows matching `c`,
 /// `Err` refuses. Messages are built only on refusal (this runs per request).
@@ -103,7 +122,10 @@ pub fn check(
         }
         Rule::Roles(roles) => match identity {
             Some(i) if i.has_any_role(roles) => Ok(None),
-            other => Err(refuse(other, verb, resource)),
+            Some(i) => Err(ApiError::Forbidden {
+                detail: lacking_role(i, roles, verb, resource),
+            }),
+            None => Err(refuse(None, verb, resource)),
         },
         Rule::Denied => Err(ApiError::Forbidden {
             detail: format!("nobody may {verb} {}", resource.name),
