@@ -431,6 +431,58 @@ async fn bulk_create_returns_an_array_in_body_order() {
 }
 
 #[tokio::test]
+async fn a_bulk_create_that_conflicts_names_the_item_and_creates_nothing() {
+    let server = Server::start(SCHOOL).await;
+    let first = college(&server, "first").await;
+    let taken = first["email_tld"].as_str().unwrap().to_owned();
+    let problem = server
+        .post(
+            "/colleges",
+            json!([
+                {"name": "one", "email_tld": "one.edu"},
+                {"name": "two", "email_tld": "two.edu"},
+                {"name": "three", "email_tld": taken}
+            ]),
+        )
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "[2].email_tld", "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "item 2: another colleges row already has this email_tld; nothing was created"
+    );
+    assert_eq!(server.count_in_database("colleges").await, 1);
+
+    let missing = 999_999;
+    let problem = server
+        .post(
+            "/majors",
+            json!([
+                {"name": "Math", "college_id": first["id"]},
+                {"name": "Art", "college_id": missing}
+            ]),
+        )
+        .await
+        .expect_problem(409, "foreign_key_violation");
+    assert_eq!(problem["field"], "[1].college_id", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("item 1: college_id refers to"),
+        "{problem}"
+    );
+    assert_eq!(server.count_in_database("majors").await, 0);
+
+    // A single object keeps the plain field name.
+    let problem = server
+        .post("/colleges", json!({"name": "again", "email_tld": taken}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(problem["field"], "email_tld");
+}
+
+#[tokio::test]
 async fn nested_routes_list_and_read_only_the_parents_children() {
     let server = Server::start(SCHOOL).await;
     let a = college(&server, "a").await;

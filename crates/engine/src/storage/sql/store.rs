@@ -147,6 +147,26 @@ impl<DB: Database> std::ops::DerefMut for Armed<DB> {
     }
 }
 
+/// A conflict of one item of a bulk create, named as validation names the
+/// item's fields (`[2].email`), so the client knows which object to fix.
+fn in_item(error: ApiError, index: usize) -> ApiError {
+    match error {
+        ApiError::Conflict {
+            code,
+            detail,
+            field,
+        } => ApiError::Conflict {
+            code,
+            detail: format!("item {index}: {detail}; nothing was created"),
+            field: Some(match field {
+                Some(f) => format!("[{index}].{f}"),
+                None => format!("[{index}]"),
+            }),
+        },
+        other => other,
+    }
+}
+
 pub(super) fn sql(text: String) -> AssertSqlSafe<String> {
     // Every statement is built by sea-query or the DDL renderer from schema
     // identifiers; client values are bound parameters.
@@ -815,6 +835,7 @@ where
     async fn insert(&self, plan: &InsertPlan<'_>) -> Result<Vec<StoredRow>, ApiError> {
         let mut conn = self.write_conn().await?;
         if let [row] = plan.rows.as_slice()
+            && !plan.bulk
             && B::RETURNING
             && conn.grouped()
         {
@@ -822,13 +843,13 @@ where
         }
         let mut tx = self.begin_write(&mut conn).await?;
         let mut out = Vec::with_capacity(plan.rows.len());
-        for row in &plan.rows {
+        for (i, row) in plan.rows.iter().enumerate() {
             match self.insert_one(&mut tx, plan.resource, row).await {
                 Ok(stored) => out.push(stored),
                 Err(e) => {
                     drop(tx);
-                    let rows: Vec<&Record> = plan.rows.iter().collect();
-                    return Err(self.write_error(e, plan.resource, &rows).await);
+                    let error = self.write_error(e, plan.resource, &[row]).await;
+                    return Err(if plan.bulk { in_item(error, i) } else { error });
                 }
             }
         }
