@@ -234,3 +234,106 @@ async fn a_filter_value_outside_the_domain_is_a_400_never_a_500() {
         reply.expect_problem(400, "invalid_filter_value");
     }
 }
+
+#[tokio::test]
+async fn a_decimal_with_a_scale_answers_with_that_many_digits_and_refuses_more() {
+    let server = Server::start(
+        r#"[app]
+name = "shop"
+
+[resources.items]
+fields.price = { type = "decimal", scale = 2, required = true }
+fields.rate  = { type = "decimal" }
+"#,
+    )
+    .await;
+    let created = server
+        .post("/items", json!({"price": "12.5", "rate": "12.50"}))
+        .await
+        .expect(201);
+    assert_eq!(created["price"], "12.50", "{created}");
+    // Without a scale, the shortest form, as before.
+    assert_eq!(created["rate"], "12.5", "{created}");
+    let path = format!("/items/{}", id_of(&created["id"]));
+    assert_eq!(server.get(&path).await.expect(200)["price"], "12.50");
+    for (sent, back) in [
+        (json!(3), "3.00"),
+        (json!("0.1"), "0.10"),
+        (json!("-7.25"), "-7.25"),
+    ] {
+        let row = server
+            .post("/items", json!({"price": sent}))
+            .await
+            .expect(201);
+        assert_eq!(row["price"], back, "{sent}");
+    }
+    // Filters match the value whichever way it is written.
+    for filter in [
+        "price=12.5",
+        "price=12.50",
+        "price[gte]=12.499&price[lt]=12.51",
+    ] {
+        let page = server.get(&format!("/items?{filter}")).await.expect(200);
+        let prices: Vec<&Value> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["price"])
+            .collect();
+        assert_eq!(prices, [&json!("12.50")], "{filter}");
+    }
+    let sorted = server.get("/items?sort=price").await.expect(200);
+    let prices: Vec<&str> = sorted["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["price"].as_str().unwrap())
+        .collect();
+    assert_eq!(prices, ["-7.25", "0.10", "3.00", "12.50"]);
+
+    // More digits than the scale: refused, never rounded.
+    let before = server.count_in_database("items").await;
+    let problem = server
+        .post("/items", json!({"price": "12.345"}))
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "price", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["message"],
+        "must have at most 2 digits after the decimal point"
+    );
+    // Trailing zeros are not digits of the value.
+    server
+        .post("/items", json!({"price": "1.5000"}))
+        .await
+        .expect(201);
+    assert_eq!(server.count_in_database("items").await, before + 1);
+}
+
+#[test]
+fn a_scale_outside_a_decimal_or_past_ten_digits_is_refused_by_check() {
+    let (_dir, path) = common::schema_dir(
+        r#"[app]
+name = "shop"
+
+[resources.items]
+fields.name  = { type = "string", scale = 2 }
+fields.price = { type = "decimal", scale = 11 }
+"#,
+    );
+    let out = common::cli(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("resources.items.fields.name.scale: scale applies to decimal fields only"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "resources.items.fields.price.scale: a decimal keeps at most 10 digits after the point"
+        ),
+        "{}",
+        out.stderr
+    );
+}

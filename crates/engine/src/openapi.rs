@@ -345,12 +345,19 @@ fn value_schema(column: &Column, mode: Mode) -> Json {
             s
         }
         FieldType::Decimal => {
-            let description = format!(
-                "A decimal: up to {} digits before the point and {} after; \
-                 answered as a string, exact when sent as one.",
-                domain::DECIMAL_INTEGER_DIGITS,
-                domain::DECIMAL_SCALE
-            );
+            let description = match c.scale {
+                Some(scale) => format!(
+                    "A decimal: up to {} digits before the point and {scale} after, \
+                     answered as a string with exactly {scale} (`scale`); exact when sent as one.",
+                    domain::DECIMAL_INTEGER_DIGITS,
+                ),
+                None => format!(
+                    "A decimal: up to {} digits before the point and {} after; \
+                     answered as a string, exact when sent as one.",
+                    domain::DECIMAL_INTEGER_DIGITS,
+                    domain::DECIMAL_SCALE
+                ),
+            };
             if mode == Mode::Read {
                 json!({"type": "string", "description": description})
             } else {

@@ -466,9 +466,21 @@ fn is_absolute_url(s: &str) -> bool {
 
 /// Decimal bounds compare exactly: the bound is read back from its shortest
 /// decimal text (`0.1`, not the binary float nearest to it).
+/// A value written to a decimal with a `scale` has at most that many digits
+/// after the point: refused, never rounded (money must not change silently).
+/// Filters may compare with any decimal.
 fn check_decimal_range(column: &Column, d: Decimal) -> Result<(), FieldError> {
     let as_decimal = |b: f64| b.to_string().parse::<Decimal>().ok();
     let c = &column.constraints;
+    if let Some(scale) = c.scale
+        && d.normalize().scale() > scale
+    {
+        return Err(FieldError::new(
+            &column.name,
+            FieldCode::Type,
+            format!("must have at most {scale} digits after the decimal point"),
+        ));
+    }
     if let Some(min) = c.min
         && as_decimal(min).is_some_and(|m| d < m)
     {
@@ -547,6 +559,28 @@ fn check_range(column: &Column, x: f64) -> Result<(), FieldError> {
         ));
     }
     Ok(())
+}
+
+/// A stored decimal as responses show it: with the column's `scale` when
+/// it has one (`12.50`), else in its shortest form (`12.5`).
+pub(crate) fn decimal_json(d: Decimal, column: &Column) -> Json {
+    let mut d = d.normalize();
+    if let Some(scale) = column.constraints.scale {
+        d.rescale(scale);
+    }
+    Json::String(d.to_string())
+}
+
+/// [`decimal_json`] for a decimal stored as text (SQLite keeps them in
+/// their shortest form).
+pub(crate) fn decimal_text_json(text: String, column: &Column) -> Json {
+    match column.constraints.scale {
+        None => Json::String(text),
+        Some(_) => match text.parse::<Decimal>() {
+            Ok(d) => decimal_json(d, column),
+            Err(_) => Json::String(text),
+        },
+    }
 }
 
 /// Renders a value as it appears in responses.

@@ -286,6 +286,7 @@ struct RawField {
     hidden: bool,
     #[serde(default)]
     lowercase: bool,
+    scale: Option<u32>,
 }
 
 /// Reads and validates a schema file.
@@ -786,6 +787,27 @@ fn build_field(
     }
     // Strings are short text: 255 characters unless max_length says otherwise,
     // so every backend can store and index them (MySQL VARCHAR).
+    let scale = match (raw.scale, &ty) {
+        (None, _) => None,
+        (Some(s), FieldType::Decimal) if s <= crate::value::domain::DECIMAL_SCALE => Some(s),
+        (Some(_), FieldType::Decimal) => {
+            errs.add(
+                format!("{path}.scale"),
+                format!(
+                    "a decimal keeps at most {} digits after the point",
+                    crate::value::domain::DECIMAL_SCALE
+                ),
+            );
+            None
+        }
+        (Some(_), _) => {
+            errs.add(
+                format!("{path}.scale"),
+                "scale applies to decimal fields only",
+            );
+            None
+        }
+    };
     let max_length = match ty {
         FieldType::String => Some(raw.max_length.unwrap_or(DEFAULT_STRING_LENGTH)),
         _ => raw.max_length,
@@ -819,6 +841,7 @@ fn build_field(
         pattern,
         format,
         lowercase: raw.lowercase,
+        scale,
     };
     // `writable = false` protects data, not access: it holds in prototypes too.
     let writable = raw.writable.map(|w| match w {

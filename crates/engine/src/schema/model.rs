@@ -345,6 +345,9 @@ pub struct Constraints {
     /// Stored trimmed and lowercased, on every write path and in filters, so
     /// the unique index holds for the normalised value (`Alice` is `alice`).
     pub lowercase: bool,
+    /// Decimals: digits after the point, at most (more is a 422) and always
+    /// in responses (`12.50`, not `12.5`).
+    pub scale: Option<u32>,
 }
 
 /// A compiled `pattern` with its source kept for messages and migrations.

@@ -146,7 +146,7 @@ impl Backend for PostgresDialect {
                 }),
                 Scalar::Decimal => row
                     .try_get::<Option<rust_decimal::Decimal>, _>(i)
-                    .map(|v| v.map_or(Json::Null, |d| Json::String(d.normalize().to_string()))),
+                    .map(|v| v.map_or(Json::Null, |d| crate::value::decimal_json(d, column))),
                 Scalar::Bool => row
                     .try_get::<Option<bool>, _>(i)
                     .map(|v| v.map_or(Json::Null, Json::Bool)),

@@ -173,6 +173,9 @@ impl Backend for SqliteDialect {
                         serde_json::from_str(&s).unwrap_or(Json::String(s))
                     })
                 }),
+                Scalar::Decimal => row
+                    .try_get::<Option<String>, _>(i)
+                    .map(|v| v.map_or(Json::Null, |s| crate::value::decimal_text_json(s, column))),
                 _ => row
                     .try_get::<Option<String>, _>(i)
                     .map(|v| v.map_or(Json::Null, Json::String)),

@@ -334,11 +334,16 @@ fn decode(resource: &Resource, row: &rusqlite::Row<'_>) -> rusqlite::Result<Stor
                 let s = String::from_utf8_lossy(t);
                 serde_json::from_str(&s).unwrap_or_else(|_| Json::String(s.into_owned()))
             }
-            (_, ValueRef::Text(t)) => Json::String(
-                std::str::from_utf8(t)
+            (scalar, ValueRef::Text(t)) => {
+                let text = std::str::from_utf8(t)
                     .map_err(|e| rusqlite::Error::Utf8Error(i, e))?
-                    .to_owned(),
-            ),
+                    .to_owned();
+                if scalar == Scalar::Decimal {
+                    crate::value::decimal_text_json(text, column)
+                } else {
+                    Json::String(text)
+                }
+            }
             (_, other) => {
                 return Err(rusqlite::Error::InvalidColumnType(
                     i,
