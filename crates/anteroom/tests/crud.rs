@@ -449,7 +449,7 @@ async fn a_bulk_create_that_conflicts_names_the_item_and_creates_nothing() {
     assert_eq!(problem["field"], "[2].email_tld", "{problem}");
     assert_eq!(
         problem["detail"],
-        "item 2: another colleges row already has this email_tld; nothing was created"
+        "item 2: another row of colleges already has this email_tld; nothing was created"
     );
     assert_eq!(server.count_in_database("colleges").await, 1);
 

@@ -246,7 +246,7 @@ async fn check_refs<'a>(
             return Err(ApiError::Conflict {
                 code: Code::ForeignKeyViolation,
                 detail: format!(
-                    "{} refers to a {} row that does not exist",
+                    "{} refers to a row of {} that does not exist",
                     check.column, check.target.name
                 ),
                 field: Some(check.column.clone()),

@@ -385,7 +385,7 @@ fn value_schema(column: &Column, mode: Mode) -> Json {
         FieldType::Enum(values) => json!({"type": "string", "enum": values}),
         FieldType::Ref(r) => {
             let mut s = key_schema(&r.key);
-            s["description"] = json!(format!("The id of a {} row.", r.to));
+            s["description"] = json!(format!("The id of a row of {}.", r.to));
             s
         }
     }

@@ -169,7 +169,7 @@ fn type_error(column: &Column) -> FieldError {
         FieldType::Uuid => "a UUID".to_owned(),
         FieldType::Json => "any JSON value".to_owned(),
         FieldType::Enum(values) => format!("one of {}", values.join(", ")),
-        FieldType::Ref(r) => format!("the id of a {} row", r.to),
+        FieldType::Ref(r) => format!("the id of a row of {}", r.to),
     };
     FieldError::new(&column.name, FieldCode::Type, format!("must be {expected}"))
 }

@@ -327,11 +327,14 @@ where
                     field.unwrap_or_default()
                 };
                 let detail = if field == resource.id_column().name {
-                    format!("a {} row with this {field} already exists", resource.name)
+                    format!(
+                        "a row of {} with this {field} already exists",
+                        resource.name
+                    )
                 } else if field.is_empty() {
-                    format!("another {} row already has these values", resource.name)
+                    format!("another row of {} already has these values", resource.name)
                 } else {
-                    format!("another {} row already has this {field}", resource.name)
+                    format!("another row of {} already has this {field}", resource.name)
                 };
                 ApiError::Conflict {
                     code: Code::UniqueViolation,
@@ -351,7 +354,7 @@ where
                             _ => None,
                         });
                         format!(
-                            "{f} refers to a {} row that does not exist",
+                            "{f} refers to a row of {} that does not exist",
                             target.as_deref().unwrap_or("referenced")
                         )
                     }
