@@ -462,6 +462,48 @@ fn check_reports_an_unknown_key_with_its_key_path() {
         "{}",
         out.stderr
     );
+    // In the user's words, with the key it is nearest to.
+    assert!(
+        out.stderr.contains(&format!(
+            "{key}unknown key \"requird\"; did you mean \"required\"?"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn misspelled_keys_and_types_get_a_did_you_mean_and_strangers_the_keys_accepted() {
+    let (_dir, path) = schema_dir(
+        r#"[app]
+name = "lib"
+
+[resources.loans]
+feilds.title = { type = "strng" }
+rules = { delet = "owner" }
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "S", rol_claim = "roles", colour = "blue" }
+"#,
+    );
+    let file = path.to_str().unwrap();
+    let out = cli(&["check", file]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    for line in [
+        "resources.loans.feilds: unknown key \"feilds\"; did you mean \"fields\"?",
+        "resources.loans.rules.delet: unknown key \"delet\"; did you mean \"delete\"?",
+        "auth.jwt.rol_claim: unknown key \"rol_claim\"; did you mean \"role_claim\"?",
+        "auth.jwt.colour: unknown key \"colour\"; this table takes algorithms, secret_env,",
+    ] {
+        assert!(
+            out.stderr.contains(&format!("{file}: {line}")),
+            "no {line:?} in:\n{}",
+            out.stderr
+        );
+    }
+    // No parser internals, no serde markers.
+    assert!(!out.stderr.contains(".?."), "{}", out.stderr);
+    assert!(!out.stderr.contains("Raw"), "{}", out.stderr);
 }
 
 #[test]

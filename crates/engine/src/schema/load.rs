@@ -314,10 +314,7 @@ pub fn load_str(text: &str) -> Result<AppModel, Vec<SchemaError>> {
     let mut record = |path: serde_ignored::Path<'_>| ignored_keys.push(path.to_string());
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let raw: Result<RawSchema, _> = serde_path_to_error::deserialize(ignored);
-    unknown.extend(ignored_keys.into_iter().map(|path| SchemaError {
-        path,
-        message: "unknown key".to_owned(),
-    }));
+    unknown.extend(ignored_keys.into_iter().map(|path| unknown_key(&path)));
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
@@ -337,6 +334,45 @@ pub fn load_str(text: &str) -> Result<AppModel, Vec<SchemaError>> {
             unknown.append(&mut errors);
             Err(unknown)
         }
+    }
+}
+
+/// An unknown key at a `serde_ignored` path (`resources.a.rules.?.delet`):
+/// the path without serde's `?` markers, and the accepted key it is
+/// nearest to, or the keys accepted there.
+fn unknown_key(path: &str) -> SchemaError {
+    use super::suggest::{keys_of, nearest};
+    let segments: Vec<&str> = path.split('.').filter(|s| *s != "?").collect();
+    let (key, table) = segments
+        .split_last()
+        .map_or(("", &[][..]), |(k, t)| (*k, t));
+    let known: &[&str] = match table {
+        [] => keys_of::<RawSchema>(),
+        ["app"] => keys_of::<RawApp>(),
+        ["resources", _] => keys_of::<RawResource>(),
+        ["resources", _, "id"] => keys_of::<RawId>(),
+        ["resources" | "queues", _, "fields", _] => keys_of::<RawField>(),
+        ["resources", _, "rules"] => keys_of::<RawRules>(),
+        ["queues", _] => keys_of::<RawQueue>(),
+        ["queues", _, "rules"] => keys_of::<RawQueueRules>(),
+        ["auth"] => keys_of::<RawAuth>(),
+        ["auth", "jwt"] => keys_of::<RawJwt>(),
+        ["auth", "api_keys"] => keys_of::<RawApiKeys>(),
+        ["auth", "accounts"] => keys_of::<RawAccounts>(),
+        ["auth", "gateway_claims"] => keys_of::<RawGateway>(),
+        _ => &[],
+    };
+    let message = match nearest(key, known.iter().copied()) {
+        Some(meant) => format!("unknown key \"{key}\"; did you mean \"{meant}\"?"),
+        None if known.is_empty() => format!("unknown key \"{key}\""),
+        None => format!(
+            "unknown key \"{key}\"; this table takes {}",
+            known.join(", ")
+        ),
+    };
+    SchemaError {
+        path: segments.join("."),
+        message,
     }
 }
 
@@ -687,11 +723,29 @@ fn build_field(
             })
         }
         other => {
+            const TYPES: [&str; 12] = [
+                "string",
+                "text",
+                "integer",
+                "float",
+                "decimal",
+                "boolean",
+                "timestamp",
+                "date",
+                "uuid",
+                "json",
+                "enum",
+                "ref",
+            ];
+            let hint = match super::suggest::nearest(other, TYPES) {
+                Some(meant) => format!("did you mean \"{meant}\"? "),
+                None => String::new(),
+            };
             errs.add(
                 format!("{path}.type"),
                 format!(
-                    "unknown type \"{other}\"; expected one of string, text, integer, float, \
-                     decimal, boolean, timestamp, date, uuid, json, enum, ref"
+                    "unknown type \"{other}\"; {hint}expected one of {}",
+                    TYPES.join(", ")
                 ),
             );
             return None;
@@ -1392,7 +1446,10 @@ mod tests {
             "[app]\nname='x'\n[resources.a]\nfields.b={type='string', requird=true}\nfields.c={type='nope'}\n",
         );
         assert_eq!(errs[0].path, "resources.a.fields.b.requird");
-        assert_eq!(errs[0].message, "unknown key");
+        assert_eq!(
+            errs[0].message,
+            "unknown key \"requird\"; did you mean \"required\"?"
+        );
         assert_eq!(errs[1].path, "resources.a.fields.c.type");
     }
 

@@ -6,6 +6,7 @@ pub mod model;
 pub(crate) mod pattern;
 pub mod queue;
 pub mod shape;
+mod suggest;
 
 pub use load::{SchemaError, SchemaErrors, load_file, load_str};
 pub use model::*;
