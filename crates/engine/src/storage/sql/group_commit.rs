@@ -38,6 +38,8 @@ pub(super) struct GroupCommit<B: Backend> {
     wake: Arc<Notify>,
     /// How long a write waits for its turn before a 503.
     patience: Duration,
+    /// Groups committed so far (the slot's counter, readable without it).
+    commits: Arc<AtomicU64>,
 }
 
 /// The writer connection and the group using it.
@@ -71,6 +73,7 @@ impl<B: Backend> GroupCommit<B> {
         patience: Duration,
     ) -> Result<Self, sqlx::Error> {
         let conn = options.connect().await?;
+        let commits = Arc::new(AtomicU64::new(0));
         let slot = Arc::new(Mutex::new(Slot {
             conn: Some(conn),
             options,
@@ -80,7 +83,7 @@ impl<B: Backend> GroupCommit<B> {
             acks: Vec::new(),
             dirty: false,
             poisoned: false,
-            commits: Arc::new(AtomicU64::new(0)),
+            commits: commits.clone(),
         }));
         let wake = Arc::new(Notify::new());
         tokio::spawn(committer(Arc::downgrade(&slot), wake.clone()));
@@ -88,6 +91,7 @@ impl<B: Backend> GroupCommit<B> {
             slot,
             wake,
             patience,
+            commits,
         })
     }
 
@@ -111,19 +115,24 @@ impl<B: Backend> GroupCommit<B> {
     /// The writer with no group open, held until the guard is dropped
     /// (migrations run on their own connection meanwhile).
     pub(super) async fn pause(&self) -> OwnedMutexGuard<Slot<B>> {
-        let mut slot = self.slot.clone().lock_owned().await;
-        slot.commit().await;
-        slot
+        paused(self.slot.clone()).await
     }
 
     /// A handle that pauses the writer as [`GroupCommit::pause`] does, for
     /// as long as the group commit exists (SQLite's checkpointer).
-    pub(super) async fn pauser(&self) -> Pauser<B> {
+    pub(super) fn pauser(&self) -> Pauser<B> {
         Pauser {
             slot: Arc::downgrade(&self.slot),
-            commits: self.slot.lock().await.commits.clone(),
+            commits: self.commits.clone(),
         }
     }
+}
+
+/// The writer once its open group committed, held until the guard drops.
+async fn paused<B: Backend>(slot: Arc<Mutex<Slot<B>>>) -> OwnedMutexGuard<Slot<B>> {
+    let mut slot = slot.lock_owned().await;
+    slot.commit().await;
+    slot
 }
 
 /// Pauses the writer of a [`GroupCommit`] that may be gone.
@@ -136,9 +145,7 @@ impl<B: Backend> Pauser<B> {
     /// The writer with no group open, held until the guard is dropped;
     /// `None` once the group commit was dropped.
     pub(super) async fn pause(&self) -> Option<OwnedMutexGuard<Slot<B>>> {
-        let mut slot = self.slot.upgrade()?.lock_owned().await;
-        slot.commit().await;
-        Some(slot)
+        Some(paused(self.slot.upgrade()?).await)
     }
 
     /// Whether the group commit was dropped.

@@ -442,7 +442,7 @@ pub async fn connect(
     let checkpoints = sqlx::ConnectOptions::connect(&base.clone().busy_timeout(RESTART_PATIENCE))
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(checkpointer(group.pauser().await, checkpoints));
+    tokio::spawn(checkpointer(group.pauser(), checkpoints));
     Ok(storage.with_group_commit(group))
 }
 
