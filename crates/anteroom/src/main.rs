@@ -66,6 +66,11 @@ enum Command {
         /// Print the statements without running them.
         #[arg(long)]
         dry_run: bool,
+        /// Apply changes that delete or narrow data (removed resources and
+        /// fields, type changes, fields becoming required or shorter), after
+        /// listing what each loses.
+        #[arg(long)]
+        allow_destructive: bool,
     },
     /// Print a token the schema's [auth.jwt] HMAC secret signs, for development:
     /// `TOKEN=$(anteroom token --sub alice --role librarian)`.
@@ -140,7 +145,11 @@ async fn run(command: Command) -> ExitCode {
         Command::Check { schema } => check(&schema),
         Command::Openapi { schema } => openapi(&schema),
         Command::Serve(args) => serve(args).await,
-        Command::Migrate { db, dry_run } => migrate(&db, dry_run).await,
+        Command::Migrate {
+            db,
+            dry_run,
+            allow_destructive,
+        } => migrate(&db, dry_run, allow_destructive).await,
         Command::Deploy(Deploy::Sam {
             schema,
             out,
@@ -308,6 +317,12 @@ fn deploy_sam(schema_path: &Path, out: &Path, options: &deploy::SamOptions) -> E
             }
             std::fs::copy(base.join(&file), target)?;
         }
+        // The hand-written migrations go with the schema they follow.
+        for file in storage::sql_files(schema_path).map_err(std::io::Error::other)? {
+            let folder = code.join(storage::migrate::SQL_FOLDER);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::write(folder.join(&file.name), &file.text)?;
+        }
         Ok(())
     })();
     if let Err(e) = written {
@@ -383,7 +398,7 @@ async fn serve(args: ServeConfig) -> ExitCode {
     }
 }
 
-async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
+async fn migrate(db: &DatabaseArgs, dry_run: bool, allow_destructive: bool) -> ExitCode {
     let model = match schema::load_file(&db.schema) {
         Ok(m) => std::sync::Arc::new(m),
         Err(e) => return fail(&StartError::Schema(e)),
@@ -419,20 +434,36 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let files = match storage::sql_files(&db.schema) {
+        Ok(files) => files,
+        Err(e) => return fail(&StartError::Migration(storage::MigrationError::Files(e))),
+    };
     let storage =
         match storage::connect(&url, &db.connect_options(Mode::Server), model.clone()).await {
             Ok(s) => s,
             Err(e) => return fail(&StartError::Database(e)),
         };
-    let mode = if dry_run {
-        MigrateMode::DryRun
-    } else {
-        MigrateMode::Apply
+    let mode = MigrateMode {
+        apply: !dry_run,
+        allow_destructive,
     };
-    match storage.migrate(model.snapshot(), mode).await {
+    match storage.migrate(model.snapshot(), &files, mode).await {
         Ok(report) => {
             for statement in &report.statements {
                 println!("{statement};");
+            }
+            if !report.losses.is_empty() {
+                eprintln!(
+                    "{}:",
+                    if report.applied {
+                        "deleted or narrowed, as --allow-destructive allowed"
+                    } else {
+                        "with --allow-destructive, this migration deletes or narrows"
+                    }
+                );
+                for loss in &report.losses {
+                    eprintln!("  - {loss}");
+                }
             }
             if report.statements.is_empty() {
                 eprintln!(

@@ -72,6 +72,27 @@ fn key_files_the_schema_names_are_copied_beside_it() {
 }
 
 #[test]
+fn the_sql_files_of_migrations_go_with_the_schema() {
+    let (dir, schema) = common::schema_dir(
+        &std::fs::read_to_string(repo_root().join("examples/office-hours/anteroom.toml")).unwrap(),
+    );
+    std::fs::create_dir(dir.path().join("migrations")).unwrap();
+    let sql = "UPDATE advisors SET name = TRIM(name);\n";
+    std::fs::write(dir.path().join("migrations/001_trim.sql"), sql).unwrap();
+    std::fs::write(dir.path().join("migrations/notes.txt"), "not SQL").unwrap();
+    let (out, _) = deploy(&schema, &[]);
+    let folder = out.path().join("deploy/function/migrations");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("001_trim.sql")).unwrap(),
+        sql
+    );
+    assert!(
+        !folder.join("notes.txt").exists(),
+        "only .sql files are migrations"
+    );
+}
+
+#[test]
 fn trusted_gateway_claims_get_the_authorizer_they_come_from_and_meta_routes_stay_public() {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lambda/anteroom.toml");
     let (_out, http) = deploy(&schema, &[]);

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Server, Started, TestDatabase, cli, id_of, schema_dir};
+use common::{CliOutput, Server, Started, TestDatabase, cli, id_of, schema_dir};
 use serde_json::json;
 
 const V1: &str = r#"
@@ -48,7 +48,7 @@ async fn seeded() -> (Server, Vec<String>) {
     let mut ids = Vec::new();
     for title in ["first", "second", "third"] {
         let row = server
-            .post("/notes", json!({"title": title, "body": "…"}))
+            .post("/notes", json!({"title": title, "body": "two words"}))
             .await
             .expect(201);
         ids.push(id_of(&row["id"]));
@@ -145,7 +145,8 @@ async fn destructive_changes_are_refused_naming_what_would_be_lost_and_the_data_
             Started::Exited(code, log) => {
                 assert_ne!(code, 0);
                 assert!(
-                    log.contains("refusing to migrate") && log.contains(needle),
+                    (log.contains("refusing to migrate") || log.contains("--allow-destructive"))
+                        && log.contains(needle),
                     "{needle}: {log}"
                 );
             }
@@ -595,4 +596,315 @@ async fn a_database_that_cannot_be_opened_is_named_with_where_it_was_looked_for_
             "host and port",
         ],
     );
+}
+
+const V1_RELAXED: &str = r#"
+[app]
+name = "notes"
+
+[resources.notes]
+fields.title = { type = "string", max_length = 300 }
+fields.body  = { type = "text" }
+"#;
+
+#[tokio::test]
+async fn relaxing_required_and_widening_a_length_apply_on_restart_and_keep_every_row() {
+    let (server, ids) = seeded().await;
+    let server = up(server.restart_with_schema(V1_RELAXED).await).await;
+    for (id, title) in ids.iter().zip(["first", "second", "third"]) {
+        assert_eq!(
+            server.get(&format!("/notes/{id}")).await.expect(200)["title"],
+            title
+        );
+    }
+    let untitled = server
+        .post("/notes", json!({"body": "no title"}))
+        .await
+        .expect(201);
+    assert_eq!(untitled["title"], serde_json::Value::Null);
+    // MySQL sized the column VARCHAR(100): it is widened, not just validated.
+    let long = "x".repeat(250);
+    let created = server
+        .post("/notes", json!({"title": long}))
+        .await
+        .expect(201);
+    assert_eq!(
+        server
+            .get(&format!("/notes/{}", id_of(&created["id"])))
+            .await
+            .expect(200)["title"],
+        long.as_str()
+    );
+    assert_eq!(server.count_in_database("notes").await, 5);
+    restart_needs_no_migration(server, V1_RELAXED).await;
+}
+
+const LIBRARY: &str = r#"
+[app]
+name = "library"
+
+[resources.authors]
+id = { type = "integer" }
+fields.name = { type = "string", required = true, unique = true }
+
+[resources.books]
+fields.title     = { type = "string", required = true, unique = true }
+fields.author_id = { type = "ref", to = "authors", required = true }
+"#;
+
+const LIBRARY_RENAMED: &str = r#"
+[app]
+name = "library"
+
+[resources.writers]
+renamed_from = "authors"
+id = { type = "integer" }
+fields.name = { type = "string", required = true, unique = true }
+
+[resources.books]
+fields.heading   = { type = "string", required = true, unique = true, renamed_from = "title" }
+fields.writer_id = { type = "ref", to = "writers", required = true, renamed_from = "author_id" }
+"#;
+
+#[tokio::test]
+async fn renamed_resources_and_fields_keep_their_rows_ids_indexes_and_references() {
+    let server = Server::start(LIBRARY).await;
+    let ada = server
+        .post("/authors", json!({"name": "Ada"}))
+        .await
+        .expect(201);
+    let gone = server
+        .post("/authors", json!({"name": "Gone"}))
+        .await
+        .expect(201);
+    server
+        .delete(&format!("/authors/{}", gone["id"]))
+        .await
+        .expect(204);
+    let book = server
+        .post("/books", json!({"title": "Dune", "author_id": ada["id"]}))
+        .await
+        .expect(201);
+    let server = up(server.restart_with_schema(LIBRARY_RENAMED).await).await;
+
+    assert_eq!(
+        server
+            .get(&format!("/writers/{}", ada["id"]))
+            .await
+            .expect(200)["name"],
+        "Ada"
+    );
+    let read = server
+        .get(&format!("/books/{}", id_of(&book["id"])))
+        .await
+        .expect(200);
+    assert_eq!(read["heading"], "Dune");
+    assert_eq!(read["writer_id"], ada["id"]);
+    assert!(read.get("title").is_none(), "{read}");
+    assert_eq!(server.get("/authors").await.status, 404);
+    // The id sequence went with the table: a deleted row's id is not reused.
+    let next = server
+        .post("/writers", json!({"name": "Bo"}))
+        .await
+        .expect(201);
+    assert_eq!(next["id"], gone["id"].as_i64().unwrap() + 1);
+    // The renamed unique index and foreign key still hold, and name the new field.
+    let duplicate = server
+        .post("/books", json!({"heading": "Dune", "writer_id": ada["id"]}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(duplicate["field"], "heading");
+    let dangling = server
+        .post("/books", json!({"heading": "Emma", "writer_id": 999}))
+        .await
+        .expect_problem(409, "foreign_key_violation");
+    assert_eq!(dangling["field"], "writer_id");
+    assert_eq!(
+        server
+            .delete(&format!("/writers/{}", ada["id"]))
+            .await
+            .status,
+        409,
+        "a referenced writer cannot be deleted"
+    );
+    restart_needs_no_migration(server, LIBRARY_RENAMED).await;
+}
+
+fn migrate_cli(schema: &std::path::Path, url: &str, flags: &[&str]) -> CliOutput {
+    let mut args = vec!["migrate", schema.to_str().unwrap(), "--database-url", url];
+    args.extend_from_slice(flags);
+    cli(&args)
+}
+
+#[tokio::test]
+async fn a_destructive_change_names_what_it_loses_and_runs_with_allow_destructive_after_the_sql_files()
+ {
+    let (server, ids) = seeded().await;
+    let dir = server.dir.clone();
+    let url = server.database_url.clone();
+    let folder = dir.path().join("migrations");
+    std::fs::create_dir(&folder).unwrap();
+    let words = folder.join("001_words.sql");
+    std::fs::write(
+        &words,
+        // docs/schema.md's example, and a second statement.
+        "-- migrations/001_words.sql\nUPDATE notes SET words = LENGTH(body) - LENGTH(REPLACE(body, ' ', '')) + 1 WHERE body IS NOT NULL;\nUPDATE notes SET words = words + 10 WHERE title = 'first';\n",
+    )
+    .unwrap();
+    let v2 = V1.replace(
+        "fields.body  = { type = \"text\" }",
+        "fields.words = { type = \"integer\" }",
+    );
+    let loss = "field \"notes.body\" was removed: its column is dropped with its 3 stored values";
+    match server.restart_with_schema(&v2).await {
+        Started::Up(_) => panic!("the server dropped a column by itself"),
+        Started::Exited(code, log) => {
+            assert_ne!(code, 0);
+            assert!(
+                log.contains("anteroom migrate --allow-destructive") && log.contains(loss),
+                "{log}"
+            );
+        }
+    }
+    let schema = dir.path().join("anteroom.toml");
+    let refused = migrate_cli(&schema, &url, &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains(loss), "{}", refused.stderr);
+
+    let predicted = migrate_cli(&schema, &url, &["--dry-run"]);
+    assert_eq!(predicted.code, 2, "{}", predicted.stderr);
+    assert!(predicted.stderr.contains(loss), "{}", predicted.stderr);
+    let dry = migrate_cli(&schema, &url, &["--dry-run", "--allow-destructive"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("-- migrations/001_words.sql"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stderr.contains(loss), "{}", dry.stderr);
+
+    let applied = migrate_cli(&schema, &url, &["--allow-destructive"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(applied.stderr.contains(loss), "{}", applied.stderr);
+
+    let server = up(Server::spawn(dir.clone(), url.clone(), &[]).await).await;
+    for (id, words) in ids.iter().zip([12, 2, 2]) {
+        let row = server.get(&format!("/notes/{id}")).await.expect(200);
+        assert_eq!(row["words"], words, "{row}");
+        assert!(row.get("body").is_none(), "{row}");
+    }
+    drop(server);
+    let again = migrate_cli(&schema, &url, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("up to date"), "{}", again.stderr);
+    // A file runs once: editing it afterwards is refused, naming it.
+    std::fs::write(&words, "UPDATE notes SET words = 0;\n").unwrap();
+    let edited = migrate_cli(&schema, &url, &[]);
+    assert_eq!(edited.code, 2, "{}", edited.stderr);
+    assert!(
+        edited
+            .stderr
+            .contains("migrations/001_words.sql changed after it was applied"),
+        "{}",
+        edited.stderr
+    );
+}
+
+const SHELVES: &str = r#"
+[app]
+name = "shelves"
+
+[resources.shelves]
+id = { type = "integer" }
+fields.label = { type = "string", required = true }
+
+[resources.items]
+id = { type = "integer" }
+fields.name     = { type = "string", max_length = 40 }
+fields.shelf_id = { type = "ref", to = "shelves", required = true }
+"#;
+
+#[tokio::test]
+async fn a_field_becoming_required_gets_its_default_where_empty_and_a_changed_on_delete_applies() {
+    let server = Server::start(SHELVES).await;
+    let shelf = server
+        .post("/shelves", json!({"label": "A"}))
+        .await
+        .expect(201);
+    let named = server
+        .post("/items", json!({"name": "lamp", "shelf_id": shelf["id"]}))
+        .await
+        .expect(201);
+    let unnamed = server
+        .post("/items", json!({"shelf_id": shelf["id"]}))
+        .await
+        .expect(201);
+    let last = server
+        .post("/items", json!({"shelf_id": shelf["id"]}))
+        .await
+        .expect(201);
+    server
+        .delete(&format!("/items/{}", last["id"]))
+        .await
+        .expect(204);
+    let v2 = SHELVES
+        .replace(
+            "{ type = \"string\", max_length = 40 }",
+            "{ type = \"string\", max_length = 40, required = true, default = \"unnamed\" }",
+        )
+        .replace(
+            "to = \"shelves\", required = true }",
+            "to = \"shelves\", required = true, on_delete = \"cascade\" }",
+        );
+    let loss = "field \"items.name\" becomes required: 1 row without a value will get its default \"unnamed\"";
+    let mut output = None;
+    let server = up(server
+        .restart_with_schema_after(&v2, |schema, url| {
+            let refused = migrate_cli(schema, url, &[]);
+            assert_eq!(refused.code, 2, "{}", refused.stderr);
+            output = Some(migrate_cli(schema, url, &["--allow-destructive"]));
+        })
+        .await)
+    .await;
+    let applied = output.unwrap();
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(applied.stderr.contains(loss), "{}", applied.stderr);
+
+    assert_eq!(
+        server
+            .get(&format!("/items/{}", unnamed["id"]))
+            .await
+            .expect(200)["name"],
+        "unnamed"
+    );
+    assert_eq!(
+        server
+            .get(&format!("/items/{}", named["id"]))
+            .await
+            .expect(200)["name"],
+        "lamp"
+    );
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM items WHERE name IS NULL")
+            .await,
+        0
+    );
+    // The ids of deleted rows stay retired, the reference is still enforced…
+    let next = server
+        .post("/items", json!({"name": "desk", "shelf_id": shelf["id"]}))
+        .await
+        .expect(201);
+    assert_eq!(next["id"], last["id"].as_i64().unwrap() + 1);
+    server
+        .post("/items", json!({"name": "x", "shelf_id": 999}))
+        .await
+        .expect_problem(409, "foreign_key_violation");
+    // …and deleting a shelf now deletes its items.
+    server
+        .delete(&format!("/shelves/{}", shelf["id"]))
+        .await
+        .expect(204);
+    assert_eq!(server.count_in_database("items").await, 0);
+    restart_needs_no_migration(server, &v2).await;
 }

@@ -399,9 +399,21 @@ impl Server {
     }
 
     /// Stops this server and starts another on the same database with a new schema.
-    pub async fn restart_with_schema(mut self, schema: &str) -> Started {
+    pub async fn restart_with_schema(self, schema: &str) -> Started {
+        self.restart_with_schema_after(schema, |_, _| {}).await
+    }
+
+    /// Stops this server, writes `schema`, calls `between` with the schema
+    /// file and the database URL (to run `anteroom migrate`, say) and starts
+    /// another server on the same database.
+    pub async fn restart_with_schema_after(
+        mut self,
+        schema: &str,
+        between: impl FnOnce(&Path, &str),
+    ) -> Started {
         self.stop();
         std::fs::write(self.schema_path(), schema).expect("write schema");
+        between(&self.schema_path(), &self.database_url);
         // A refused start must not drop the database the test goes on to reopen.
         if let Some(db) = &self.database {
             KEEP_ALIVE.lock().unwrap().push(db.clone());

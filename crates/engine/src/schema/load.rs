@@ -251,6 +251,7 @@ struct RawResource {
     #[serde(default)]
     indexes: Vec<Vec<String>>,
     rules: Option<RawRules>,
+    renamed_from: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +288,7 @@ struct RawField {
     #[serde(default)]
     lowercase: bool,
     scale: Option<u32>,
+    renamed_from: Option<String>,
 }
 
 /// Reads and validates a schema file.
@@ -500,9 +502,16 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         id_kinds.insert(rname.clone(), (kind, id_name));
     }
 
+    let mut renames = crate::storage::migrate::Renames::default();
     let mut resources = IndexMap::new();
     for (rname, res) in raw.resources {
         let path = format!("resources.{rname}");
+        if let Some(from) = &res.renamed_from {
+            let taken = id_kinds.contains_key(from);
+            check_renamed_from(&path, &rname, from, taken, &mut errs);
+            renames.tables.insert(rname.clone(), from.clone());
+        }
+        let field_names: Vec<String> = res.fields.keys().cloned().collect();
         let (id_kind, id_name) = id_kinds[&rname].clone();
         let mut columns = vec![Column {
             name: id_name.clone(),
@@ -542,6 +551,13 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                     &fpath,
                     format!("\"{fname}\" is a reserved query parameter; choose another name"),
                 );
+            }
+            if let Some(from) = &raw_field.renamed_from {
+                let taken = field_names.contains(from) || *from == id_name;
+                check_renamed_from(&fpath, &fname, from, taken, &mut errs);
+                renames
+                    .columns
+                    .insert((rname.clone(), fname.clone()), from.clone());
             }
             if let Some(column) =
                 build_field(&fname, raw_field, &fpath, &id_kinds, auth_on, &mut errs)
@@ -613,7 +629,7 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         .chain(queues.values().flat_map(|q| [&q.entries, &q.partitions]))
         .chain(state.as_ref())
         .collect();
-    let snapshot = crate::storage::migrate::snapshot(&tables)?;
+    let snapshot = crate::storage::migrate::snapshot(&tables, &renames)?;
     Ok(AppModel {
         name: raw.app.name,
         resources,
@@ -622,6 +638,24 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
         snapshot,
         warnings: errs.warnings,
     })
+}
+
+/// `renamed_from = "old"` on `path` (named `name`): a name the schema does
+/// not use otherwise, so the migration knows which table or column to rename.
+fn check_renamed_from(path: &str, name: &str, from: &str, taken: bool, errs: &mut Errors) {
+    let path = format!("{path}.renamed_from");
+    if !valid_name(from) {
+        errs.add(path, "not a valid name: give the name it had before");
+    } else if from == name {
+        errs.add(path, "is its own name: remove `renamed_from`");
+    } else if taken {
+        errs.add(
+            path,
+            format!(
+                "\"{from}\" is still declared in this schema, so it cannot be renamed: remove one of them"
+            ),
+        );
+    }
 }
 
 /// The audit columns every row gets: `created_at` (indexed), `updated_at`,
@@ -1501,5 +1535,51 @@ mod tests {
     fn a_syntax_error_is_reported_as_invalid_toml() {
         let errs = errors("[app\nname='x'\n");
         assert!(errs[0].message.starts_with("invalid TOML"), "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod renamed_from_tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        load_str(&format!("[app]\nname='t'\n{text}"))
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn renamed_from_must_name_something_the_schema_no_longer_declares() {
+        assert_eq!(
+            errors(
+                "[resources.a]\nrenamed_from='b'\nfields.x={type='string'}\n[resources.b]\nfields.y={type='string'}\n"
+            ),
+            vec![
+                "resources.a.renamed_from: \"b\" is still declared in this schema, so it cannot be renamed: remove one of them"
+            ]
+        );
+        assert_eq!(
+            errors(
+                "[resources.a]\nfields.x={type='string',renamed_from='y'}\nfields.y={type='string'}\n"
+            ),
+            vec![
+                "resources.a.fields.x.renamed_from: \"y\" is still declared in this schema, so it cannot be renamed: remove one of them"
+            ]
+        );
+        assert_eq!(
+            errors("[resources.a]\nfields.x={type='string',renamed_from='x'}\n"),
+            vec!["resources.a.fields.x.renamed_from: is its own name: remove `renamed_from`"]
+        );
+        assert_eq!(
+            errors("[resources.a]\nrenamed_from='no pe'\nfields.x={type='string'}\n"),
+            vec!["resources.a.renamed_from: not a valid name: give the name it had before"]
+        );
+        assert!(
+            errors("[resources.a]\nrenamed_from='b'\nfields.x={type='string',renamed_from='y'}\n")
+                .is_empty()
+        );
     }
 }

@@ -180,10 +180,11 @@ pub async fn prepare(
         .await
         .map_err(StartError::Database)?;
     let mode = match migrate {
-        MigrateOnStart::Apply => MigrateMode::Apply,
-        MigrateOnStart::Check => MigrateMode::DryRun,
+        MigrateOnStart::Apply => MigrateMode::APPLY,
+        MigrateOnStart::Check => MigrateMode::DRY_RUN,
     };
-    let report = storage.migrate(model.snapshot(), mode).await?;
+    let files = storage::sql_files(schema_path).map_err(storage::MigrationError::Files)?;
+    let report = storage.migrate(model.snapshot(), &files, mode).await?;
     if !report.applied && !report.statements.is_empty() {
         return Err(StartError::Behind(report.statements.len(), report.version));
     }

@@ -39,6 +39,79 @@ pub(crate) const MAX_IDENTIFIER: usize = 63;
 pub struct Snapshot {
     /// Tables in declaration order (foreign keys are added once every table exists).
     pub tables: IndexMap<String, TableSpec>,
+    /// The hand-written SQL files of `migrations/` applied so far (recorded
+    /// snapshots only: a schema's own snapshot has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql: Vec<AppliedSql>,
+}
+
+/// A file of `migrations/` that was applied, and what it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedSql {
+    /// Its file name.
+    pub name: String,
+    /// FNV-1a of its text, to notice a file edited after it ran.
+    pub checksum: String,
+}
+
+/// A hand-written SQL file of the `migrations/` folder beside the schema:
+/// applied once, in name order, after the schema's additions and before
+/// anything is dropped or converted, and recorded with the schema version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlFile {
+    /// Its file name (`001_fill_pages.sql`).
+    pub name: String,
+    /// Its statements.
+    pub text: String,
+}
+
+impl SqlFile {
+    fn checksum(&self) -> String {
+        format!("{:08x}", fnv1a(self.text.as_bytes()))
+    }
+}
+
+/// The folder of hand-written SQL files beside a schema file.
+pub const SQL_FOLDER: &str = "migrations";
+
+/// The `*.sql` files of `migrations/` beside `schema`, in name order; none
+/// when the folder does not exist.
+pub fn sql_files(schema: &std::path::Path) -> Result<Vec<SqlFile>, String> {
+    let dir = schema
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(SQL_FOLDER);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|x| x != "sql") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push(SqlFile { name, text });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// `renamed_from` keys of a schema: resource → its old name, and
+/// (resource, field) → the field's old name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Renames {
+    pub(crate) tables: HashMap<String, String>,
+    pub(crate) columns: HashMap<(String, String), String>,
 }
 
 /// One table.
@@ -52,6 +125,10 @@ pub struct TableSpec {
     pub columns: IndexMap<String, ColumnSpec>,
     /// Indexes, by name.
     pub indexes: IndexMap<String, IndexSpec>,
+    /// The name the table had before (`renamed_from`): renamed in place
+    /// when the database has that table and not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 /// One column.
@@ -79,6 +156,9 @@ pub struct ColumnSpec {
     /// Computed by the database (see [`Generated`]); never written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated: Option<Generated>,
+    /// The name the column had before (`renamed_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 /// A column the database computes: `value` while `when` is one of `is_in`,
@@ -102,7 +182,9 @@ pub struct IndexSpec {
     pub unique: bool,
 }
 
-/// One additive change.
+/// One change to the database. [`plan`] orders them; dialects render each
+/// as DDL (SQLite, which cannot alter a column, rebuilds the tables whose
+/// columns change: see `sql::render`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Create a table with its columns and primary key. Its indexes and
@@ -115,6 +197,38 @@ pub enum Step {
         /// Its spec.
         spec: TableSpec,
     },
+    /// Rename a table in place (`renamed_from`): rows, indexes and the
+    /// references to it follow.
+    RenameTable {
+        /// Its name in the database.
+        from: String,
+        /// Its name in the schema.
+        to: String,
+    },
+    /// Rename a column in place (`renamed_from`).
+    RenameColumn {
+        /// Table name (already renamed).
+        table: String,
+        /// Its name in the database.
+        from: String,
+        /// Its name in the schema.
+        to: String,
+    },
+    /// Give a foreign key the name its renamed table or column now implies.
+    RenameForeignKey {
+        /// Referencing table.
+        table: String,
+        /// Referencing column.
+        column: String,
+        /// Its name in the database.
+        from: String,
+        /// Its new name.
+        to: String,
+        /// Referenced table.
+        target: String,
+        /// What deleting a referenced row does.
+        on_delete: OnDelete,
+    },
     /// Add a nullable or defaulted column (its foreign key follows as a step).
     AddColumn {
         /// Table name.
@@ -122,6 +236,27 @@ pub enum Step {
         /// Column name.
         column: String,
         /// Its spec.
+        spec: ColumnSpec,
+    },
+    /// Change a column's nullability or length in place; stored values stay.
+    AlterColumn {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+        /// What it was.
+        from: Box<ColumnSpec>,
+        /// What it becomes.
+        to: Box<ColumnSpec>,
+    },
+    /// Give the rows where a column is NULL its default (before it becomes
+    /// required).
+    FillNulls {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+        /// Its spec (with the default).
         spec: ColumnSpec,
     },
     /// Create an index.
@@ -153,6 +288,122 @@ pub enum Step {
         /// What deleting a referenced row does.
         on_delete: OnDelete,
     },
+    /// Drop a foreign key (its column changes or goes).
+    DropForeignKey {
+        /// Referencing table.
+        table: String,
+        /// Constraint name.
+        name: String,
+    },
+    /// Run a hand-written file of `migrations/`.
+    RunSql {
+        /// Its file name.
+        name: String,
+        /// Its statements.
+        text: String,
+    },
+    /// Drop a column with its values (`--allow-destructive`).
+    DropColumn {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+    },
+    /// Drop a table with its rows (`--allow-destructive`).
+    DropTable {
+        /// Table name.
+        table: String,
+    },
+}
+
+/// What a migration must count in the database before it may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// The rows of a table.
+    Rows { table: String },
+    /// The non-NULL values of a column.
+    Values { table: String, column: String },
+    /// The rows where a column is NULL.
+    Missing { table: String, column: String },
+    /// The values of a column longer than `max` characters.
+    Longer {
+        table: String,
+        column: String,
+        max: usize,
+    },
+}
+
+impl Count {
+    fn noun(&self, n: i64) -> String {
+        let (one, many) = match self {
+            Count::Rows { .. } | Count::Missing { .. } => ("row", "rows"),
+            Count::Values { .. } | Count::Longer { .. } => ("stored value", "stored values"),
+        };
+        format!("{n} {}", if n == 1 { one } else { many })
+    }
+}
+
+/// A change that loses or narrows data, or cannot be done while some rows
+/// exist, with the count that decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Concern {
+    /// The change in the schema's words: `field "notes.body" was removed`.
+    pub(crate) change: String,
+    /// What to count first (names as the database has them before the
+    /// migration); `None` decides without counting.
+    pub(crate) count: Option<Count>,
+    /// When the count is not zero (or there is none): why it cannot be
+    /// done and what to do; `{n}` is the count with its noun.
+    pub(crate) blocks: Option<String>,
+    /// Otherwise, what `--allow-destructive` accepts; `{n}` as above.
+    pub(crate) loses: Option<String>,
+}
+
+/// A migration: its steps, what it loses, and the SQL files it applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Plan {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) concerns: Vec<Concern>,
+    /// Every applied SQL file once the plan ran (to record).
+    pub(crate) sql: Vec<AppliedSql>,
+}
+
+/// The verdict on a plan's concerns given their counts (in order):
+/// `Err(why)` when some cannot be done, else what it would lose.
+pub(crate) fn judge(
+    concerns: &[Concern],
+    counts: &[Option<i64>],
+) -> Result<Vec<String>, Vec<String>> {
+    let mut refused = Vec::new();
+    let mut losses = Vec::new();
+    for (concern, n) in concerns.iter().zip(counts) {
+        let fill = |text: &str| match (&concern.count, n) {
+            (Some(count), Some(n)) => text.replace("{n}", &count.noun(*n)),
+            _ => text.to_owned(),
+        };
+        match (&concern.blocks, n) {
+            (Some(why), None) => refused.push(format!("{}: {}", concern.change, fill(why))),
+            (Some(why), Some(n)) if *n > 0 => {
+                refused.push(format!("{}: {}", concern.change, fill(why)))
+            }
+            _ => {
+                if let Some(loses) = &concern.loses {
+                    losses.push(format!("{}: {}", concern.change, fill(loses)));
+                }
+            }
+        }
+    }
+    if refused.is_empty() {
+        Ok(losses)
+    } else {
+        // Every problem at once: what also needs the flag is named too.
+        refused.extend(
+            losses
+                .into_iter()
+                .map(|loss| format!("{loss} (and this needs --allow-destructive)")),
+        );
+        Err(refused)
+    }
 }
 
 /// The result of a migration (or a dry run).
@@ -160,6 +411,9 @@ pub enum Step {
 pub struct MigrationReport {
     /// DDL statements, in order.
     pub statements: Vec<String>,
+    /// What the migration deletes or narrows (applied only with
+    /// `--allow-destructive`), each with its count.
+    pub losses: Vec<String>,
     /// Whether they were applied.
     pub applied: bool,
     /// The schema version after the run.
@@ -172,6 +426,12 @@ pub enum MigrationError {
     /// The change would lose data or cannot be done automatically.
     #[error("refusing to migrate:\n{}", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused(Vec<String>),
+    /// The change deletes or narrows data and was not allowed to.
+    #[error("this migration deletes or narrows data, so it needs `anteroom migrate --allow-destructive`:\n{}\n(`anteroom migrate --dry-run --allow-destructive` prints its statements)", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+    Destructive(Vec<String>),
+    /// The `migrations/` folder cannot be read.
+    #[error("{0}")]
+    Files(String),
     /// The database failed while migrating.
     #[error("migration failed: {0}")]
     Database(String),
@@ -419,7 +679,10 @@ fn column_case_conflicts(resource: &Resource) -> Vec<SchemaError> {
 /// The snapshot the resources need, with every index and foreign key named
 /// (see the module docs); or every name conflict that renaming cannot
 /// resolve, as schema errors with key paths. Run once, by the schema loader.
-pub(crate) fn snapshot(resources: &[&Resource]) -> Result<Snapshot, Vec<SchemaError>> {
+pub(crate) fn snapshot(
+    resources: &[&Resource],
+    renames: &Renames,
+) -> Result<Snapshot, Vec<SchemaError>> {
     let mut errors: Vec<SchemaError> = resources
         .iter()
         .flat_map(|r| column_case_conflicts(r))
@@ -534,6 +797,10 @@ pub(crate) fn snapshot(resources: &[&Resource]) -> Result<Snapshot, Vec<SchemaEr
                             .map(|s| (*s).to_owned())
                             .collect(),
                     }),
+                    renamed_from: renames
+                        .columns
+                        .get(&(resource.name.clone(), column.name.clone()))
+                        .cloned(),
                 },
             );
         }
@@ -563,171 +830,511 @@ pub(crate) fn snapshot(resources: &[&Resource]) -> Result<Snapshot, Vec<SchemaEr
                 .to_owned(),
                 columns,
                 indexes,
+                renamed_from: renames.tables.get(&resource.name).cloned(),
             },
         );
     }
-    Ok(Snapshot { tables })
+    Ok(Snapshot {
+        tables,
+        sql: Vec::new(),
+    })
 }
 
-/// The steps from `old` to `new` in an order every database accepts, each
-/// checked against what the database would then hold; or every reason it
-/// cannot be done safely. `migrate` runs these steps and `check` renders them
-/// from an empty database, so both meet the same problems.
-pub(crate) fn plan(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
-    let steps = diff(old, new)?;
-    verify(old, &steps)?;
-    Ok(steps)
-}
-
-/// The steps from `old` to `new`, or every reason it cannot be done safely.
-/// Foreign keys come last, once every table exists, so tables may refer to
-/// each other. Before them, in order:
-///
-/// 1. new columns, then indexes of existing tables under new names: MySQL
-///    refuses to drop the index a foreign key uses until another covers it;
-/// 2. dropped indexes, which frees their names (PostgreSQL and SQLite share
-///    one namespace between tables and indexes);
-/// 3. new tables, then their indexes and any index whose name was just freed.
-fn diff(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
-    let mut tables = Vec::new();
-    let mut columns = Vec::new();
-    let mut creates = Vec::new();
-    let mut new_table_creates = Vec::new();
-    let mut drops = Vec::new();
-    let mut foreign_keys = Vec::new();
+/// The migration from `old` to `new` (and the SQL `files` of
+/// `migrations/` not applied yet) in an order every database accepts, each
+/// step checked against what the database would then hold; or every reason
+/// it cannot be done at all. What it would lose is left to [`judge`], once
+/// the database counted it. `migrate` runs these steps and `check` renders
+/// them from an empty database, so both meet the same problems.
+pub(crate) fn plan(old: &Snapshot, new: &Snapshot, files: &[SqlFile]) -> Result<Plan, Vec<String>> {
     let mut refusals = Vec::new();
-    let foreign_key = |table: &str, column: &str, spec: &ColumnSpec| {
+    let mut pending = Vec::new();
+    let mut applied = old.sql.clone();
+    for file in files {
+        match old.sql.iter().find(|a| a.name == file.name) {
+            Some(done) if done.checksum != file.checksum() => refusals.push(format!(
+                "{SQL_FOLDER}/{} changed after it was applied: a file runs once, so put the new statements in a new file (and restore this one)",
+                file.name
+            )),
+            Some(_) => {}
+            None => {
+                pending.push(file);
+                applied.push(AppliedSql {
+                    name: file.name.clone(),
+                    checksum: file.checksum(),
+                });
+            }
+        }
+    }
+    let (steps, concerns) = match diff(old, new, &pending) {
+        Ok(planned) if refusals.is_empty() => planned,
+        Ok(_) => return Err(refusals),
+        Err(mut more) => {
+            refusals.append(&mut more);
+            return Err(refusals);
+        }
+    };
+    verify(old, &steps)?;
+    Ok(Plan {
+        steps,
+        concerns,
+        sql: applied,
+    })
+}
+
+/// A column type in the schema's words.
+fn type_name(spec: &ColumnSpec) -> String {
+    if let Some((target, _)) = &spec.references {
+        return format!("a reference to {target}");
+    }
+    match spec.scalar {
+        Scalar::Text if spec.long => "text",
+        Scalar::Text => "string",
+        Scalar::Int => "integer",
+        Scalar::Float => "float",
+        Scalar::Decimal => "decimal",
+        Scalar::Bool => "boolean",
+        Scalar::Timestamp => "timestamp",
+        Scalar::Date => "date",
+        Scalar::Uuid => "uuid",
+        Scalar::Json => "json",
+    }
+    .to_owned()
+}
+
+/// Whether `to` may hold fewer characters than `from` (MySQL sizes its
+/// columns by them).
+fn narrower(from: &ColumnSpec, to: &ColumnSpec) -> bool {
+    if to.long {
+        return false;
+    }
+    match (from.max_length, to.max_length) {
+        (_, None) => from.long,
+        (None, Some(_)) => true,
+        (Some(before), Some(after)) => from.long || after < before,
+    }
+}
+
+/// The steps of a migration, by phase; [`Phases::steps`] orders them.
+#[derive(Default)]
+struct Phases {
+    renames: Vec<Step>,
+    columns: Vec<Step>,
+    creates: Vec<Step>,
+    drop_foreign_keys: Vec<Step>,
+    drops: Vec<Step>,
+    relax: Vec<Step>,
+    tables: Vec<Step>,
+    new_table_creates: Vec<Step>,
+    foreign_keys: Vec<Step>,
+    sql: Vec<Step>,
+    fills: Vec<Step>,
+    narrow: Vec<Step>,
+    drop_columns: Vec<Step>,
+    readd: Vec<Step>,
+    readd_indexes: Vec<Step>,
+    readd_foreign_keys: Vec<Step>,
+    drop_tables: Vec<Step>,
+}
+
+impl Phases {
+    /// Renames first, so every later step uses the schema's names. Then
+    /// what adds or relaxes, foreign keys last once every table exists:
+    ///
+    /// 1. new columns, then indexes of existing tables under new names: MySQL
+    ///    refuses to drop the index a foreign key uses until another covers it;
+    /// 2. foreign keys that change or go, then dropped indexes, which frees
+    ///    their names (PostgreSQL and SQLite share one namespace between
+    ///    tables and indexes); relaxed columns;
+    /// 3. new tables, then their indexes and any index whose name was just
+    ///    freed, then new foreign keys.
+    ///
+    /// Then the SQL files of `migrations/`, which see every addition and
+    /// nothing dropped yet; then what narrows, converts or drops.
+    fn steps(self) -> Vec<Step> {
+        let dropped: HashSet<String> = self
+            .drops
+            .iter()
+            .filter_map(|s| match s {
+                Step::DropIndex { name, .. } => Some(name.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let (late, early): (Vec<Step>, Vec<Step>) = self.creates.into_iter().partition(|s| {
+            matches!(s, Step::CreateIndex { name, .. } if dropped.contains(&name.to_ascii_lowercase()))
+        });
+        [
+            self.renames,
+            self.columns,
+            early,
+            self.drop_foreign_keys,
+            self.drops,
+            self.relax,
+            self.tables,
+            self.new_table_creates,
+            late,
+            self.foreign_keys,
+            self.sql,
+            self.fills,
+            self.narrow,
+            self.drop_columns,
+            self.readd,
+            self.readd_indexes,
+            self.readd_foreign_keys,
+            self.drop_tables,
+        ]
+        .concat()
+    }
+}
+
+/// The name of a column's foreign key as the database has it.
+fn foreign_key_name(table: &str, column: &str, spec: &ColumnSpec) -> String {
+    spec.foreign_key
+        .clone()
+        .unwrap_or_else(|| natural_name("fk", table, &[column.to_owned()]))
+}
+
+/// The steps from `old` to `new` with their concerns, or every reason it
+/// cannot be done at all.
+fn diff(
+    old: &Snapshot,
+    new: &Snapshot,
+    files: &[&SqlFile],
+) -> Result<(Vec<Step>, Vec<Concern>), Vec<String>> {
+    let mut ph = Phases::default();
+    let mut concerns = Vec::new();
+    let mut refusals = Vec::new();
+    let add_foreign_key = |table: &str, column: &str, spec: &ColumnSpec| {
         spec.references
             .as_ref()
             .map(|(target, on_delete)| Step::AddForeignKey {
                 table: table.to_owned(),
                 column: column.to_owned(),
-                name: spec
-                    .foreign_key
-                    .clone()
-                    .unwrap_or_else(|| natural_name("fk", table, &[column.to_owned()])),
+                name: foreign_key_name(table, column, spec),
                 target: target.clone(),
                 on_delete: *on_delete,
             })
     };
-    for name in old.tables.keys() {
-        if !new.tables.contains_key(name) {
-            refusals.push(format!(
-                "resource \"{name}\" was removed: dropping its table would delete every row in it"
-            ));
+    // Tables renamed in place: the new name is not in the database, the old
+    // one is and the schema no longer declares it.
+    let mut renamed: HashMap<&str, &str> = HashMap::new();
+    for (name, spec) in &new.tables {
+        if let Some(from) = &spec.renamed_from
+            && !old.tables.contains_key(name)
+            && old.tables.contains_key(from)
+            && !new.tables.contains_key(from)
+        {
+            renamed.insert(from.as_str(), name.as_str());
+            ph.renames.push(Step::RenameTable {
+                from: from.clone(),
+                to: name.clone(),
+            });
         }
     }
+    let now_named = |table: &str| renamed.get(table).copied().unwrap_or(table).to_owned();
+    for (name, spec) in &old.tables {
+        if new.tables.contains_key(name) || renamed.contains_key(name.as_str()) {
+            continue;
+        }
+        concerns.push(Concern {
+            change: format!("resource \"{name}\" was removed"),
+            count: Some(Count::Rows {
+                table: name.clone(),
+            }),
+            blocks: None,
+            loses: Some("its table is dropped with its {n}".to_owned()),
+        });
+        // Tables dropped together may refer to each other.
+        for (column, cspec) in &spec.columns {
+            if cspec.references.is_some() {
+                ph.drop_foreign_keys.push(Step::DropForeignKey {
+                    table: name.clone(),
+                    name: foreign_key_name(name, column, cspec),
+                });
+            }
+        }
+        ph.drop_tables.push(Step::DropTable {
+            table: name.clone(),
+        });
+    }
     for (name, spec) in &new.tables {
-        let Some(before) = old.tables.get(name) else {
-            tables.push(Step::CreateTable {
+        let was = renamed
+            .iter()
+            .find(|(_, to)| **to == name)
+            .map_or(name.as_str(), |(from, _)| *from);
+        let Some(before) = old.tables.get(was) else {
+            ph.tables.push(Step::CreateTable {
                 table: name.clone(),
                 spec: spec.clone(),
             });
             for (ix, ispec) in &spec.indexes {
-                new_table_creates.push(Step::CreateIndex {
+                ph.new_table_creates.push(Step::CreateIndex {
                     table: name.clone(),
                     name: ix.clone(),
                     spec: ispec.clone(),
                 });
             }
-            foreign_keys.extend(
+            ph.foreign_keys.extend(
                 spec.columns
                     .iter()
-                    .filter_map(|(column, cspec)| foreign_key(name, column, cspec)),
+                    .filter_map(|(column, cspec)| add_foreign_key(name, column, cspec)),
             );
             continue;
         };
         if before.id != spec.id || before.id_kind != spec.id_kind {
             refusals.push(format!(
-                "resource \"{name}\" changed its id from {} {} to {} {}: every stored key would change",
+                "resource \"{name}\" changed its id from {} {} to {} {}: every stored key would change; keep the id, or declare a new resource and copy the rows with a file in {SQL_FOLDER}/",
                 before.id_kind, before.id, spec.id_kind, spec.id
             ));
             continue;
         }
-        for column in before.columns.keys() {
-            if !spec.columns.contains_key(column) {
-                refusals.push(format!(
-                    "field \"{name}.{column}\" was removed: dropping the column would delete its values"
-                ));
+        // Columns renamed in place, by their new name.
+        let mut column_was: HashMap<&str, &str> = HashMap::new();
+        for (column, cspec) in &spec.columns {
+            if let Some(from) = &cspec.renamed_from
+                && !before.columns.contains_key(column)
+                && before.columns.contains_key(from)
+                && !spec.columns.contains_key(from)
+            {
+                column_was.insert(column.as_str(), from.as_str());
+                ph.renames.push(Step::RenameColumn {
+                    table: name.clone(),
+                    from: from.clone(),
+                    to: column.clone(),
+                });
             }
         }
+        let old_name = |column: &str| column_was.get(column).copied().unwrap_or(column).to_owned();
+        let mut converted: HashSet<String> = HashSet::new();
+        for column in before.columns.keys() {
+            if spec.columns.contains_key(column) || column_was.values().any(|w| w == column) {
+                continue;
+            }
+            let prev = &before.columns[column];
+            concerns.push(Concern {
+                change: format!("field \"{name}.{column}\" was removed"),
+                count: Some(Count::Values {
+                    table: was.to_owned(),
+                    column: column.clone(),
+                }),
+                blocks: None,
+                loses: Some("its column is dropped with its {n}".to_owned()),
+            });
+            if prev.references.is_some() {
+                ph.drop_foreign_keys.push(Step::DropForeignKey {
+                    table: name.clone(),
+                    name: foreign_key_name(was, column, prev),
+                });
+            }
+            ph.drop_columns.push(Step::DropColumn {
+                table: name.clone(),
+                column: column.clone(),
+            });
+        }
         for (column, cspec) in &spec.columns {
-            match before.columns.get(column) {
-                None => {
-                    if !cspec.nullable && cspec.default.is_none() {
-                        refusals.push(format!(
-                            "field \"{name}.{column}\" is new and required without a default: existing rows would have no value (give it a default or make it optional)"
-                        ));
-                    } else {
-                        columns.push(Step::AddColumn {
+            let field = format!("{name}.{column}");
+            let Some(prev) = before.columns.get(&old_name(column)) else {
+                if !cspec.nullable && cspec.default.is_none() {
+                    concerns.push(Concern {
+                        change: format!("field \"{field}\" is new and required without a default"),
+                        count: Some(Count::Rows {
+                            table: was.to_owned(),
+                        }),
+                        blocks: Some("the table's {n} would have no value: give it a `default` (existing rows get it) or leave it optional".to_owned()),
+                        loses: None,
+                    });
+                }
+                ph.columns.push(Step::AddColumn {
+                    table: name.clone(),
+                    column: column.clone(),
+                    spec: cspec.clone(),
+                });
+                ph.foreign_keys.extend(add_foreign_key(name, column, cspec));
+                continue;
+            };
+            let prev_column = old_name(column);
+            let prev_reference = prev
+                .references
+                .as_ref()
+                .map(|(target, on_delete)| (now_named(target), *on_delete));
+            let same_target =
+                prev_reference.as_ref().map(|r| &r.0) == cspec.references.as_ref().map(|r| &r.0);
+            let prev_foreign_key = foreign_key_name(was, &prev_column, prev);
+            if prev.scalar != cspec.scalar || !same_target || prev.generated != cspec.generated {
+                concerns.push(Concern {
+                    change: format!(
+                        "field \"{field}\" changed type from {} to {}",
+                        type_name(prev),
+                        type_name(cspec)
+                    ),
+                    count: Some(Count::Values {
+                        table: was.to_owned(),
+                        column: prev_column.clone(),
+                    }),
+                    blocks: None,
+                    loses: Some(format!(
+                        "its column is dropped and added again empty, losing its {{n}} (to keep them, declare a new field, copy them with a file in {SQL_FOLDER}/, then remove this one)"
+                    )),
+                });
+                if !cspec.nullable && cspec.default.is_none() {
+                    concerns.push(Concern {
+                        change: format!("field \"{field}\" is required without a default"),
+                        count: Some(Count::Rows {
+                            table: was.to_owned(),
+                        }),
+                        blocks: Some("the table's {n} would have no value in its new column: give it a `default`".to_owned()),
+                        loses: None,
+                    });
+                }
+                if prev.references.is_some() {
+                    ph.drop_foreign_keys.push(Step::DropForeignKey {
+                        table: name.clone(),
+                        name: prev_foreign_key,
+                    });
+                }
+                ph.drop_columns.push(Step::DropColumn {
+                    table: name.clone(),
+                    column: column.clone(),
+                });
+                ph.readd.push(Step::AddColumn {
+                    table: name.clone(),
+                    column: column.clone(),
+                    spec: cspec.clone(),
+                });
+                ph.readd_foreign_keys
+                    .extend(add_foreign_key(name, column, cspec));
+                converted.insert(column.clone());
+                continue;
+            }
+            if let (Some((_, before_action)), Some((target, on_delete))) =
+                (&prev_reference, &cspec.references)
+            {
+                let name_now = foreign_key_name(name, column, cspec);
+                if before_action != on_delete {
+                    ph.drop_foreign_keys.push(Step::DropForeignKey {
+                        table: name.clone(),
+                        name: prev_foreign_key,
+                    });
+                    ph.readd_foreign_keys
+                        .extend(add_foreign_key(name, column, cspec));
+                } else if prev_foreign_key != name_now {
+                    ph.renames.push(Step::RenameForeignKey {
+                        table: name.clone(),
+                        column: column.clone(),
+                        from: prev_foreign_key,
+                        to: name_now,
+                        target: target.clone(),
+                        on_delete: *on_delete,
+                    });
+                }
+            }
+            let mut narrows = false;
+            if prev.nullable && !cspec.nullable {
+                narrows = true;
+                let missing = Count::Missing {
+                    table: was.to_owned(),
+                    column: prev_column.clone(),
+                };
+                match &cspec.default {
+                    Some(default) => {
+                        concerns.push(Concern {
+                            change: format!("field \"{field}\" becomes required"),
+                            count: Some(missing),
+                            blocks: None,
+                            loses: Some(format!("{{n}} without a value will get its default {default}")),
+                        });
+                        ph.fills.push(Step::FillNulls {
                             table: name.clone(),
                             column: column.clone(),
                             spec: cspec.clone(),
                         });
-                        foreign_keys.extend(foreign_key(name, column, cspec));
                     }
+                    None => concerns.push(Concern {
+                        change: format!("field \"{field}\" becomes required"),
+                        count: Some(missing),
+                        blocks: Some(format!("the table has {{n}} without a value: give it a `default` (they get it), or fill them first with a file in {SQL_FOLDER}/ applied by an earlier `anteroom migrate`")),
+                        loses: Some("every row has a value, and none may be left out from now on".to_owned()),
+                    }),
                 }
-                Some(prev) => {
-                    if prev.scalar != cspec.scalar {
-                        refusals.push(format!(
-                            "field \"{name}.{column}\" changed type from {:?} to {:?}: stored values would have to be converted or lost",
-                            prev.scalar, cspec.scalar
-                        ));
-                    }
-                    if prev.nullable != cspec.nullable {
-                        refusals.push(format!(
-                            "field \"{name}.{column}\" changed `required`: this needs a manual migration"
-                        ));
-                    }
-                    if prev.references != cspec.references {
-                        refusals.push(format!(
-                            "field \"{name}.{column}\" changed its reference: this needs a manual migration"
-                        ));
-                    }
+            }
+            if narrower(prev, cspec) {
+                narrows = true;
+                match cspec.max_length {
+                    Some(max) => concerns.push(Concern {
+                        change: format!("field \"{field}\" narrows to at most {max} characters"),
+                        count: Some(Count::Longer {
+                            table: was.to_owned(),
+                            column: prev_column.clone(),
+                            max,
+                        }),
+                        blocks: Some(format!("the table holds {{n}} longer than that: shorten them first with a file in {SQL_FOLDER}/ applied by an earlier `anteroom migrate`")),
+                        loses: Some("no stored value is longer".to_owned()),
+                    }),
+                    None => concerns.push(Concern {
+                        change: format!("field \"{field}\" changed type from text to string"),
+                        count: None,
+                        blocks: None,
+                        loses: Some("MySQL keeps at most 65,535 bytes of each value".to_owned()),
+                    }),
+                }
+            }
+            if prev.nullable != cspec.nullable
+                || prev.long != cspec.long
+                || prev.max_length != cspec.max_length
+            {
+                let step = Step::AlterColumn {
+                    table: name.clone(),
+                    column: column.clone(),
+                    from: Box::new(prev.clone()),
+                    to: Box::new(cspec.clone()),
+                };
+                if narrows {
+                    ph.narrow.push(step);
+                } else {
+                    ph.relax.push(step);
                 }
             }
         }
+        let involves_converted =
+            |ispec: &IndexSpec| ispec.columns.iter().any(|c| converted.contains(c));
+        let was_converted = |ispec: &IndexSpec| {
+            ispec
+                .columns
+                .iter()
+                .any(|c| converted.iter().any(|n| old_name(n) == *c))
+        };
         for (ix, ispec) in &before.indexes {
-            if spec.indexes.get(ix) != Some(ispec) {
-                drops.push(Step::DropIndex {
+            if spec.indexes.get(ix) != Some(ispec) || was_converted(ispec) {
+                ph.drops.push(Step::DropIndex {
                     table: name.clone(),
                     name: ix.clone(),
                 });
             }
         }
         for (ix, ispec) in &spec.indexes {
-            if before.indexes.get(ix) != Some(ispec) {
-                creates.push(Step::CreateIndex {
-                    table: name.clone(),
-                    name: ix.clone(),
-                    spec: ispec.clone(),
-                });
+            let step = Step::CreateIndex {
+                table: name.clone(),
+                name: ix.clone(),
+                spec: ispec.clone(),
+            };
+            if involves_converted(ispec) {
+                ph.readd_indexes.push(step);
+            } else if before.indexes.get(ix) != Some(ispec) {
+                ph.creates.push(step);
             }
         }
     }
     if !refusals.is_empty() {
         return Err(refusals);
     }
-    let dropped: HashSet<String> = drops
+    ph.sql = files
         .iter()
-        .filter_map(|s| match s {
-            Step::DropIndex { name, .. } => Some(name.to_ascii_lowercase()),
-            _ => None,
+        .map(|f| Step::RunSql {
+            name: f.name.clone(),
+            text: f.text.clone(),
         })
         .collect();
-    let (late, early): (Vec<Step>, Vec<Step>) = creates.into_iter().partition(|s| {
-        matches!(s, Step::CreateIndex { name, .. } if dropped.contains(&name.to_ascii_lowercase()))
-    });
-    Ok([
-        columns,
-        early,
-        drops,
-        tables,
-        new_table_creates,
-        late,
-        foreign_keys,
-    ]
-    .concat())
+    Ok((ph.steps(), concerns))
 }
 
 /// Replays `steps` on what `old` describes and checks what the strictest
@@ -782,8 +1389,84 @@ fn verify(old: &Snapshot, steps: &[Step]) -> Result<(), Vec<String>> {
         }
         hold(names, name);
     };
+    let release = |names: &mut HashMap<String, usize>, name: &str| {
+        if let Some(n) = names.get_mut(&name.to_ascii_lowercase()) {
+            *n = n.saturating_sub(1);
+        }
+    };
+    let has_column = |tables: &HashMap<&str, HashSet<&str>>, table: &str, column: &str| {
+        tables.get(table).is_some_and(|c| c.contains(column))
+    };
     for step in steps {
         match step {
+            Step::RenameTable { from, to } => {
+                let what = format!("renaming table \"{from}\" to \"{to}\"");
+                match tables.remove(from.as_str()) {
+                    Some(columns) => {
+                        tables.insert(to, columns);
+                    }
+                    None => problems.push(format!("{what}: it does not exist")),
+                }
+                release(&mut names, from);
+                claim(&mut names, &mut problems, what, to);
+            }
+            Step::RenameColumn { table, from, to } => {
+                let what = format!("renaming column \"{table}.{from}\" to \"{to}\"");
+                match tables.get_mut(table.as_str()) {
+                    Some(columns) if columns.contains(from.as_str()) => {
+                        columns.remove(from.as_str());
+                        if !columns.insert(to) {
+                            problems.push(format!("{what}: \"{to}\" already exists"));
+                        }
+                    }
+                    _ => problems.push(format!("{what}: it does not exist")),
+                }
+            }
+            Step::RenameForeignKey {
+                table,
+                column,
+                from,
+                to,
+                ..
+            } => {
+                let what =
+                    format!("renaming foreign key \"{from}\" on \"{table}.{column}\" to \"{to}\"");
+                if !has_column(&tables, table, column) {
+                    problems.push(format!("{what}: the column does not exist"));
+                }
+                release(&mut names, from);
+                claim(&mut names, &mut problems, what, to);
+            }
+            Step::AlterColumn { table, column, .. } | Step::FillNulls { table, column, .. } => {
+                if !has_column(&tables, table, column) {
+                    problems.push(format!(
+                        "changing column \"{table}.{column}\": it does not exist"
+                    ));
+                }
+            }
+            Step::DropColumn { table, column } => {
+                if !tables
+                    .get_mut(table.as_str())
+                    .is_some_and(|c| c.remove(column.as_str()))
+                {
+                    problems.push(format!(
+                        "dropping column \"{table}.{column}\": it does not exist"
+                    ));
+                }
+            }
+            Step::DropForeignKey { name, .. } => release(&mut names, name),
+            Step::DropTable { table } => {
+                if tables.remove(table.as_str()).is_none() {
+                    problems.push(format!("dropping table \"{table}\": it does not exist"));
+                }
+                release(&mut names, table);
+                if let Some(spec) = old.tables.get(table) {
+                    for ix in spec.indexes.keys() {
+                        release(&mut names, ix);
+                    }
+                }
+            }
+            Step::RunSql { .. } => {}
             Step::CreateTable { table, spec } => {
                 if tables.contains_key(table.as_str()) {
                     problems.push(format!("creating table \"{table}\": it already exists"));
@@ -825,11 +1508,7 @@ fn verify(old: &Snapshot, steps: &[Step]) -> Result<(), Vec<String>> {
                 }
                 claim(&mut names, &mut problems, what, name);
             }
-            Step::DropIndex { name, .. } => {
-                if let Some(n) = names.get_mut(&name.to_ascii_lowercase()) {
-                    *n = n.saturating_sub(1);
-                }
-            }
+            Step::DropIndex { name, .. } => release(&mut names, name),
             Step::AddForeignKey {
                 table,
                 column,
@@ -867,6 +1546,21 @@ mod tests {
         load_str(&format!("[app]\nname='t'\n{resources}")).map(|m| m.snapshot().clone())
     }
 
+    fn steps_of(old: &Snapshot, new: &Snapshot) -> Result<Vec<Step>, Vec<String>> {
+        plan(old, new, &[]).map(|p| p.steps)
+    }
+
+    /// What `judge` says of the plan from `old` to `new` when every count is `n`.
+    fn verdict(old: &Snapshot, new: &Snapshot, n: i64) -> Result<Vec<String>, Vec<String>> {
+        let plan = plan(old, new, &[]).unwrap();
+        let counts: Vec<Option<i64>> = plan
+            .concerns
+            .iter()
+            .map(|c| c.count.as_ref().map(|_| n))
+            .collect();
+        judge(&plan.concerns, &counts)
+    }
+
     fn snap(fields: &str) -> Snapshot {
         schema(&format!("[resources.notes]\n{fields}")).unwrap()
     }
@@ -884,7 +1578,7 @@ mod tests {
 
     #[test]
     fn a_new_database_gets_a_table_and_its_indexes() {
-        let steps = diff(
+        let steps = steps_of(
             &Snapshot::default(),
             &snap("fields.a={type='string',unique=true}\n"),
         )
@@ -901,51 +1595,139 @@ mod tests {
     fn an_optional_field_is_added_in_place() {
         let old = snap("fields.a={type='string'}\n");
         let new = snap("fields.a={type='string'}\nfields.b={type='integer'}\n");
-        let steps = diff(&old, &new).unwrap();
+        let steps = steps_of(&old, &new).unwrap();
         assert_eq!(steps.len(), 1);
         assert!(matches!(&steps[0], Step::AddColumn { column, .. } if column == "b"));
     }
 
     #[test]
-    fn removing_a_field_is_refused_naming_it() {
+    fn removing_a_field_drops_its_column_last_and_lists_its_values_as_lost() {
         let old = snap("fields.a={type='string'}\nfields.b={type='integer'}\n");
         let new = snap("fields.a={type='string'}\n");
-        let refusals = diff(&old, &new).unwrap_err();
-        assert!(refusals[0].contains("notes.b"), "{refusals:?}");
+        let steps = steps_of(&old, &new).unwrap();
+        assert!(
+            matches!(steps.last(), Some(Step::DropColumn { column, .. }) if column == "b"),
+            "{steps:?}"
+        );
+        assert_eq!(
+            verdict(&old, &new, 3).unwrap(),
+            vec!["field \"notes.b\" was removed: its column is dropped with its 3 stored values"]
+        );
     }
 
     #[test]
-    fn changing_a_type_is_refused() {
-        let old = snap("fields.a={type='string'}\n");
+    fn changing_a_type_recreates_the_column_and_names_both_types_in_the_schemas_words() {
+        let old = snap("fields.a={type='text'}\n");
         let new = snap("fields.a={type='integer'}\n");
-        assert!(diff(&old, &new).unwrap_err()[0].contains("changed type"));
+        let losses = verdict(&old, &new, 1).unwrap();
+        assert!(
+            losses[0].starts_with("field \"notes.a\" changed type from text to integer: its column is dropped and added again empty, losing its 1 stored value"),
+            "{losses:?}"
+        );
+        let steps = steps_of(&old, &new).unwrap();
+        let drop = steps
+            .iter()
+            .position(|s| matches!(s, Step::DropColumn { .. }));
+        let add = steps
+            .iter()
+            .position(|s| matches!(s, Step::AddColumn { .. }));
+        assert!(drop < add && drop.is_some(), "{steps:?}");
     }
 
     #[test]
-    fn a_required_field_without_default_is_refused_but_with_one_is_added() {
+    fn a_required_field_without_default_is_refused_on_rows_but_with_one_is_added() {
         let old = snap("fields.a={type='string'}\n");
+        let required = snap("fields.a={type='string'}\nfields.b={type='integer',required=true}\n");
+        let refused = verdict(&old, &required, 2).unwrap_err();
         assert!(
-            diff(
-                &old,
-                &snap("fields.a={type='string'}\nfields.b={type='integer',required=true}\n")
-            )
-            .is_err()
+            refused[0].contains("notes.b")
+                && refused[0].contains("the table's 2 rows would have no value"),
+            "{refused:?}"
+        );
+        assert_eq!(verdict(&old, &required, 0).unwrap(), Vec::<String>::new());
+        let defaulted =
+            snap("fields.a={type='string'}\nfields.b={type='integer',required=true,default=1}\n");
+        assert_eq!(verdict(&old, &defaulted, 2).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn relaxing_required_and_widening_a_length_alter_the_column_and_lose_nothing() {
+        let old = snap("fields.a={type='string',required=true,max_length=10}\n");
+        let new = snap("fields.a={type='string',max_length=20}\n");
+        let steps = steps_of(&old, &new).unwrap();
+        assert!(
+            matches!(&steps[..], [Step::AlterColumn { from, to, .. }] if !from.nullable && to.nullable),
+            "{steps:?}"
+        );
+        assert_eq!(verdict(&old, &new, 5).unwrap(), Vec::<String>::new());
+        let text = snap("fields.a={type='text',required=true}\n");
+        assert_eq!(verdict(&old, &text, 5).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn narrowing_needs_the_flag_and_is_refused_while_values_do_not_fit() {
+        let old = snap("fields.a={type='string',max_length=20}\n");
+        let required = snap("fields.a={type='string',max_length=20,required=true}\n");
+        assert_eq!(
+            verdict(&old, &required, 0).unwrap(),
+            vec![
+                "field \"notes.a\" becomes required: every row has a value, and none may be left out from now on"
+            ]
         );
         assert!(
-            diff(
-                &old,
-                &snap(
-                    "fields.a={type='string'}\nfields.b={type='integer',required=true,default=1}\n"
-                )
-            )
-            .is_ok()
+            verdict(&old, &required, 4).unwrap_err()[0]
+                .contains("the table has 4 rows without a value")
         );
+        let shorter = snap("fields.a={type='string',max_length=5}\n");
+        assert!(
+            verdict(&old, &shorter, 1).unwrap_err()[0]
+                .contains("the table holds 1 stored value longer than that")
+        );
+        let filled = snap("fields.a={type='string',max_length=20,required=true,default='x'}\n");
+        assert_eq!(
+            verdict(&old, &filled, 2).unwrap(),
+            vec![
+                "field \"notes.a\" becomes required: 2 rows without a value will get its default \"x\""
+            ]
+        );
+    }
+
+    #[test]
+    fn a_renamed_resource_and_field_are_renamed_in_place() {
+        let old = schema("[resources.notes]\nfields.a={type='string',unique=true}\n").unwrap();
+        let new = schema(
+            "[resources.memos]\nrenamed_from='notes'\nfields.b={type='string',unique=true,renamed_from='a'}\n",
+        )
+        .unwrap();
+        let steps = steps_of(&old, &new).unwrap();
+        assert_eq!(
+            steps[..2],
+            [
+                Step::RenameTable {
+                    from: "notes".into(),
+                    to: "memos".into()
+                },
+                Step::RenameColumn {
+                    table: "memos".into(),
+                    from: "a".into(),
+                    to: "b".into()
+                }
+            ]
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::DropTable { .. } | Step::DropColumn { .. }))
+        );
+        assert_eq!(verdict(&old, &new, 9).unwrap(), Vec::<String>::new());
+        // Once applied, the same schema needs nothing.
+        assert_eq!(steps_of(&new, &new).unwrap(), vec![]);
     }
 
     #[test]
     fn an_unchanged_schema_needs_no_steps() {
         let s = snap("fields.a={type='string',unique=true}\n");
-        assert_eq!(diff(&s, &s).unwrap(), vec![]);
+        assert_eq!(steps_of(&s, &s).unwrap(), vec![]);
     }
 
     // Naming.
@@ -977,7 +1759,7 @@ fields.note_id = { type = 'ref', to = 'notes' }
         ))
         .unwrap();
         let now = schema(LEGACY).unwrap();
-        assert_eq!(plan(&recorded, &now).unwrap(), vec![]);
+        assert_eq!(steps_of(&recorded, &now).unwrap(), vec![]);
         for (table, spec) in &recorded.tables {
             assert_eq!(index_names(&now, table), index_names(&recorded, table));
             assert_eq!(
@@ -1136,7 +1918,7 @@ fields.note_id = { type = 'ref', to = 'notes' }
              [resources.b]\nfields.a_id = { type = 'ref', to = 'a' }\n",
         )
         .unwrap();
-        let steps = plan(&Snapshot::default(), &s).unwrap();
+        let steps = steps_of(&Snapshot::default(), &s).unwrap();
         let last_table = steps
             .iter()
             .rposition(|s| matches!(s, Step::CreateTable { .. }))
@@ -1167,7 +1949,7 @@ fields.note_id = { type = 'ref', to = 'notes' }
             "{r}[resources.p]\nfields.r_id = {{ type = 'ref', to = 'r', unique = true }}\n"
         ))
         .unwrap();
-        let steps = plan(&old, &new).unwrap();
+        let steps = steps_of(&old, &new).unwrap();
         assert!(
             matches!(&steps[..], [Step::CreateIndex { name: a, .. }, Step::DropIndex { name: b, .. }]
                 if a == "uq_p_r_id" && b == "ix_p_r_id"),
@@ -1185,7 +1967,7 @@ fields.note_id = { type = 'ref', to = 'notes' }
         .unwrap();
         let renamed = index_names(&new, "a")[0].clone();
         assert!(renamed.starts_with("uq_a_b_"), "{renamed}");
-        let steps = plan(&old, &new).unwrap();
+        let steps = steps_of(&old, &new).unwrap();
         let position = |wanted: &dyn Fn(&Step) -> bool| steps.iter().position(wanted).unwrap();
         let create = position(&|s| matches!(s, Step::CreateIndex { name, .. } if *name == renamed));
         let drop = position(&|s| matches!(s, Step::DropIndex { name, .. } if name == "uq_a_b"));
@@ -1200,7 +1982,7 @@ fields.note_id = { type = 'ref', to = 'notes' }
                       fields.a_b = { type = 'string' }\n";
         let old = snap(&format!("{fields}indexes = [['a_b']]\n"));
         let new = snap(&format!("{fields}indexes = [['a', 'b']]\n"));
-        let steps = plan(&old, &new).unwrap();
+        let steps = steps_of(&old, &new).unwrap();
         assert!(
             matches!(&steps[..], [Step::DropIndex { name: a, .. }, Step::CreateIndex { name: b, .. }]
                 if a == "ix_notes_a_b" && b == "ix_notes_a_b"),

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::plan::{DeletePlan, InsertPlan, ListPlan, ReadPlan, UpdatePlan};
 use crate::schema::{AppModel, Resource};
 use crate::value::Value;
-pub use migrate::{MigrationError, MigrationReport};
+pub use migrate::{MigrationError, MigrationReport, SqlFile, sql_files};
 
 /// A row as stored: its rendered column values and its version (for ETags).
 #[derive(Debug, Clone, PartialEq)]
@@ -85,13 +85,28 @@ pub enum DeleteOutcome {
     PreconditionFailed,
 }
 
-/// Whether `migrate` changes the database.
+/// What `migrate` may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrateMode {
-    /// Compute and return the statements only.
-    DryRun,
-    /// Apply them and record the new schema version.
-    Apply,
+pub struct MigrateMode {
+    /// Apply the statements and record the new schema version (else only
+    /// compute and return them).
+    pub apply: bool,
+    /// Delete or narrow data where the schema says so
+    /// (`--allow-destructive`); else such a migration is refused.
+    pub allow_destructive: bool,
+}
+
+impl MigrateMode {
+    /// Compute the statements; refuse what deletes or narrows data.
+    pub const DRY_RUN: MigrateMode = MigrateMode {
+        apply: false,
+        allow_destructive: false,
+    };
+    /// Apply what keeps every stored value; refuse the rest.
+    pub const APPLY: MigrateMode = MigrateMode {
+        apply: true,
+        allow_destructive: false,
+    };
 }
 
 /// One database, as the pipeline sees it. Every method is one transaction.
@@ -132,10 +147,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The queue operations of this database.
     fn queues(&self) -> &dyn queue::QueueStore;
 
-    /// Brings the database to `target`, refusing destructive changes.
+    /// Brings the database to `target` and applies the SQL files of
+    /// `migrations/` it has not run yet.
     async fn migrate(
         &self,
         target: &migrate::Snapshot,
+        sql: &[migrate::SqlFile],
         mode: MigrateMode,
     ) -> Result<MigrationReport, MigrationError>;
 }

@@ -27,7 +27,9 @@ use crate::request::{Direction, SortKey};
 use crate::schema::{Resource, Scalar};
 use crate::value::Value;
 
-use super::migrate::{ColumnSpec, IndexSpec, Snapshot, Step, TableSpec};
+use std::collections::HashSet;
+
+use super::migrate::{ColumnSpec, Count, IndexSpec, Snapshot, Step, TableSpec};
 
 /// The hidden column that counts writes; strong ETags are built from it.
 pub const VERSION_COLUMN: &str = "_version";
@@ -92,6 +94,52 @@ pub trait Dialect: Send + Sync + 'static {
     /// exists.
     fn inline_foreign_keys(&self) -> bool {
         false
+    }
+    /// Whether columns cannot be altered or dropped in place, so a table
+    /// whose columns change is rebuilt (SQLite: `render` creates it anew,
+    /// copies the rows and swaps it in).
+    fn rebuilds_to_alter(&self) -> bool {
+        false
+    }
+    /// Statements changing a column's type (length) and nullability in place.
+    fn alter_column(
+        &self,
+        table: &str,
+        column: &str,
+        from: &ColumnSpec,
+        to: &ColumnSpec,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let (table, column) = (self.quote(table), self.quote(column));
+        if self.column_type(from) != self.column_type(to) {
+            out.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} TYPE {}",
+                self.column_type(to)
+            ));
+        }
+        if from.nullable != to.nullable {
+            out.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} {} NOT NULL",
+                if to.nullable { "DROP" } else { "SET" }
+            ));
+        }
+        out
+    }
+    /// `ALTER TABLE … DROP CONSTRAINT` for a foreign key.
+    fn drop_foreign_key(&self, table: &str, name: &str) -> String {
+        format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            self.quote(table),
+            self.quote(name)
+        )
+    }
+    /// Whether a constraint can be renamed (else it is dropped and added).
+    fn renames_constraints(&self) -> bool {
+        false
+    }
+    /// The function counting a string's characters.
+    fn char_length(&self) -> &'static str {
+        "CHAR_LENGTH"
     }
     /// `DROP INDEX`.
     fn drop_index(&self, table: &str, name: &str) -> String {
@@ -371,6 +419,12 @@ pub trait Backend: Dialect {
         &'static [&'static str],
         &'static [&'static str],
     );
+    /// A statement listing rows whose references dangle, run before a
+    /// migration commits where the migration runs with foreign keys off
+    /// (SQLite: `PRAGMA foreign_key_check`).
+    fn foreign_key_check(&self) -> Option<&'static str> {
+        None
+    }
     /// `CREATE TABLE IF NOT EXISTS _anteroom_schema (…)` in this dialect.
     fn schema_table_ddl(&self) -> String;
     /// A query counting the tables named [`SCHEMA_TABLE`] (0 or 1), for a
@@ -699,7 +753,7 @@ pub fn exists<D: Dialect + ?Sized>(
     stmt
 }
 
-fn column_definition<D: Dialect + ?Sized>(
+pub(super) fn column_definition<D: Dialect + ?Sized>(
     d: &D,
     name: &str,
     spec: &ColumnSpec,
@@ -766,8 +820,51 @@ pub fn ddl<D: Dialect + ?Sized>(
     step: &Step,
     target_id: &dyn Fn(&str) -> String,
 ) -> Vec<String> {
+    let add_constraint = |table: &str, column: &str, name: &str, target: &str, on_delete| {
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) {}",
+            d.quote(table),
+            d.quote(name),
+            d.quote(column),
+            references(d, target, &target_id(target), on_delete)
+        )
+    };
     match step {
         Step::CreateTable { table, spec } => vec![create_table(d, table, spec, target_id)],
+        Step::RenameTable { from, to } => vec![format!(
+            "ALTER TABLE {} RENAME TO {}",
+            d.quote(from),
+            d.quote(to)
+        )],
+        Step::RenameColumn { table, from, to } => vec![format!(
+            "ALTER TABLE {} RENAME COLUMN {} TO {}",
+            d.quote(table),
+            d.quote(from),
+            d.quote(to)
+        )],
+        // SQLite's errors never name a constraint.
+        Step::RenameForeignKey { .. } if d.inline_foreign_keys() => vec![],
+        Step::RenameForeignKey {
+            table, from, to, ..
+        } if d.renames_constraints() => {
+            vec![format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                d.quote(table),
+                d.quote(from),
+                d.quote(to)
+            )]
+        }
+        Step::RenameForeignKey {
+            table,
+            column,
+            from,
+            to,
+            target,
+            on_delete,
+        } => vec![
+            d.drop_foreign_key(table, from),
+            add_constraint(table, column, to, target, *on_delete),
+        ],
         Step::AddColumn {
             table,
             column,
@@ -783,27 +880,60 @@ pub fn ddl<D: Dialect + ?Sized>(
             }
             vec![format!("ALTER TABLE {} ADD COLUMN {def}", d.quote(table))]
         }
+        Step::AlterColumn {
+            table,
+            column,
+            from,
+            to,
+        } => d.alter_column(table, column, from, to),
+        Step::FillNulls {
+            table,
+            column,
+            spec,
+        } => match &spec.default {
+            Some(default) => vec![format!(
+                "UPDATE {} SET {} = {} WHERE {} IS NULL",
+                d.quote(table),
+                d.quote(column),
+                d.default_literal(default, spec),
+                d.quote(column)
+            )],
+            None => vec![],
+        },
         Step::CreateIndex { table, name, spec } => vec![create_index(d, table, name, spec)],
         Step::DropIndex { table, name } => vec![d.drop_index(table, name)],
         // Declared with the table or column instead.
-        Step::AddForeignKey { .. } if d.inline_foreign_keys() => vec![],
+        Step::AddForeignKey { .. } | Step::DropForeignKey { .. } if d.inline_foreign_keys() => {
+            vec![]
+        }
         Step::AddForeignKey {
             table,
             column,
             name,
             target,
             on_delete,
-        } => vec![format!(
-            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) {}",
-            d.quote(table),
-            d.quote(name),
-            d.quote(column),
-            references(d, target, &target_id(target), *on_delete)
+        } => vec![add_constraint(table, column, name, target, *on_delete)],
+        Step::DropForeignKey { table, name } => vec![d.drop_foreign_key(table, name)],
+        Step::RunSql { name, text } => vec![format!(
+            "-- {}/{name}\n{}",
+            super::migrate::SQL_FOLDER,
+            text.trim_end()
         )],
+        Step::DropColumn { table, column } => vec![format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            d.quote(table),
+            d.quote(column)
+        )],
+        Step::DropTable { table } => vec![format!("DROP TABLE {}", d.quote(table))],
     }
 }
 
-/// The DDL of a migration to `target`, in order.
+/// The DDL of a migration to `target`, in order. Where columns cannot be
+/// altered in place ([`Dialect::rebuilds_to_alter`]), every table whose
+/// columns change, lose a foreign key or become required is rebuilt at the
+/// end instead: its own column, index and foreign key steps are left out,
+/// and the rebuild creates the table as `target` has it, copies every
+/// column it still has (converted ones are recreated empty) and swaps it in.
 pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapshot) -> Vec<String> {
     let id_of = |table: &str| {
         target
@@ -811,7 +941,144 @@ pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapsh
             .get(table)
             .map_or_else(|| "id".to_owned(), |t| t.id.clone())
     };
-    steps.iter().flat_map(|s| ddl(d, s, &id_of)).collect()
+    if !d.rebuilds_to_alter() {
+        return steps.iter().flat_map(|s| ddl(d, s, &id_of)).collect();
+    }
+    let dropped: HashSet<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::DropTable { table } => Some(table.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut rebuilt: Vec<&str> = Vec::new();
+    let mut recreated: HashSet<(&str, &str)> = HashSet::new();
+    for step in steps {
+        let table = match step {
+            Step::DropForeignKey { table, .. } => table,
+            Step::DropColumn { table, column } => {
+                recreated.insert((table, column));
+                table
+            }
+            Step::AlterColumn {
+                table, from, to, ..
+            } if from.nullable != to.nullable => table,
+            Step::AddColumn { table, spec, .. } if !spec.nullable && spec.default.is_none() => {
+                table
+            }
+            _ => continue,
+        };
+        if !dropped.contains(table.as_str()) && !rebuilt.contains(&table.as_str()) {
+            rebuilt.push(table);
+        }
+    }
+    let mut absent: HashSet<(&str, &str)> = HashSet::new();
+    let mut out = Vec::new();
+    for step in steps {
+        let skip = match step {
+            Step::AddColumn {
+                table,
+                column,
+                spec,
+            } if rebuilt.contains(&table.as_str())
+                && (recreated.contains(&(table, column))
+                    || (!spec.nullable && spec.default.is_none())) =>
+            {
+                absent.insert((table, column));
+                true
+            }
+            Step::DropColumn { table, .. }
+            | Step::AlterColumn { table, .. }
+            | Step::DropForeignKey { table, .. }
+            | Step::AddForeignKey { table, .. }
+            | Step::CreateIndex { table, .. } => rebuilt.contains(&table.as_str()),
+            _ => false,
+        };
+        if !skip {
+            out.extend(ddl(d, step, &id_of));
+        }
+    }
+    for table in rebuilt {
+        let spec = &target.tables[table];
+        let copied: Vec<&str> = spec
+            .columns
+            .iter()
+            .filter(|(column, c)| {
+                c.generated.is_none() && !absent.contains(&(table, column.as_str()))
+            })
+            .map(|(column, _)| column.as_str())
+            .collect();
+        out.extend(rebuild(d, table, spec, &copied, &id_of));
+    }
+    out
+}
+
+/// Rebuilds `table` as `spec`, keeping the values of `copied` and every
+/// row's version: SQLite's way to alter columns. Run with foreign keys off
+/// (see the SQLite migration session), so dropping the old table neither
+/// cascades nor breaks the references to it, which name the table.
+fn rebuild<D: Dialect + ?Sized>(
+    d: &D,
+    table: &str,
+    spec: &TableSpec,
+    copied: &[&str],
+    target_id: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let scratch = format!("_anteroom_rebuild_{table}");
+    let literal = |name: &str| format!("'{}'", name.replace('\'', "''"));
+    let columns: Vec<String> = copied
+        .iter()
+        .map(|c| d.quote(c))
+        .chain(std::iter::once(d.quote(VERSION_COLUMN)))
+        .collect();
+    let mut out = vec![create_table(d, &scratch, spec, target_id)];
+    if spec.id_kind == "integer" {
+        // AUTOINCREMENT's high-water mark moves with the rows, so ids of
+        // deleted rows are never given again.
+        out.push(format!(
+            "UPDATE sqlite_sequence SET name = {} WHERE name = {}",
+            literal(&scratch),
+            literal(table)
+        ));
+    }
+    out.push(format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {}",
+        d.quote(&scratch),
+        columns.join(", "),
+        columns.join(", "),
+        d.quote(table)
+    ));
+    out.push(format!("DROP TABLE {}", d.quote(table)));
+    out.push(format!(
+        "ALTER TABLE {} RENAME TO {}",
+        d.quote(&scratch),
+        d.quote(table)
+    ));
+    for (name, index) in &spec.indexes {
+        out.push(create_index(d, table, name, index));
+    }
+    out
+}
+
+/// The query counting what a migration would lose or cannot do.
+pub(crate) fn count_query<D: Dialect + ?Sized>(d: &D, count: &Count) -> String {
+    match count {
+        Count::Rows { table } => format!("SELECT COUNT(*) FROM {}", d.quote(table)),
+        Count::Values { table, column } => {
+            format!("SELECT COUNT({}) FROM {}", d.quote(column), d.quote(table))
+        }
+        Count::Missing { table, column } => format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            d.quote(table),
+            d.quote(column)
+        ),
+        Count::Longer { table, column, max } => format!(
+            "SELECT COUNT(*) FROM {} WHERE {}({}) > {max}",
+            d.quote(table),
+            d.char_length(),
+            d.quote(column)
+        ),
+    }
 }
 
 /// The DDL that would create `model`'s tables on an empty database of each
@@ -821,7 +1088,7 @@ pub fn dry_run(
     model: &crate::schema::AppModel,
 ) -> Result<Vec<(&'static str, Vec<String>)>, Vec<String>> {
     let target = model.snapshot();
-    let steps = super::migrate::plan(&Snapshot::default(), target)?;
+    let steps = super::migrate::plan(&Snapshot::default(), target, &[])?.steps;
     Ok(vec![
         (
             <sqlite::SqliteDialect as Backend>::NAME,

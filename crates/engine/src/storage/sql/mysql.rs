@@ -135,6 +135,32 @@ impl Dialect for MysqlDialect {
         format!("DROP INDEX {} ON {}", self.quote(name), self.quote(table))
     }
 
+    /// MySQL redeclares the whole column.
+    fn alter_column(
+        &self,
+        table: &str,
+        column: &str,
+        from: &ColumnSpec,
+        to: &ColumnSpec,
+    ) -> Vec<String> {
+        if self.column_type(from) == self.column_type(to) && from.nullable == to.nullable {
+            return Vec::new();
+        }
+        vec![format!(
+            "ALTER TABLE {} MODIFY COLUMN {}",
+            self.quote(table),
+            super::column_definition(self, column, to, false)
+        )]
+    }
+
+    fn drop_foreign_key(&self, table: &str, name: &str) -> String {
+        format!(
+            "ALTER TABLE {} DROP FOREIGN KEY {}",
+            self.quote(table),
+            self.quote(name)
+        )
+    }
+
     fn default_literal(&self, value: &Json, _spec: &ColumnSpec) -> String {
         match value {
             Json::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),

@@ -109,6 +109,10 @@ impl Dialect for PostgresDialect {
         }
     }
 
+    fn renames_constraints(&self) -> bool {
+        true
+    }
+
     fn default_literal(&self, value: &Json, spec: &ColumnSpec) -> String {
         match (value, spec.scalar) {
             (Json::Bool(b), _) => if *b { "TRUE" } else { "FALSE" }.to_owned(),

@@ -98,6 +98,20 @@ impl Dialect for SqliteDialect {
         true
     }
 
+    /// SQLite alters no column in place: `render` rebuilds the table (and
+    /// its types ignore lengths, so widening needs nothing).
+    fn rebuilds_to_alter(&self) -> bool {
+        true
+    }
+
+    fn alter_column(&self, _: &str, _: &str, _: &ColumnSpec, _: &ColumnSpec) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn char_length(&self) -> &'static str {
+        "LENGTH"
+    }
+
     fn id_definition(&self, name: &str, kind: &str, spec: &ColumnSpec) -> String {
         match kind {
             "integer" => format!("{} INTEGER PRIMARY KEY AUTOINCREMENT", self.quote(name)),
@@ -236,8 +250,19 @@ impl Backend for SqliteDialect {
         &'static [&'static str],
         &'static [&'static str],
     ) {
-        // The single writer connection plus BEGIN IMMEDIATE is SQLite's migration lock.
-        (&["BEGIN IMMEDIATE"], &["COMMIT"], &["ROLLBACK"])
+        // The single writer connection plus BEGIN IMMEDIATE is SQLite's
+        // migration lock. Foreign keys are off while a rebuild drops and
+        // swaps tables (SQLite ignores the pragma inside a transaction), and
+        // `foreign_key_check` runs before the commit instead.
+        (
+            &["PRAGMA foreign_keys = OFF", "BEGIN IMMEDIATE"],
+            &["COMMIT", "PRAGMA foreign_keys = ON"],
+            &["ROLLBACK", "PRAGMA foreign_keys = ON"],
+        )
+    }
+
+    fn foreign_key_check(&self) -> Option<&'static str> {
+        Some("PRAGMA foreign_key_check")
     }
 
     fn schema_table_ddl(&self) -> String {

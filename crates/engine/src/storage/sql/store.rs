@@ -928,6 +928,7 @@ where
     async fn migrate(
         &self,
         target: &Snapshot,
+        sql_files: &[migrate::SqlFile],
         mode: MigrateMode,
     ) -> Result<MigrationReport, MigrationError> {
         let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
@@ -939,25 +940,37 @@ where
         };
         let mut conn = self.writer.acquire().await.map_err(dbe)?;
         let (lock, unlock, rollback) = self.backend.migration_session();
+        let mut locked = Ok(());
         for statement in lock {
-            sqlx::query(sql((*statement).to_owned()))
+            if let Err(e) = sqlx::query(sql((*statement).to_owned()))
                 .execute(&mut *conn)
                 .await
-                .map_err(dbe)?;
+            {
+                locked = Err(dbe(e));
+                break;
+            }
         }
-        let result = self.migrate_locked(&mut conn, target, mode).await;
+        let mut result = match locked {
+            Ok(()) => {
+                self.migrate_locked(&mut conn, target, sql_files, mode)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let closing: &[&str] = if result.as_ref().is_ok_and(|r| r.applied) {
             unlock
         } else {
             rollback
         };
+        // Every closing statement runs (the last ones restore the session),
+        // and the first failure is the answer.
         for statement in closing {
             if let Err(e) = sqlx::query(sql((*statement).to_owned()))
                 .execute(&mut *conn)
                 .await
                 && result.is_ok()
             {
-                return Err(dbe(e));
+                result = Err(dbe(e));
             }
         }
         result
@@ -981,12 +994,13 @@ where
         &self,
         conn: &mut <B::Db as Database>::Connection,
         target: &Snapshot,
+        sql_files: &[migrate::SqlFile],
         mode: MigrateMode,
     ) -> Result<MigrationReport, MigrationError> {
         let dbe = |e: sqlx::Error| MigrationError::Database(e.to_string());
         // A dry run creates nothing, not even the table recording versions
         // (MySQL would keep it: its DDL commits at once).
-        let recorded = if mode == MigrateMode::DryRun {
+        let recorded = if !mode.apply {
             let tables: i64 = sqlx::query_scalar(sql(self.backend.schema_table_count()))
                 .fetch_one(&mut *conn)
                 .await
@@ -1018,27 +1032,58 @@ where
             ),
             None => (0, Snapshot::default()),
         };
-        // Planned and checked in full before any statement runs: MySQL cannot
-        // roll DDL back.
-        let steps = migrate::plan(&current, target).map_err(MigrationError::Refused)?;
-        let statements = super::render(&self.backend, &steps, target);
-        if mode == MigrateMode::DryRun || (steps.is_empty() && version > 0) {
+        // Planned, counted and checked in full before any statement runs:
+        // MySQL cannot roll DDL back.
+        let plan = migrate::plan(&current, target, sql_files).map_err(MigrationError::Refused)?;
+        let mut counts = Vec::with_capacity(plan.concerns.len());
+        for concern in &plan.concerns {
+            counts.push(match &concern.count {
+                Some(count) => Some(
+                    sqlx::query_scalar::<_, i64>(sql(super::count_query(&self.backend, count)))
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(dbe)?,
+                ),
+                None => None,
+            });
+        }
+        let losses = migrate::judge(&plan.concerns, &counts).map_err(MigrationError::Refused)?;
+        let statements = super::render(&self.backend, &plan.steps, target);
+        if !mode.allow_destructive && !losses.is_empty() {
+            return Err(MigrationError::Destructive(losses));
+        }
+        if !mode.apply || (plan.steps.is_empty() && version > 0) {
             return Ok(MigrationReport {
                 statements,
+                losses,
                 applied: false,
                 version,
             });
         }
         for statement in &statements {
-            sqlx::query(sql(statement.clone()))
+            sqlx::raw_sql(sql(statement.clone()))
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| {
                     MigrationError::Database(format!("{e} (while running: {statement})"))
                 })?;
         }
+        if let Some(check) = self.backend.foreign_key_check() {
+            let broken = sqlx::raw_sql(sql(check.to_owned()))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(dbe)?;
+            if !broken.is_empty() {
+                return Err(MigrationError::Database(format!(
+                    "after the migration {} rows would refer to rows that do not exist (`{check}` lists them); nothing was changed",
+                    broken.len()
+                )));
+            }
+        }
+        let mut target = target.clone();
+        target.sql = plan.sql;
         let snapshot =
-            serde_json::to_string(target).map_err(|e| MigrationError::Database(e.to_string()))?;
+            serde_json::to_string(&target).map_err(|e| MigrationError::Database(e.to_string()))?;
         let mut insert = sea_query::Query::insert();
         insert
             .into_table(sea_query::Alias::new(SCHEMA_TABLE))
@@ -1059,6 +1104,7 @@ where
             .map_err(dbe)?;
         Ok(MigrationReport {
             statements,
+            losses,
             applied: true,
             version: version + 1,
         })
