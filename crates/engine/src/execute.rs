@@ -261,8 +261,8 @@ fn visible(readback: &crate::plan::Readback, row: &StoredRow) -> bool {
     match readback {
         crate::plan::Readback::All => true,
         crate::plan::Readback::Nothing => false,
-        crate::plan::Readback::OwnedBy(subject) => {
-            row.values.get("created_by").and_then(Json::as_str) == Some(subject.as_str())
+        crate::plan::Readback::Matching(condition) => {
+            condition.holds(&|column| row.values.get(column).cloned())
         }
     }
 }

@@ -464,6 +464,7 @@ fn rule_text(rule: &Rule) -> String {
         Rule::Authenticated | Rule::Owner => "authenticated callers".into(),
         Rule::Roles(roles) => format!("callers with the role {}", roles.join(" or ")),
         Rule::Denied => "nobody (the server sets it)".into(),
+        other => format!("callers the rule `{other}` allows"),
     }
 }
 
@@ -548,7 +549,7 @@ fn security(model: &AppModel, rules: &[&Rule]) -> Option<Json> {
         .filter(|k| *k != "basic")
         .map(|k| json!({ k.as_str(): [] }))
         .collect();
-    if rules.iter().all(|r| **r == Rule::Public) || rules.contains(&&Rule::Denied) {
+    if rules.iter().all(|r| r.allows_anonymous()) || rules.contains(&&Rule::Denied) {
         alternatives.insert(0, json!({}));
     }
     Some(Json::Array(alternatives))

@@ -11,7 +11,7 @@ use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::plan::{Compare, Condition, PlanContext};
 use crate::request::Operation;
-use crate::schema::{Resource, Rule};
+use crate::schema::{Operand, Resource, RowTest, Rule};
 use crate::value::Value;
 
 /// What one request may do, decided once from its operation's rules.
@@ -22,6 +22,8 @@ pub struct Grant {
     /// A `PUT` on a client-chosen key may also create it (the caller passes
     /// the create rule too).
     pub may_create: bool,
+    /// What a row created must meet (the create rule's row conditions).
+    pub create: Option<Condition>,
 }
 
 impl Grant {
@@ -53,13 +55,29 @@ pub fn authorize(operation: &Operation<'_>, ctx: &PlanContext) -> Result<Grant, 
         grant.rows.extend(ctx.allow(rule, resource, verb)?);
     }
     if matches!(operation, Operation::Create { .. }) {
-        // Creating has no rows to restrict: `owner` only requires a caller.
+        // Creating has no rows to restrict: the rule's condition is what
+        // the new row must meet (`owner`: it is the caller's, as it will be).
+        grant.create = grant.scope();
         grant.rows.clear();
     }
-    grant.may_create = matches!(operation, Operation::Replace { .. })
+    if matches!(operation, Operation::Replace { .. })
         && resource.has_client_key()
-        && ctx.allow(&rules.create, resource, "create").is_ok();
+        && let Ok(create) = ctx.allow(&rules.create, resource, "create")
+    {
+        grant.may_create = true;
+        grant.create = create;
+    }
     Ok(grant)
+}
+
+/// The 403 of a write that would move a row outside what the rule allows.
+pub(crate) fn moved_outside(resource: &Resource) -> ApiError {
+    ApiError::Forbidden {
+        detail: format!(
+            "you may not update this row of {} so that it leaves what the update rule allows ({}); nothing was changed",
+            resource.name, resource.rules.update
+        ),
+    }
 }
 
 /// 401 for anonymous callers (with `WWW-Authenticate`), 403 otherwise.
@@ -83,12 +101,7 @@ fn lacking_role(identity: &Identity, roles: &[String], verb: &str, resource: &Re
         [one] => format!("the role {one}"),
         many => format!("one of the roles {}", many.join(", ")),
     };
-    let held = match identity.roles.as_slice() {
-        [] => "no role (check that the token carries its roles where [auth] role_claim reads them)"
-            .to_owned(),
-        [one] => format!("the role {one}"),
-        many => format!("the roles {}", many.join(", ")),
-    };
+    let held = held_roles(identity);
     format!(
         "you may not {verb} {}: the rule asks for {needed}, and this caller has {held}",
         resource.name
@@ -130,16 +143,154 @@ pub fn check(
         Rule::Denied => Err(ApiError::Forbidden {
             detail: format!("nobody may {verb} {}", resource.name),
         }),
+        Rule::Row(test) => row_condition(test, identity, resource)
+            .map(Some)
+            .map_err(|why| match (identity, why) {
+                (None, _) => refuse(None, verb, resource),
+                (Some(_), why) => ApiError::Forbidden {
+                    detail: format!("you may not {verb} {}: {why}", resource.name),
+                },
+            }),
+        Rule::All(parts) => {
+            let mut conditions = Vec::new();
+            for part in parts {
+                conditions.extend(check(part, identity, resource, verb)?);
+            }
+            Ok(match conditions.len() {
+                0 => None,
+                1 => conditions.pop(),
+                _ => Some(Condition::All(conditions)),
+            })
+        }
+        Rule::Any(alternatives) => {
+            let mut conditions = Vec::new();
+            let mut refusals = Vec::new();
+            for alternative in alternatives {
+                match check(alternative, identity, resource, verb) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(condition)) => conditions.push(condition),
+                    Err(refusal) => refusals.push(refusal),
+                }
+            }
+            if !conditions.is_empty() {
+                return Ok(Some(Condition::Any(conditions)));
+            }
+            Err(match identity {
+                None => refuse(None, verb, resource),
+                Some(identity) => ApiError::Forbidden {
+                    detail: format!(
+                        "you may not {verb} {}: the rule allows {rule}, and this caller has {}{}",
+                        resource.name,
+                        held_roles(identity),
+                        missing_claims(rule, identity)
+                    ),
+                },
+            })
+        }
     }
 }
 
+/// What the caller holds, for a 403.
+fn held_roles(identity: &Identity) -> String {
+    match identity.roles.as_slice() {
+        [] => "no role (check that the token carries its roles where [auth] role_claim reads them)"
+            .to_owned(),
+        [one] => format!("the role {one}"),
+        many => format!("the roles {}", many.join(", ")),
+    }
+}
+
+/// `, and no "tenant" claim` for the claims a rule reads that the caller lacks.
+fn missing_claims(rule: &Rule, identity: &Identity) -> String {
+    fn walk<'r>(rule: &'r Rule, out: &mut Vec<&'r str>) {
+        match rule {
+            Rule::Row(RowTest {
+                operand: Operand::Claim(name),
+                ..
+            }) => out.push(name),
+            Rule::All(parts) | Rule::Any(parts) => parts.iter().for_each(|p| walk(p, out)),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    walk(rule, &mut names);
+    names.retain(|name| identity.claim(name).is_none());
+    names.dedup();
+    match names.as_slice() {
+        [] => String::new(),
+        names => format!(
+            ", and no {} claim",
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    }
+}
+
+/// A row test as a condition on `resource`, or why it cannot apply to this
+/// caller (an anonymous caller, or a claim missing or of the wrong type).
+fn row_condition(
+    test: &RowTest,
+    identity: Option<&Identity>,
+    resource: &Resource,
+) -> Result<Condition, String> {
+    let column = resource
+        .column(&test.field)
+        .ok_or_else(|| format!("the rule compares \"{}\", which is not a field", test.field))?;
+    let value = match &test.operand {
+        Operand::Literal(json) => crate::value::from_json(column, json).map_err(|e| e.message)?,
+        Operand::Claim(name) => {
+            let identity = identity.ok_or_else(String::new)?;
+            let claim = identity.claim(name).ok_or_else(|| {
+                format!(
+                    "the rule compares {} with the caller's \"{name}\" claim, and its token carries none",
+                    test.field
+                )
+            })?;
+            claim_value(column, claim).ok_or_else(|| {
+                format!(
+                    "the caller's \"{name}\" claim ({claim}) is not a valid {}",
+                    test.field
+                )
+            })?
+        }
+    };
+    Ok(Condition::Compare {
+        column: test.field.clone(),
+        op: if test.equal { Compare::Eq } else { Compare::Ne },
+        value,
+    })
+}
+
+/// A claim as a value of `column`: as it is, or a number written as text
+/// (and the reverse), since issuers differ.
+fn claim_value(column: &crate::schema::Column, claim: &serde_json::Value) -> Option<Value> {
+    use serde_json::Value as Json;
+    let value = crate::value::from_json(column, claim)
+        .ok()
+        .or_else(|| match claim {
+            Json::String(s) => s
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| crate::value::from_json(column, &Json::from(n)).ok()),
+            Json::Number(n) => crate::value::from_json(column, &Json::String(n.to_string())).ok(),
+            _ => None,
+        })?;
+    (value != Value::Null).then_some(value)
+}
+
 /// Whether `identity` may set a field guarded by `rule` (owner means any
-/// authenticated caller: the row being written is theirs).
+/// authenticated caller: the row being written is theirs). Field rules hold
+/// no row conditions (the schema refuses them).
 pub fn may_write(rule: &Rule, identity: Option<&Identity>) -> bool {
     match rule {
         Rule::Public => true,
         Rule::Authenticated | Rule::Owner => identity.is_some(),
         Rule::Roles(roles) => identity.is_some_and(|i| i.has_any_role(roles)),
-        Rule::Denied => false,
+        Rule::Denied | Rule::Row(_) => false,
+        Rule::All(parts) => parts.iter().all(|p| may_write(p, identity)),
+        Rule::Any(alternatives) => alternatives.iter().any(|a| may_write(a, identity)),
     }
 }

@@ -163,7 +163,11 @@ impl Accounts {
         // Tokens issued before versions existed stand for version 0.
         let version = data.claims["ver"].as_i64().unwrap_or(0);
         Ok(AccountClaims {
-            identity: Identity { subject, roles },
+            identity: Identity {
+                subject,
+                roles,
+                claims: std::sync::Arc::new(data.claims),
+            },
             version,
         })
     }
@@ -360,6 +364,37 @@ fn check_password_length(field: &str, password: &str, errors: &mut Vec<FieldErro
     }
 }
 
+/// The stored hash of a password an operator gives (`seed`, `accounts
+/// create`), checked like a signup's: `Err` says what is wrong with it.
+pub(crate) async fn operator_password_hash(
+    state: &AppState,
+    password: &str,
+) -> Result<String, String> {
+    let accounts = accounts(state).map_err(|_| {
+        "this schema has no [auth.accounts]: there is no account to give a password".to_owned()
+    })?;
+    let mut errors = Vec::new();
+    check_password_length("password", password, &mut errors);
+    if let Some(e) = errors.first() {
+        return Err(format!("password {}", e.message));
+    }
+    let password = password.to_owned();
+    accounts
+        .argon2(move || hash(&password))
+        .await
+        .and_then(|hashed| hashed)
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// The accounts resource's name, when the schema has accounts.
+pub(crate) fn resource_name(state: &AppState) -> Option<&str> {
+    state
+        .auth
+        .accounts
+        .as_deref()
+        .map(|a| a.settings.resource.as_str())
+}
+
 /// `POST /auth/signup {username, email, password}` → 201 `{user, token, …}`.
 pub(crate) async fn signup(state: &AppState, req: Request) -> Response {
     signup_inner(state, req)
@@ -541,6 +576,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     crate::plan::stamp_update(resource, &mut set, &ctx);
     set.shift_remove("updated_by");
     let update = UpdatePlan {
+        after: None,
         ref_checks: Vec::new(),
         readback: crate::plan::Readback::All,
         resource,
@@ -613,6 +649,7 @@ async fn revoke_tokens(
     crate::plan::stamp_update(resource, &mut set, &ctx);
     set.shift_remove("updated_by");
     let update = UpdatePlan {
+        after: None,
         ref_checks: Vec::new(),
         readback: crate::plan::Readback::All,
         resource,

@@ -13,10 +13,7 @@ use serde_json::Value as Json;
 use super::Identity;
 use crate::schema::GatewaySettings;
 
-fn claim<'a>(claims: &'a Json, path: &str) -> Option<&'a Json> {
-    // Claim names may contain ':' (cognito:groups) but not '.'.
-    path.split('.').try_fold(claims, |v, part| v.get(part))
-}
+use super::claim;
 
 /// Roles as the gateways flatten them: a JSON array, `"[a b]"`, `"a,b"` or `"a"`.
 fn roles(value: Option<&Json>) -> Vec<String> {
@@ -53,6 +50,7 @@ pub fn identity(request_context: &Json, settings: &GatewaySettings) -> Option<Id
     Some(Identity {
         subject,
         roles: roles(claim(claims, &settings.role_claim)),
+        claims: std::sync::Arc::new(claims.clone()),
     })
 }
 

@@ -180,10 +180,7 @@ fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, String> {
     key.map_err(|e| format!("invalid public key: {e}"))
 }
 
-/// Follows a dotted path (`realm_access.roles`, `cognito:groups`) into the claims.
-fn claim<'a>(claims: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(claims, |v, part| v.get(part))
-}
+use super::claim;
 
 /// Sets the claim at the dotted `path` (creating the objects on the way),
 /// the inverse of [`claim`].
@@ -411,6 +408,11 @@ impl JwtVerifier {
         let seconds = |name: &str| data.claims.get(name).and_then(Json::as_i64);
         let from = seconds("nbf").map_or(i64::MIN, |nbf| nbf - leeway);
         let until = seconds("exp").map_or(i64::MIN, |exp| exp + leeway);
-        Ok((Identity { subject, roles }, from, until))
+        let identity = Identity {
+            subject,
+            roles,
+            claims: std::sync::Arc::new(data.claims),
+        };
+        Ok((identity, from, until))
     }
 }

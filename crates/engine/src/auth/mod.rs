@@ -26,9 +26,26 @@ pub struct Identity {
     pub subject: String,
     /// Matched by `role:NAME` rules.
     pub roles: Vec<String>,
+    /// The claims the credential carried (a token's payload, an
+    /// authorizer's claims; `null` for API keys), read by `claim:NAME` rules.
+    pub claims: std::sync::Arc<serde_json::Value>,
+}
+
+/// Follows a dotted path (`realm_access.roles`, `cognito:groups`) into
+/// claims: names may hold ':' but not '.'.
+pub(crate) fn claim<'a>(
+    claims: &'a serde_json::Value,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(claims, |v, part| v.get(part))
 }
 
 impl Identity {
+    /// The claim at the dotted `path`, if the credential carried it.
+    pub fn claim(&self, path: &str) -> Option<&serde_json::Value> {
+        claim(&self.claims, path).filter(|v| !v.is_null())
+    }
+
     /// Whether the identity holds any of `roles`.
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         self.roles.iter().any(|r| roles.contains(r))
@@ -227,6 +244,7 @@ impl Authenticator {
                 identity.get_or_insert_with(|| Identity {
                     subject: key.settings.subject.clone(),
                     roles: key.settings.role.iter().cloned().collect(),
+                    claims: std::sync::Arc::new(serde_json::Value::Null),
                 });
             }
         }

@@ -59,6 +59,43 @@ pub enum Condition {
     Any(Vec<Condition>),
 }
 
+impl Condition {
+    /// Whether a row (its fields as JSON, as rendered) meets the condition,
+    /// the way the database would decide it: NULL meets no comparison.
+    /// Rules produce equality and inequality, `IN`, `IS NULL`, `All` and
+    /// `Any`; ranges and patterns, which they never produce, meet nothing.
+    pub(crate) fn holds(&self, field: &dyn Fn(&str) -> Option<serde_json::Value>) -> bool {
+        let value = |column: &str| field(column).filter(|v| !v.is_null());
+        match self {
+            Condition::Compare {
+                column,
+                op,
+                value: v,
+            } => {
+                let Some(stored) = value(column) else {
+                    return false;
+                };
+                match op {
+                    Compare::Eq => stored == value::to_json(v),
+                    Compare::Ne => stored != value::to_json(v),
+                    _ => false,
+                }
+            }
+            Condition::In { column, values } => value(column)
+                .is_some_and(|stored| values.iter().any(|v| stored == value::to_json(v))),
+            Condition::IsNull { column, null } => value(column).is_none() == *null,
+            Condition::Like { .. } => false,
+            Condition::All(all) => all.iter().all(|c| c.holds(field)),
+            Condition::Any(any) => any.iter().any(|c| c.holds(field)),
+        }
+    }
+
+    /// [`Condition::holds`] for a row about to be written.
+    pub(crate) fn holds_for(&self, record: &Record) -> bool {
+        self.holds(&|column| record.get(column).map(value::to_json))
+    }
+}
+
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compare {
@@ -146,12 +183,12 @@ pub struct ReadPlan<'m> {
 }
 
 /// Whether the caller may see what it wrote (a write rule can be wider than the read rule).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Readback {
     /// Render the written row.
     All,
-    /// Render it only if its `created_by` is this subject.
-    OwnedBy(String),
+    /// Render it only if it meets the read rule's condition.
+    Matching(Condition),
     /// Never render it: answer 204.
     Nothing,
 }
@@ -160,10 +197,7 @@ impl Readback {
     fn for_caller(resource: &Resource, ctx: &PlanContext) -> Readback {
         match ctx.allow(&resource.rules.read, resource, "read") {
             Ok(None) => Readback::All,
-            Ok(Some(_)) => ctx
-                .subject
-                .clone()
-                .map_or(Readback::Nothing, Readback::OwnedBy),
+            Ok(Some(condition)) => Readback::Matching(condition),
             Err(_) => Readback::Nothing,
         }
     }
@@ -259,6 +293,10 @@ pub struct UpdatePlan<'m> {
     pub insert: Option<Record>,
     /// Access restriction (`owner` rules): rows outside it answer as missing.
     pub scope: Option<Condition>,
+    /// What the row must still meet once written (the update rule's
+    /// condition): a write that would move it outside is refused (403)
+    /// and rolled back.
+    pub after: Option<Condition>,
     /// Accounts: the token version to bump when the write revokes tokens.
     pub bump: Option<TokenBump>,
 }
@@ -671,14 +709,18 @@ pub fn plan<'m>(
                 }
             };
             check_writable(resource, &records.iter().collect::<Vec<_>>(), ctx, bulk)?;
+            let rows: Vec<Record> = records
+                .iter()
+                .map(|r| complete_row(resource, r, ctx))
+                .collect();
+            for (i, row) in rows.iter().enumerate() {
+                check_creatable(resource, grant.create.as_ref(), row, bulk.then_some(i))?;
+            }
             Plan::Insert(InsertPlan {
                 ref_checks: ref_checks(model, resource, ctx),
                 readback: Readback::for_caller(resource, ctx),
                 resource,
-                rows: records
-                    .iter()
-                    .map(|r| complete_row(resource, r, ctx))
-                    .collect(),
+                rows,
                 bulk,
             })
         }
@@ -703,6 +745,7 @@ pub fn plan<'m>(
                 expect: expect(&preconditions),
                 insert: None,
                 bump,
+                after: scope.clone(),
                 scope,
             })
         }
@@ -728,6 +771,9 @@ pub fn plan<'m>(
                 given.insert(resource.id_column().name.clone(), id.clone());
                 complete_row(resource, &given, ctx)
             });
+            if let Some(row) = &insert {
+                check_creatable(resource, grant.create.as_ref(), row, None)?;
+            }
             let bump = TokenBump::for_write(resource, &set);
             Plan::Update(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
@@ -738,6 +784,7 @@ pub fn plan<'m>(
                 expect: expect(&preconditions),
                 insert,
                 bump,
+                after: scope.clone(),
                 scope,
             })
         }
@@ -748,6 +795,27 @@ pub fn plan<'m>(
             expect: expect(&preconditions),
         }),
     })
+}
+
+/// A row to create must meet the create rule's condition (`item`: its
+/// index in a bulk body): a caller cannot create a row it could not own.
+fn check_creatable(
+    resource: &Resource,
+    condition: Option<&Condition>,
+    row: &Record,
+    item: Option<usize>,
+) -> Result<(), ApiError> {
+    match condition {
+        Some(condition) if !condition.holds_for(row) => Err(ApiError::Forbidden {
+            detail: format!(
+                "{}you may not create this row of {}: the create rule allows {}, and the row does not meet it",
+                item.map_or_else(String::new, |i| format!("item {i}: ")),
+                resource.name,
+                resource.rules.create
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn parent_check<'m>(

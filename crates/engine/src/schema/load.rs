@@ -590,7 +590,7 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 "must be a non-empty ASCII header value",
             );
         }
-        let rules = build_rules(res.rules, &path, auth_on, &mut errs);
+        let rules = build_rules(res.rules, &path, auth_on, &columns, &mut errs);
         let tokens = (Some(&rname) == accounts_resource.as_ref()).then(|| TokenRevocation {
             version_column: "token_version".to_owned(),
             revoked_by: vec!["role".to_owned(), "password_hash".to_owned()],
@@ -945,7 +945,7 @@ fn build_field(
             if !auth_on && !matches!(other, RawRule::Flag(_)) {
                 errs.warn(format!("{path}.writable"), RULES_WITHOUT_AUTH);
             }
-            parse_rule(other, &format!("{path}.writable"), auth_on, errs)
+            parse_rule(other, &format!("{path}.writable"), auth_on, None, errs)
         }
     });
     if raw.required
@@ -1109,7 +1109,7 @@ fn build_queue(
                 ("manage", raw.manage),
             ] {
                 if let Some(r) = rule {
-                    parse_rule(r, &format!("{path}.rules.{action}"), false, errs);
+                    parse_rule(r, &format!("{path}.rules.{action}"), false, None, errs);
                 }
             }
             QueueRules::public()
@@ -1117,7 +1117,16 @@ fn build_queue(
         (true, raw) => {
             let raw = raw.unwrap_or_default();
             let mut one = |rule: Option<RawRule>, action: &str| match rule {
-                Some(r) => parse_rule(r, &format!("{path}.rules.{action}"), true, errs),
+                Some(r) => {
+                    let rule = parse_rule(r, &format!("{path}.rules.{action}"), true, None, errs);
+                    if matches!(rule, Rule::Any(_) | Rule::All(_)) {
+                        errs.add(
+                            format!("{path}.rules.{action}"),
+                            "a queue rule is one of public, authenticated, owner, none or role:a|b (any-of lists mixing them apply to resources)",
+                        );
+                    }
+                    rule
+                }
                 None => Rule::Denied,
             };
             QueueRules {
@@ -1147,48 +1156,229 @@ fn build_queue(
 
 /// Parses one rule. Without `[auth]` every rule is public (a prototype), but
 /// the rules written are still checked so adding `[auth]` later holds no surprise.
-fn parse_rule(raw: RawRule, path: &str, auth_on: bool, errs: &mut Errors) -> Rule {
+/// `fields` are the columns row conditions may compare (`None`: a rule
+/// that takes none, such as `writable` and queue rules).
+fn parse_rule(
+    raw: RawRule,
+    path: &str,
+    auth_on: bool,
+    fields: Option<&[Column]>,
+    errs: &mut Errors,
+) -> Rule {
     let rule = match raw {
         RawRule::Flag(true) => Rule::Public,
         RawRule::Flag(false) => Rule::Denied,
-        RawRule::One(text) => match text.as_str() {
-            "public" => Rule::Public,
-            "authenticated" => Rule::Authenticated,
-            "owner" => Rule::Owner,
-            "none" | "denied" => Rule::Denied,
-            other => match other.strip_prefix("role:") {
-                Some(roles) if !roles.is_empty() => {
-                    Rule::Roles(roles.split('|').map(|r| r.trim().to_owned()).collect())
-                }
-                _ => {
-                    errs.add(
-                        path,
-                        format!(
-                            "unknown rule \"{other}\"; expected public, authenticated, owner, none or role:NAME"
-                        ),
-                    );
-                    Rule::Denied
-                }
-            },
-        },
-        RawRule::Many(items) => {
-            let mut roles = Vec::new();
-            for item in items {
-                match item.strip_prefix("role:") {
-                    Some(r) if !r.is_empty() => roles.push(r.to_owned()),
-                    _ => errs.add(
-                        path,
-                        format!("a list of rules holds roles only (\"role:NAME\"), not \"{item}\""),
-                    ),
-                }
-            }
-            Rule::Roles(roles)
-        }
+        RawRule::One(text) => rule_text(&text, path, fields, errs),
+        RawRule::Many(items) if items.is_empty() => Rule::Denied,
+        RawRule::Many(items) => any_of(
+            items
+                .iter()
+                .map(|item| rule_text(item, path, fields, errs))
+                .collect(),
+        ),
     };
     if auth_on { rule } else { Rule::Public }
 }
 
-fn build_rules(raw: Option<RawRules>, path: &str, auth_on: bool, errs: &mut Errors) -> Rules {
+/// Splits `text` at `separator` outside quotes.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quote = None;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c == separator => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Alternatives as one rule: alone, merged into one list of roles when
+/// they are all roles (`role:a | role:b` is `role:a|b`), else any-of.
+fn any_of(alternatives: Vec<Rule>) -> Rule {
+    let mut flat = Vec::new();
+    for rule in alternatives {
+        match rule {
+            Rule::Any(more) => flat.extend(more),
+            other => flat.push(other),
+        }
+    }
+    if flat.len() > 1 && flat.iter().all(|r| matches!(r, Rule::Roles(_))) {
+        return Rule::Roles(
+            flat.into_iter()
+                .flat_map(|r| match r {
+                    Rule::Roles(roles) => roles,
+                    _ => Vec::new(),
+                })
+                .collect(),
+        );
+    }
+    match flat.len() {
+        1 => flat.pop().unwrap_or(Rule::Denied),
+        _ => Rule::Any(flat),
+    }
+}
+
+const RULE_FORMS: &str = "expected public, authenticated, owner, none, role:NAME or a row condition such as published = true or tenant_id = claim:tenant, joined with | (any of) and & (all of)";
+
+/// One rule as written: `owner | role:librarian`, `published = true`,
+/// `role:editor & tenant_id = claim:tenant`. `&` binds tighter than `|`.
+fn rule_text(text: &str, path: &str, fields: Option<&[Column]>, errs: &mut Errors) -> Rule {
+    let mut alternatives: Vec<Rule> = Vec::new();
+    for alternative in split_unquoted(text, '|') {
+        let alternative = alternative.trim();
+        // `role:a|b`: a bare name after a role is another role.
+        if let Some(Rule::Roles(roles)) = alternatives.last_mut()
+            && is_role_name(alternative)
+            && !KEYWORDS.contains(&alternative)
+        {
+            roles.push(alternative.to_owned());
+            continue;
+        }
+        let mut parts: Vec<Rule> = split_unquoted(alternative, '&')
+            .into_iter()
+            .map(|part| rule_part(part.trim(), path, fields, errs))
+            .collect();
+        alternatives.push(match parts.len() {
+            1 => parts.pop().unwrap_or(Rule::Denied),
+            _ => Rule::All(parts),
+        });
+    }
+    any_of(alternatives)
+}
+
+const KEYWORDS: [&str; 5] = ["public", "authenticated", "owner", "none", "denied"];
+
+fn is_role_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        && !text.contains(':')
+}
+
+/// The field types a row condition may compare: those whose values read
+/// back exactly as written on every backend.
+fn comparable(ty: &FieldType) -> bool {
+    matches!(
+        ty,
+        FieldType::String
+            | FieldType::Text
+            | FieldType::Enum(_)
+            | FieldType::Integer
+            | FieldType::Boolean
+            | FieldType::Uuid
+            | FieldType::Ref(_)
+    )
+}
+
+fn rule_part(part: &str, path: &str, fields: Option<&[Column]>, errs: &mut Errors) -> Rule {
+    match part {
+        "public" => return Rule::Public,
+        "authenticated" => return Rule::Authenticated,
+        "owner" => return Rule::Owner,
+        "none" | "denied" => return Rule::Denied,
+        _ => {}
+    }
+    if let Some(roles) = part.strip_prefix("role:") {
+        if is_role_name(roles.trim()) {
+            return Rule::Roles(vec![roles.trim().to_owned()]);
+        }
+        errs.add(path, format!("\"{part}\" names no role; write role:NAME"));
+        return Rule::Denied;
+    }
+    let Some((field, equal, operand)) = part
+        .split_once("!=")
+        .map(|(f, o)| (f, false, o))
+        .or_else(|| part.split_once('=').map(|(f, o)| (f, true, o)))
+    else {
+        errs.add(path, format!("unknown rule \"{part}\"; {RULE_FORMS}"));
+        return Rule::Denied;
+    };
+    let (field, operand) = (field.trim(), operand.trim());
+    let Some(fields) = fields else {
+        errs.add(
+            path,
+            format!("\"{part}\": row conditions apply to a resource's rules only; here use public, authenticated, owner, none or role:NAME"),
+        );
+        return Rule::Denied;
+    };
+    let Some(column) = fields.iter().find(|c| c.name == field) else {
+        let known: Vec<&str> = fields.iter().map(|c| c.name.as_str()).collect();
+        errs.add(
+            path,
+            format!(
+                "\"{part}\" compares \"{field}\", which is not a field of this resource ({})",
+                known.join(", ")
+            ),
+        );
+        return Rule::Denied;
+    };
+    if !comparable(&column.ty) {
+        errs.add(
+            path,
+            format!("\"{part}\": rules compare string, text, enum, integer, boolean, uuid and ref fields, and \"{field}\" is not one"),
+        );
+        return Rule::Denied;
+    }
+    let operand = if let Some(claim) = operand.strip_prefix("claim:") {
+        if claim.is_empty() || claim.contains(char::is_whitespace) {
+            errs.add(
+                path,
+                format!("\"{part}\": write claim:NAME (a dotted path into the token's claims)"),
+            );
+            return Rule::Denied;
+        }
+        Operand::Claim(claim.to_owned())
+    } else {
+        let literal = match operand {
+            "true" => Json::Bool(true),
+            "false" => Json::Bool(false),
+            quoted
+                if quoted.len() >= 2
+                    && ((quoted.starts_with('\'') && quoted.ends_with('\''))
+                        || (quoted.starts_with('"') && quoted.ends_with('"'))) =>
+            {
+                Json::String(quoted[1..quoted.len() - 1].to_owned())
+            }
+            number => match number.parse::<i64>() {
+                Ok(n) => Json::from(n),
+                Err(_) => {
+                    errs.add(
+                        path,
+                        format!("\"{part}\": compare with true, false, a number, a quoted text ('{number}') or claim:NAME"),
+                    );
+                    return Rule::Denied;
+                }
+            },
+        };
+        if let Err(e) = crate::value::from_json(column, &literal) {
+            errs.add(path, format!("\"{part}\": {} {}", e.field, e.message));
+            return Rule::Denied;
+        }
+        Operand::Literal(literal)
+    };
+    Rule::Row(RowTest {
+        field: field.to_owned(),
+        equal,
+        operand,
+    })
+}
+
+fn build_rules(
+    raw: Option<RawRules>,
+    path: &str,
+    auth_on: bool,
+    fields: &[Column],
+    errs: &mut Errors,
+) -> Rules {
     if !auth_on {
         if raw.is_some() {
             errs.warn(format!("{path}.rules"), RULES_WITHOUT_AUTH);
@@ -1202,7 +1392,7 @@ fn build_rules(raw: Option<RawRules>, path: &str, auth_on: bool, errs: &mut Erro
                 ("delete", raw.delete),
             ] {
                 if let Some(r) = rule {
-                    parse_rule(r, &format!("{path}.rules.{op}"), false, errs);
+                    parse_rule(r, &format!("{path}.rules.{op}"), false, Some(fields), errs);
                 }
             }
         }
@@ -1210,7 +1400,7 @@ fn build_rules(raw: Option<RawRules>, path: &str, auth_on: bool, errs: &mut Erro
     }
     let raw = raw.unwrap_or_default();
     let mut one = |rule: Option<RawRule>, op: &str| match rule {
-        Some(r) => parse_rule(r, &format!("{path}.rules.{op}"), true, errs),
+        Some(r) => parse_rule(r, &format!("{path}.rules.{op}"), true, Some(fields), errs),
         None => Rule::Denied,
     };
     Rules {

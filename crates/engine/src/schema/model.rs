@@ -128,6 +128,84 @@ pub enum Rule {
     Roles(Vec<String>),
     /// Nobody (an operation without a rule once `[auth]` exists).
     Denied,
+    /// The rows whose field equals (or differs from) a literal or a claim
+    /// of the caller: `published = true`, `tenant_id = claim:tenant`.
+    Row(RowTest),
+    /// Every part holds: `role:editor & tenant_id = claim:tenant`.
+    All(Vec<Rule>),
+    /// Any alternative holds: a list, or `owner | role:librarian`.
+    Any(Vec<Rule>),
+}
+
+/// A row condition of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowTest {
+    /// The field compared.
+    pub field: String,
+    /// `=` (else `!=`).
+    pub equal: bool,
+    /// What it is compared with.
+    pub operand: Operand,
+}
+
+/// The right-hand side of a [`RowTest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    /// A value written in the schema (checked against the field's type).
+    Literal(Json),
+    /// The caller's claim at this dotted path.
+    Claim(String),
+}
+
+impl Rule {
+    /// Whether a caller without credentials may pass (on some rows, for a
+    /// rule comparing a field with a literal).
+    pub fn allows_anonymous(&self) -> bool {
+        match self {
+            Rule::Public => true,
+            Rule::Row(test) => matches!(test.operand, Operand::Literal(_)),
+            Rule::All(parts) => parts.iter().all(Rule::allows_anonymous),
+            Rule::Any(alternatives) => alternatives.iter().any(Rule::allows_anonymous),
+            _ => false,
+        }
+    }
+}
+
+/// The rule as a schema writes it (`owner | role:librarian`), for messages
+/// and documents.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Public => f.write_str("public"),
+            Rule::Authenticated => f.write_str("authenticated"),
+            Rule::Owner => f.write_str("owner"),
+            Rule::Denied => f.write_str("none"),
+            Rule::Roles(roles) => write!(f, "role:{}", roles.join("|")),
+            Rule::Row(test) => {
+                write!(f, "{} {} ", test.field, if test.equal { "=" } else { "!=" })?;
+                match &test.operand {
+                    Operand::Literal(Json::String(s)) => write!(f, "'{s}'"),
+                    Operand::Literal(other) => write!(f, "{other}"),
+                    Operand::Claim(name) => write!(f, "claim:{name}"),
+                }
+            }
+            Rule::All(parts) | Rule::Any(parts) => {
+                let joint = if matches!(self, Rule::All(_)) {
+                    " & "
+                } else {
+                    " | "
+                };
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(joint)?;
+                    }
+                    // `&` binds tighter than `|`, as written.
+                    part.fmt(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Rules per operation of one resource.

@@ -542,6 +542,12 @@ where
             }
         };
         if let Some(row) = updated {
+            if let Some(after) = &plan.after
+                && !after.holds(&|column| row.values.get(column).cloned())
+            {
+                drop(tx);
+                return Err(crate::policy::moved_outside(plan.resource));
+            }
             // A member whose line changed leaves it, in this transaction.
             self.member_changed(&mut tx, plan, &row).await?;
             tx.commit()

@@ -1,0 +1,587 @@
+//! The rule language as an attack suite, on every backend
+//! (`ANTEROOM_TEST_BACKEND`): any-of lists mixing `owner`, roles and row
+//! conditions, conditions against literals and the caller's claims, `&`.
+//! Each rule form is attacked through every path that reads or writes rows —
+//! lists and their counts, reads, expand, nested routes, creates (single and
+//! bulk), updates that would move a row outside the rule, deletes — and the
+//! database is checked afterwards. The schemas are docs/auth.md's three
+//! worked examples: a library, a blog with drafts, a multi-tenant app.
+
+mod common;
+
+use common::{Reply, Server, cli, id_of, schema_dir};
+use serde_json::{Value, json};
+
+const SECRET: &str = "rules-tests-secret-0123456789abcdefgh";
+
+const LIBRARY: &str = r#"
+[app]
+name = "library"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET", role_claim = "roles" }
+
+[resources.books]
+fields.title = { type = "string", required = true }
+rules = { list = "public", read = "public", create = "role:librarian", update = "role:librarian", delete = "role:librarian" }
+
+[resources.loans]
+fields.book_id = { type = "ref", to = "books", required = true }
+fields.due     = { type = "date" }
+rules = { list = ["owner", "role:librarian"], read = "owner | role:librarian", create = "authenticated", update = "role:librarian", delete = "owner | role:librarian" }
+"#;
+
+const BLOG: &str = r#"
+[app]
+name = "blog"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET", role_claim = "roles" }
+
+[resources.posts]
+fields.title     = { type = "string", required = true }
+fields.published = { type = "boolean", required = true, default = false }
+rules = { list = "published = true | owner | role:editor", read = "published = true | owner | role:editor", create = "authenticated", update = "owner | role:editor", delete = "owner | role:editor" }
+
+[resources.comments]
+fields.post_id = { type = "ref", to = "posts", required = true }
+fields.body    = { type = "text", required = true }
+rules = { list = "public", read = "public", create = "authenticated", update = "owner", delete = "owner" }
+"#;
+
+const TENANTS: &str = r#"
+[app]
+name = "tenants"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET", role_claim = "roles" }
+
+[resources.projects]
+fields.tenant = { type = "string", required = true }
+fields.name   = { type = "string", required = true }
+rules = { list = "tenant = claim:org.id", read = "tenant = claim:org.id", create = "tenant = claim:org.id", update = "role:admin & tenant = claim:org.id", delete = "role:admin & tenant = claim:org.id" }
+
+[resources.reports]
+fields.tenant = { type = "string", required = true }
+rules = { list = "role:auditor | tenant = claim:org.id", read = "role:auditor | tenant = claim:org.id" }
+"#;
+
+/// A ten-minute token for `sub` with `roles` and any further `claims`.
+fn token(sub: &str, roles: &[&str], claims: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut all = json!({"sub": sub, "roles": roles, "iat": now, "exp": now + 600});
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), claims) {
+        all.extend(more);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &all,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn start(schema: &str) -> Server {
+    Server::start_with_env(schema, &[], &[("JWT_SECRET", SECRET)]).await
+}
+
+/// Sends a request as the bearer of `token` (`None`: anonymously).
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> Reply {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    server.send(method, path, body, &headers).await
+}
+
+/// The ids of a list's items, sorted, and the count it reported.
+async fn listed(server: &Server, path: &str, token: Option<&str>) -> (Vec<String>, i64) {
+    let page = call(server, "GET", path, None, token).await.expect(200);
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| id_of(&r["id"]))
+        .collect();
+    ids.sort();
+    (ids, page["total"].as_i64().unwrap_or(-1))
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn owner_or_librarian_lets_members_see_their_own_loans_and_librarians_every_loan() {
+    let server = start(LIBRARY).await;
+    let librarian = token("lib", &["librarian"], json!({}));
+    let alice = token("alice", &["member"], json!({}));
+    let bob = token("bob", &["member"], json!({}));
+    let book = call(
+        &server,
+        "POST",
+        "/books",
+        Some(json!({"title": "Dune"})),
+        Some(&librarian),
+    )
+    .await
+    .expect(201);
+    let mut loan_of = Vec::new();
+    for who in [&alice, &bob] {
+        let loan = call(
+            &server,
+            "POST",
+            "/loans",
+            Some(json!({"book_id": book["id"]})),
+            Some(who),
+        )
+        .await
+        .expect(201);
+        loan_of.push(id_of(&loan["id"]));
+    }
+    let (alice_loan, bob_loan) = (&loan_of[0], &loan_of[1]);
+
+    assert_eq!(
+        listed(&server, "/loans?count=true", Some(&alice)).await,
+        (vec![alice_loan.clone()], 1)
+    );
+    assert_eq!(
+        listed(&server, "/loans?count=true", Some(&librarian)).await,
+        (sorted(loan_of.clone()), 2)
+    );
+    call(
+        &server,
+        "GET",
+        &format!("/loans/{bob_loan}"),
+        None,
+        Some(&alice),
+    )
+    .await
+    .expect_problem(404, "not_found");
+    call(
+        &server,
+        "GET",
+        &format!("/loans/{bob_loan}"),
+        None,
+        Some(&librarian),
+    )
+    .await
+    .expect(200);
+    call(&server, "GET", "/loans", None, None)
+        .await
+        .expect_problem(401, "unauthorized");
+    // Deleting: the owner may, another member answers as if it were missing.
+    call(
+        &server,
+        "DELETE",
+        &format!("/loans/{bob_loan}"),
+        None,
+        Some(&alice),
+    )
+    .await
+    .expect_problem(404, "not_found");
+    call(
+        &server,
+        "DELETE",
+        &format!("/loans/{alice_loan}"),
+        None,
+        Some(&alice),
+    )
+    .await
+    .expect(204);
+    assert_eq!(server.count_in_database("loans").await, 1);
+}
+
+#[tokio::test]
+async fn a_403_for_an_any_of_rule_names_the_rule_and_the_roles_the_caller_has() {
+    let server = start(LIBRARY).await;
+    let member = token("carol", &["member"], json!({}));
+    let refused = call(
+        &server,
+        "PATCH",
+        &format!("/loans/{NO_ID}"),
+        Some(json!({})),
+        Some(&member),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert_eq!(
+        refused["detail"],
+        "you may not update loans: the rule asks for the role librarian, and this caller has the role member"
+    );
+    let tenants = start(TENANTS).await;
+    let member = token("dan", &["member"], json!({"org": {"id": "acme"}}));
+    let refused = call(
+        &tenants,
+        "DELETE",
+        &format!("/projects/{NO_ID}"),
+        None,
+        Some(&member),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert_eq!(
+        refused["detail"],
+        "you may not delete projects: the rule asks for the role admin, and this caller has the role member"
+    );
+    let unclaimed = token("eve", &["member"], json!({}));
+    let refused = call(&tenants, "GET", "/reports", None, Some(&unclaimed))
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(
+        refused["detail"],
+        "you may not list reports: the rule allows role:auditor | tenant = claim:org.id, and this caller has the role member, and no \"org.id\" claim"
+    );
+    // With the claim, the same caller lists its tenant's reports.
+    assert_eq!(
+        listed(&tenants, "/reports", Some(&member)).await.0,
+        Vec::<String>::new()
+    );
+}
+
+/// A well-formed id no row has.
+const NO_ID: &str = "0190b1c2-0000-7000-8000-000000000000";
+
+#[tokio::test]
+async fn drafts_are_seen_only_by_their_author_and_editors_through_every_read_path() {
+    let server = start(BLOG).await;
+    let author = token("ann", &["writer"], json!({}));
+    let other = token("oz", &["writer"], json!({}));
+    let editor = token("ed", &["editor"], json!({}));
+    let post = |title: &str, published: bool| json!({"title": title, "published": published});
+    let draft = call(
+        &server,
+        "POST",
+        "/posts",
+        Some(post("draft", false)),
+        Some(&author),
+    )
+    .await
+    .expect(201);
+    let public = call(
+        &server,
+        "POST",
+        "/posts",
+        Some(post("out", true)),
+        Some(&author),
+    )
+    .await
+    .expect(201);
+    let (draft_id, public_id) = (id_of(&draft["id"]), id_of(&public["id"]));
+    for (who, expected) in [
+        (None, vec![public_id.clone()]),
+        (Some(&other), vec![public_id.clone()]),
+        (
+            Some(&author),
+            sorted(vec![draft_id.clone(), public_id.clone()]),
+        ),
+        (
+            Some(&editor),
+            sorted(vec![draft_id.clone(), public_id.clone()]),
+        ),
+    ] {
+        let count = expected.len() as i64;
+        assert_eq!(
+            listed(&server, "/posts?count=true", who.map(String::as_str)).await,
+            (expected, count)
+        );
+    }
+    // Filters cannot widen the rule: asking for drafts finds none.
+    assert_eq!(
+        listed(&server, "/posts?published=false&count=true", None).await,
+        (vec![], 0)
+    );
+    call(&server, "GET", &format!("/posts/{draft_id}"), None, None)
+        .await
+        .expect_problem(404, "not_found");
+    call(
+        &server,
+        "GET",
+        &format!("/posts/{draft_id}"),
+        None,
+        Some(&other),
+    )
+    .await
+    .expect_problem(404, "not_found");
+    call(
+        &server,
+        "GET",
+        &format!("/posts/{draft_id}"),
+        None,
+        Some(&editor),
+    )
+    .await
+    .expect(200);
+    // A comment on the draft: its post expands to null and its nested
+    // route answers 404 for whoever may not read the draft.
+    let comment = call(
+        &server,
+        "POST",
+        "/comments",
+        Some(json!({"post_id": draft["id"], "body": "typo"})),
+        Some(&editor),
+    )
+    .await
+    .expect(201);
+    let expanded = call(
+        &server,
+        "GET",
+        &format!("/comments/{}?expand=post", id_of(&comment["id"])),
+        None,
+        None,
+    )
+    .await
+    .expect(200);
+    assert_eq!(expanded["post"], Value::Null, "{expanded}");
+    let by_author = call(
+        &server,
+        "GET",
+        &format!("/comments/{}?expand=post", id_of(&comment["id"])),
+        None,
+        Some(&author),
+    )
+    .await
+    .expect(200);
+    assert_eq!(by_author["post"]["title"], "draft", "{by_author}");
+    call(
+        &server,
+        "GET",
+        &format!("/posts/{draft_id}/comments"),
+        None,
+        None,
+    )
+    .await
+    .expect_problem(404, "not_found");
+    // Another writer can neither update nor delete the draft, nor the
+    // published post: writes need owner or editor, whatever one may read.
+    for id in [&draft_id, &public_id] {
+        call(
+            &server,
+            "PATCH",
+            &format!("/posts/{id}"),
+            Some(json!({"title": "mine now"})),
+            Some(&other),
+        )
+        .await
+        .expect_problem(404, "not_found");
+        call(
+            &server,
+            "DELETE",
+            &format!("/posts/{id}"),
+            None,
+            Some(&other),
+        )
+        .await
+        .expect_problem(404, "not_found");
+    }
+    // Publishing makes it public.
+    call(
+        &server,
+        "PATCH",
+        &format!("/posts/{draft_id}"),
+        Some(json!({"published": true})),
+        Some(&author),
+    )
+    .await
+    .expect(200);
+    call(&server, "GET", &format!("/posts/{draft_id}"), None, None)
+        .await
+        .expect(200);
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM posts WHERE title = 'mine now'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn tenants_see_create_and_move_only_rows_of_their_own_claim() {
+    let server = start(TENANTS).await;
+    let acme = token("amy", &["member"], json!({"org": {"id": "acme"}}));
+    let acme_admin = token("al", &["admin"], json!({"org": {"id": "acme"}}));
+    let globex = token("gus", &["admin"], json!({"org": {"id": "globex"}}));
+    let no_tenant = token("nobody", &["admin"], json!({}));
+
+    let mine = call(
+        &server,
+        "POST",
+        "/projects",
+        Some(json!({"tenant": "acme", "name": "rocket"})),
+        Some(&acme),
+    )
+    .await
+    .expect(201);
+    let theirs = call(
+        &server,
+        "POST",
+        "/projects",
+        Some(json!({"tenant": "globex", "name": "bomb"})),
+        Some(&globex),
+    )
+    .await
+    .expect(201);
+    let (mine_id, theirs_id) = (id_of(&mine["id"]), id_of(&theirs["id"]));
+
+    // Creating a row of another tenant is refused, in bulk too, and
+    // nothing of the bulk is written.
+    let refused = call(
+        &server,
+        "POST",
+        "/projects",
+        Some(json!({"tenant": "globex", "name": "plant"})),
+        Some(&acme),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert_eq!(
+        refused["detail"],
+        "you may not create this row of projects: the create rule allows tenant = claim:org.id, and the row does not meet it"
+    );
+    let refused = call(
+        &server,
+        "POST",
+        "/projects",
+        Some(json!([
+            {"tenant": "acme", "name": "ok"},
+            {"tenant": "globex", "name": "plant"}
+        ])),
+        Some(&acme),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert!(
+        refused["detail"].as_str().unwrap().starts_with("item 1: "),
+        "{refused}"
+    );
+    assert_eq!(server.count_in_database("projects").await, 2);
+
+    assert_eq!(
+        listed(&server, "/projects?count=true", Some(&acme)).await,
+        (vec![mine_id.clone()], 1)
+    );
+    assert_eq!(
+        listed(&server, "/projects?tenant=globex&count=true", Some(&acme)).await,
+        (vec![], 0)
+    );
+    call(
+        &server,
+        "GET",
+        &format!("/projects/{theirs_id}"),
+        None,
+        Some(&acme),
+    )
+    .await
+    .expect_problem(404, "not_found");
+
+    // Moving a row to another tenant is refused and rolled back.
+    let moved = call(
+        &server,
+        "PATCH",
+        &format!("/projects/{mine_id}"),
+        Some(json!({"tenant": "globex"})),
+        Some(&acme_admin),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert!(
+        moved["detail"]
+            .as_str()
+            .unwrap()
+            .contains("so that it leaves what the update rule allows"),
+        "{moved}"
+    );
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM projects WHERE tenant = 'acme'")
+            .await,
+        1
+    );
+    // Within the tenant an admin may write; a member may not.
+    call(
+        &server,
+        "PATCH",
+        &format!("/projects/{mine_id}"),
+        Some(json!({"name": "rocket 2"})),
+        Some(&acme_admin),
+    )
+    .await
+    .expect(200);
+    call(
+        &server,
+        "PATCH",
+        &format!("/projects/{mine_id}"),
+        Some(json!({"name": "rocket 3"})),
+        Some(&acme),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    // Another tenant's admin finds nothing to update or delete.
+    call(
+        &server,
+        "DELETE",
+        &format!("/projects/{mine_id}"),
+        None,
+        Some(&globex),
+    )
+    .await
+    .expect_problem(404, "not_found");
+
+    // A token without the claim is told which claim it lacks.
+    let lacking = call(&server, "GET", "/projects", None, Some(&no_tenant))
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(
+        lacking["detail"],
+        "you may not list projects: the rule compares tenant with the caller's \"org.id\" claim, and its token carries none"
+    );
+    call(&server, "GET", "/projects", None, None)
+        .await
+        .expect_problem(401, "unauthorized");
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM projects WHERE name = 'rocket 2'")
+            .await,
+        1
+    );
+}
+
+#[test]
+fn check_names_what_is_wrong_with_a_rule_and_what_it_accepts() {
+    let bad = r#"
+[app]
+name = "x"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET" }
+
+[resources.posts]
+fields.title     = { type = "string" }
+fields.score     = { type = "float" }
+fields.published = { type = "boolean" }
+rules = { list = "publishd = true", read = "published = yes", create = "score = 1", update = "owner | role:", delete = "owner or admin" }
+"#;
+    let (_dir, path) = schema_dir(bad);
+    let out = cli(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for expected in [
+        "resources.posts.rules.list: \"publishd = true\" compares \"publishd\", which is not a field of this resource",
+        "resources.posts.rules.read: \"published = yes\": compare with true, false, a number, a quoted text ('yes') or claim:NAME",
+        "resources.posts.rules.create: \"score = 1\": rules compare string, text, enum, integer, boolean, uuid and ref fields, and \"score\" is not one",
+        "resources.posts.rules.update: \"role:\" names no role; write role:NAME",
+        "resources.posts.rules.delete: unknown rule \"owner or admin\"; expected public, authenticated, owner, none, role:NAME or a row condition",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+    }
+}
