@@ -101,6 +101,31 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", value_parser = storage::parse_database_url)]
         database_url: Option<String>,
     },
+    /// Manage built-in accounts: `accounts create SCHEMA --username … --role admin`.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account, with any role (the first admin). The password is
+    /// read from ANTEROOM_PASSWORD, else from standard input (never a flag).
+    Create {
+        /// The schema file.
+        schema: PathBuf,
+        /// The account's username.
+        #[arg(long)]
+        username: String,
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// Its role (default: the accounts resource's default, `user`).
+        #[arg(long)]
+        role: Option<String>,
+        /// Database URL (sqlite://path). Default: anteroom.db next to the schema file.
+        #[arg(long, env = "DATABASE_URL", value_parser = storage::parse_database_url)]
+        database_url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +193,13 @@ async fn run(command: Command) -> ExitCode {
                 code_uri: "function/".to_owned(),
             },
         ),
+        Command::Accounts(AccountsCommand::Create {
+            schema,
+            username,
+            email,
+            role,
+            database_url,
+        }) => create_account(&schema, database_url, username, email, role).await,
         Command::Seed {
             schema,
             file,
@@ -485,17 +517,84 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool, allow_destructive: bool) -> E
     }
 }
 
-async fn seed_file(schema: &Path, database_url: Option<String>, file: &Path) -> ExitCode {
-    let data = match read_json(file) {
-        Ok(d) => d,
+/// The password of `accounts create`: `ANTEROOM_PASSWORD`, else the first
+/// line of standard input, which must not be a terminal (it would echo).
+fn operator_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    if let Some(password) = std::env::var_os("ANTEROOM_PASSWORD") {
+        return password
+            .into_string()
+            .map_err(|_| "ANTEROOM_PASSWORD is not valid UTF-8".to_owned());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err("give the password on standard input (`read -rs PW && printf '%s\\n' \"$PW\" | anteroom accounts create …`) or in ANTEROOM_PASSWORD; it is never a flag, which would leave it in the shell history".to_owned());
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err("standard input held no password".to_owned());
+    }
+    Ok(password)
+}
+
+async fn create_account(
+    schema: &Path,
+    database_url: Option<String>,
+    username: String,
+    email: String,
+    role: Option<String>,
+) -> ExitCode {
+    let password = match operator_password() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = match operator_state(schema, database_url).await {
+        Ok(state) => state,
         Err(code) => return code,
     };
+    let mut fields = serde_json::Map::new();
+    fields.insert("username".into(), username.into());
+    fields.insert("email".into(), email.into());
+    if let Some(role) = role {
+        fields.insert("role".into(), role.into());
+    }
+    match seed::create_account(&state, fields, &password).await {
+        Ok(account) => {
+            println!(
+                "created account {} (role {}, id {})",
+                account["username"].as_str().unwrap_or(""),
+                account["role"].as_str().unwrap_or(""),
+                account["id"]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The state `seed` and `accounts` write through: the schema, its database
+/// migrated, one connection.
+async fn operator_state(
+    schema: &Path,
+    database_url: Option<String>,
+) -> Result<anteroom_engine::AppState, ExitCode> {
     let url = database_url.unwrap_or_else(|| server::default_database_url(schema));
     let connect = storage::ConnectOptions {
         max_connections: 1,
         ..storage::ConnectOptions::default()
     };
-    let state = match server::prepare(
+    server::prepare(
         schema,
         &url,
         &connect,
@@ -503,9 +602,17 @@ async fn seed_file(schema: &Path, database_url: Option<String>, file: &Path) -> 
         MigrateOnStart::Apply,
     )
     .await
-    {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
+    .map_err(|e| fail(&e))
+}
+
+async fn seed_file(schema: &Path, database_url: Option<String>, file: &Path) -> ExitCode {
+    let data = match read_json(file) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let state = match operator_state(schema, database_url).await {
+        Ok(state) => state,
+        Err(code) => return code,
     };
     match seed::load(&state, &data).await {
         Ok(report) => {

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Reply, Server, fixture, id_of, repo_root};
+use common::{Reply, Server, cli_env, cli_stdin, fixture, id_of, repo_root};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -191,6 +191,149 @@ fn refused_login(reply: &Reply) {
         reply.header("www-authenticate").as_deref(),
         Some("Basic realm=\"anteroom\", charset=\"UTF-8\"")
     );
+}
+
+/// `anteroom accounts create` against `server`'s schema and database.
+fn create_account(
+    server: &Server,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> common::CliOutput {
+    let schema = server.schema_path();
+    let mut all = vec![
+        "accounts",
+        "create",
+        schema.to_str().unwrap(),
+        "--database-url",
+        &server.database_url,
+    ];
+    all.extend_from_slice(args);
+    let mut env = env.to_vec();
+    env.push(("ACCOUNTS_SECRET", ACCOUNTS_SECRET));
+    match stdin {
+        Some(input) => cli_stdin(&all, &env, input),
+        None => cli_env(&all, &env),
+    }
+}
+
+#[tokio::test]
+async fn the_first_admin_is_created_from_the_command_line_and_can_log_in_and_administer() {
+    let server = accounts().await;
+    let member = signup(&server, "member", "member@example.com", OTHER_PASSWORD).await;
+    let created = create_account(
+        &server,
+        &[
+            "--username",
+            "Root",
+            "--email",
+            "root@example.com",
+            "--role",
+            "admin",
+        ],
+        &[("ANTEROOM_PASSWORD", PASSWORD)],
+        None,
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(
+        created
+            .stdout
+            .starts_with("created account root (role admin, id "),
+        "{}",
+        created.stdout
+    );
+    let admin = logged_in(&basic_login(&server, "root", PASSWORD).await);
+    assert_eq!(admin["user"]["role"], "admin");
+    let token = admin["token"].as_str().unwrap();
+    delete_as(
+        &server,
+        &format!("/users/{}", member["user"]["id"].as_str().unwrap()),
+        token,
+    )
+    .await
+    .expect(204);
+    // The password may come on standard input instead, never as a flag.
+    let piped = create_account(
+        &server,
+        &["--username", "second", "--email", "second@example.com"],
+        &[],
+        Some(&format!("{OTHER_PASSWORD}\n")),
+    );
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout.contains("(role user,"), "{}", piped.stdout);
+    logged_in(&basic_login(&server, "second", OTHER_PASSWORD).await);
+    // What signup refuses, this refuses too, and writes nothing.
+    for (args, password, says) in [
+        (
+            ["--username", "third", "--email", "third@example.com"],
+            "short",
+            "password must be 8 to 128 characters long",
+        ),
+        (
+            ["--username", "root", "--email", "other@example.com"],
+            PASSWORD,
+            "username",
+        ),
+        (
+            ["--username", "x", "--email", "not-an-email"],
+            PASSWORD,
+            "email",
+        ),
+    ] {
+        let refused = create_account(&server, &args, &[("ANTEROOM_PASSWORD", password)], None);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains(says), "{says}: {}", refused.stderr);
+    }
+    let empty = create_account(
+        &server,
+        &["--username", "fourth", "--email", "fourth@example.com"],
+        &[],
+        Some(""),
+    );
+    assert_eq!(empty.code, 2);
+    assert!(
+        empty.stderr.contains("standard input held no password"),
+        "{}",
+        empty.stderr
+    );
+    assert_eq!(server.count_in_database("users").await, 2);
+}
+
+#[tokio::test]
+async fn seeded_accounts_get_their_password_hashed_and_can_log_in() {
+    let server = accounts().await;
+    let schema = server.schema_path();
+    let seed = server.dir.path().join("seed.json");
+    let run = |rows: Value| {
+        std::fs::write(&seed, json!({"users": rows}).to_string()).unwrap();
+        cli_env(
+            &[
+                "seed",
+                schema.to_str().unwrap(),
+                seed.to_str().unwrap(),
+                "--database-url",
+                &server.database_url,
+            ],
+            &[("ACCOUNTS_SECRET", ACCOUNTS_SECRET)],
+        )
+    };
+    let hashed =
+        run(json!([{"username": "x", "email": "x@example.com", "password_hash": "$argon2id$…"}]));
+    assert_ne!(hashed.code, 0);
+    assert!(
+        hashed
+            .stderr
+            .contains("users[0].password_hash: give \"password\" instead"),
+        "{}",
+        hashed.stderr
+    );
+    let seeded = run(json!([
+        {"username": "boss", "email": "boss@example.com", "role": "admin", "password": PASSWORD}
+    ]));
+    assert_eq!(seeded.code, 0, "{}", seeded.stderr);
+    let boss = logged_in(&basic_login(&server, "boss", PASSWORD).await);
+    assert_eq!(boss["user"]["role"], "admin");
+    assert!(!boss.to_string().contains(PASSWORD));
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 //! itself with `"@": "alias"`, and a ref field may point at it with `"@alias"`,
 //! so seed files need not know generated ids. Resources that already hold rows
 //! are skipped, so seeding twice is harmless.
+//!
+//! Seed data is the operator's: rows are written past access rules and
+//! `writable` (a seed may give an account `"role": "admin"`), but every value
+//! is validated as a `POST` body's. A row of the accounts resource may carry
+//! `"password"`, checked like a signup's and stored as its argon2id hash.
 
 use std::collections::HashMap;
 
@@ -63,6 +68,76 @@ async fn call(
     Ok((status, json))
 }
 
+/// The hash to store for `key` of a row of `resource`, when it is an
+/// account's `password`; an account's `password_hash` is refused (a hash
+/// from elsewhere would bypass the password rules).
+async fn account_password(
+    state: &AppState,
+    resource: &str,
+    key: &str,
+    value: &Json,
+) -> Result<Option<String>, String> {
+    if crate::auth::accounts::resource_name(state) != Some(resource) {
+        return Ok(None);
+    }
+    match (key, value) {
+        ("password", Json::String(password)) => {
+            crate::auth::accounts::operator_password_hash(state, password)
+                .await
+                .map(Some)
+        }
+        ("password", _) => Err("must be a string".to_owned()),
+        ("password_hash", _) => {
+            Err("give \"password\" instead: the seeder hashes it as signup does".to_owned())
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Creates one account as the operator (`anteroom accounts create`): `fields`
+/// are validated as a `POST` body's, past `writable` (so `role` may be set),
+/// and `password` is checked like a signup's. Returns the stored row.
+pub async fn create_account(
+    state: &AppState,
+    mut fields: Map<String, Json>,
+    password: &str,
+) -> Result<Json, String> {
+    let name = crate::auth::accounts::resource_name(state)
+        .ok_or("this schema has no [auth.accounts]: add it to create accounts")?
+        .to_owned();
+    let hash = crate::auth::accounts::operator_password_hash(state, password).await?;
+    fields.insert("password_hash".to_owned(), Json::String(hash));
+    let body = Json::Object(fields).to_string();
+    let (status, created) = call(
+        state,
+        Method::POST,
+        &format!("/{name}"),
+        None,
+        body.as_bytes(),
+    )
+    .await?;
+    if status != StatusCode::CREATED {
+        return Err(problem_text(&created));
+    }
+    Ok(created)
+}
+
+/// A problem document in one line: its detail and each field's message.
+fn problem_text(problem: &Json) -> String {
+    let mut text = problem["detail"]
+        .as_str()
+        .unwrap_or("the row was refused")
+        .to_owned();
+    for error in problem["errors"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "; {} {}",
+            error["field"].as_str().unwrap_or(""),
+            error["message"].as_str().unwrap_or("")
+        ));
+    }
+    text
+}
+
 /// Loads seed data.
 pub async fn load(state: &AppState, data: &Json) -> Result<SeedReport, String> {
     let Json::Object(resources) = data else {
@@ -104,6 +179,13 @@ pub async fn load(state: &AppState, data: &Json) -> Result<SeedReport, String> {
             for (key, value) in row {
                 if key == "@" {
                     alias = value.as_str().map(str::to_owned);
+                    continue;
+                }
+                if let Some(hash) = account_password(state, name, key, value)
+                    .await
+                    .map_err(|e| format!("{name}[{i}].{key}: {e}"))?
+                {
+                    body.insert("password_hash".to_owned(), Json::String(hash));
                     continue;
                 }
                 let is_ref = resource

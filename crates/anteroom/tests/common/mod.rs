@@ -139,6 +139,33 @@ pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     }
 }
 
+/// Runs the binary with `env` and `input` on its standard input.
+pub fn cli_stdin(args: &[&str], env: &[(&str, &str)], input: &str) -> CliOutput {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("PORT")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run anteroom");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for anteroom");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Writes `schema` into a new temporary directory; returns it and the schema path.
 pub fn schema_dir(schema: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
