@@ -322,9 +322,10 @@ pub fn load_str(text: &str) -> Result<AppModel, Vec<SchemaError>> {
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            let path = if path == "." { String::new() } else { path };
             unknown.push(SchemaError {
-                path: if path == "." { String::new() } else { path },
-                message: inner.message().trim().to_owned(),
+                message: super::plain::plain(inner.message().trim(), &path),
+                path,
             });
             return Err(unknown);
         }

@@ -4,6 +4,7 @@
 pub mod load;
 pub mod model;
 pub(crate) mod pattern;
+mod plain;
 pub mod queue;
 pub mod shape;
 mod suggest;
