@@ -214,6 +214,9 @@ async fn concurrent_puts_creating_one_key_give_one_201_and_the_rest_200() {
 struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    /// New connections are accepted and never answered (a host that went
+    /// silent: every connect waits for its timeout).
+    silent: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     /// Reads of what the server sent towards the database: one per burst of
     /// messages, so one per round trip of a request waiting on its answer.
@@ -225,14 +228,22 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(AtomicBool::new(false));
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let sent = Arc::new(AtomicU64::new(0));
         let (cut2, gen2, sent2) = (cut.clone(), generation.clone(), sent.clone());
+        let silent2 = silent.clone();
         tokio::spawn(async move {
+            let mut held = Vec::new();
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                if silent2.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                held.clear();
                 if cut2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
@@ -270,6 +281,7 @@ impl Proxy {
         Proxy {
             port,
             cut,
+            silent,
             generation,
             sent,
         }
@@ -280,8 +292,15 @@ impl Proxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Drops every connection and answers no new one.
+    fn silence(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.silent.store(false, Ordering::SeqCst);
     }
 }
 
@@ -303,6 +322,82 @@ async fn behind_proxy_with(args: &[&str]) -> (Proxy, Server) {
         Started::Up(s) => (proxy, s),
         Started::Exited(code, log) => panic!("server exited with {code}:\n{log}"),
     }
+}
+
+#[tokio::test]
+async fn once_connecting_fails_three_times_requests_fail_at_once_and_a_probe_brings_the_service_back()
+ {
+    let backend = Backend::current();
+    let Some(_) = backend.server_url() else {
+        println!(
+            "skipped: SQLite is embedded, there is no connection to cut (run with ANTEROOM_TEST_BACKEND=postgres or mysql)"
+        );
+        return;
+    };
+    let (proxy, server) = behind_proxy().await;
+    let server = Arc::new(server);
+    let row = server
+        .post("/accounts", json!({"owner": "before"}))
+        .await
+        .expect(201);
+    let path = format!("/accounts/{}", id_of(&row["id"]));
+    // The database's host goes silent: a connect waits for the 3 s acquire
+    // timeout (a connection it already had fails at once, and counts for
+    // nothing). Requests at once spend the timeout together until three
+    // connects in a row have failed, which opens the circuit.
+    proxy.silence();
+    let silenced = Instant::now();
+    while !server
+        .log_text()
+        .contains("the database is unreachable: requests fail at once")
+    {
+        assert!(
+            silenced.elapsed() < Duration::from_secs(20),
+            "the circuit never opened:\n{}",
+            server.log_text()
+        );
+        let batch: Vec<_> = (0..3)
+            .map(|_| {
+                let (server, path) = (server.clone(), path.clone());
+                tokio::spawn(async move { server.get(&path).await })
+            })
+            .collect();
+        for reply in batch {
+            reply
+                .await
+                .expect("request")
+                .expect_problem(503, "database_unavailable");
+        }
+    }
+    let opened_after = silenced.elapsed();
+    // From now on each request is answered without waiting on the database.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let reply = server.get(&path).await;
+        slowest = slowest.max(started.elapsed());
+        reply.expect_problem(503, "database_unavailable");
+        assert!(reply.header("retry-after").is_some());
+    }
+    // Far below the 3 s each would wait without the circuit.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest 503 took {slowest:?}"
+    );
+    proxy.restore();
+    let restored = Instant::now();
+    while server.get(&path).await.status != 200 {
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "the probe never closed the circuit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "circuit open {opened_after:?} after the silence; slowest 503 with it open: {slowest:?}; back {:?} after the restore",
+        restored.elapsed()
+    );
+    assert!(server.log_text().contains("the circuit is closed"));
 }
 
 #[tokio::test]

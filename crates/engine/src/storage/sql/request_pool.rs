@@ -17,7 +17,15 @@
 //! so the RDS IAM refresher that keeps that pool's token fresh keeps ours
 //! fresh too; the sqlx pool still serves migrations and queue
 //! notifications.
+//!
+//! A circuit breaker keeps an outage from costing every request the acquire
+//! timeout: after [`CIRCUIT_THRESHOLD`] attempts in a row to open a
+//! connection fail, the circuit opens and requests that would need a new
+//! connection fail at once (503) while one background probe tries to
+//! connect every [`PROBE_EVERY`]; its first connection closes the circuit
+//! and is lent to the next request.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,6 +38,12 @@ use super::rds_iam::Refresher;
 /// How long a connection dropped unfinished may take to answer its ping
 /// before it is closed instead of lent again.
 pub(crate) const RELEASE_PING_LIMIT: Duration = Duration::from_secs(5);
+
+/// Failed attempts in a row to open a connection that open the circuit.
+pub(crate) const CIRCUIT_THRESHOLD: u32 = 3;
+
+/// How often an open circuit's probe tries to connect.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs on every new connection before it is first lent (MySQL's session
 /// settings).
@@ -79,6 +93,10 @@ struct Shared<DB: Database> {
     permits: Arc<Semaphore>,
     /// Newest last: the busiest connections are reused, the oldest age out.
     idle: Mutex<Vec<Idle<DB>>>,
+    /// Failed attempts in a row to open a connection.
+    failures: AtomicU32,
+    /// Since when the circuit is open (`None`: closed).
+    open_since: Mutex<Option<Instant>>,
 }
 
 struct Idle<DB: Database> {
@@ -103,6 +121,8 @@ impl<DB: Database> RequestPool<DB> {
             limits,
             permits: Arc::new(Semaphore::new(limits.max_connections as usize)),
             idle: Mutex::new(Vec::new()),
+            failures: AtomicU32::new(0),
+            open_since: Mutex::new(None),
         });
         reap_idle(Arc::downgrade(&shared), limits.idle_timeout);
         RequestPool(shared)
@@ -114,6 +134,13 @@ impl<DB: Database> RequestPool<DB> {
     /// error that opening a connection met.
     pub(crate) async fn acquire(&self) -> Result<Lent<DB>, sqlx::Error> {
         let shared = &self.0;
+        // An open circuit answers at once, without queueing for a permit,
+        // unless a connection is at hand.
+        if let Some(since) = shared.open_since()
+            && shared.lock_idle().is_empty()
+        {
+            return Err(circuit_open(since));
+        }
         let deadline = tokio::time::Instant::now() + shared.limits.acquire_timeout;
         let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
             .await
@@ -136,21 +163,31 @@ impl<DB: Database> RequestPool<DB> {
             }
             return Ok(Lent::new(shared, idle.conn, idle.opened, permit));
         }
-        if let Some(tokens) = &shared.tokens {
-            tokens.refresh_if_stale();
+        if let Some(since) = shared.open_since() {
+            return Err(circuit_open(since));
         }
-        let options = shared.options.connect_options();
         let opened = Instant::now();
-        let conn = tokio::time::timeout_at(deadline, async {
-            let mut conn = options.connect().await?;
-            if let Some(prepare) = &shared.prepare {
-                prepare(&mut conn).await?;
+        match tokio::time::timeout_at(deadline, shared.connect()).await {
+            Ok(Ok(conn)) => {
+                shared.connected();
+                Ok(Lent::new(shared, conn, opened, permit))
             }
-            Ok::<_, sqlx::Error>(conn)
-        })
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        Ok(Lent::new(shared, conn, opened, permit))
+            Ok(Err(e)) => {
+                shared.failed_to_connect();
+                Err(e)
+            }
+            Err(_) => {
+                shared.failed_to_connect();
+                Err(sqlx::Error::PoolTimedOut)
+            }
+        }
+    }
+
+    /// Since when the circuit has been open, if it is (for tests and
+    /// diagnostics).
+    #[cfg(test)]
+    pub(crate) fn circuit_open_since(&self) -> Option<Instant> {
+        self.0.open_since()
     }
 
     /// Connections open and not lent (for tests and diagnostics).
@@ -160,7 +197,59 @@ impl<DB: Database> RequestPool<DB> {
     }
 }
 
+/// The error of a request refused while the circuit is open.
+fn circuit_open(since: Instant) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        format!(
+            "the database has been unreachable for {:.1} s ({CIRCUIT_THRESHOLD} attempts in a row to connect failed): requests fail at once until a background probe reconnects",
+            since.elapsed().as_secs_f64()
+        ),
+    ))
+}
+
 impl<DB: Database> Shared<DB> {
+    /// A new connection, prepared.
+    async fn connect(&self) -> Result<DB::Connection, sqlx::Error> {
+        if let Some(tokens) = &self.tokens {
+            tokens.refresh_if_stale();
+        }
+        let mut conn = self.options.connect_options().connect().await?;
+        if let Some(prepare) = &self.prepare {
+            prepare(&mut conn).await?;
+        }
+        Ok(conn)
+    }
+
+    fn open_since(&self) -> Option<Instant> {
+        *self.open_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failed attempt to connect; the one that reaches the
+    /// threshold opens the circuit and starts its probe.
+    fn failed_to_connect(self: &Arc<Self>) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < CIRCUIT_THRESHOLD {
+            return;
+        }
+        {
+            let mut open = self.open_since.lock().unwrap_or_else(|p| p.into_inner());
+            if open.is_some() {
+                return;
+            }
+            *open = Some(Instant::now());
+        }
+        tracing::warn!(
+            failures,
+            "the database is unreachable: requests fail at once while a probe reconnects"
+        );
+        probe(Arc::downgrade(self));
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle<DB>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -180,6 +269,32 @@ impl<DB: Database> Shared<DB> {
             since: Instant::now(),
         });
     }
+}
+
+/// Tries to connect every [`PROBE_EVERY`] (each attempt bounded by the
+/// acquire timeout) until one succeeds, which closes the circuit and leaves
+/// the connection idle for the next request; stops when the pool is gone.
+fn probe<DB: Database>(shared: Weak<Shared<DB>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let Some(pool) = shared.upgrade() else {
+                return;
+            };
+            let limit = pool.limits.acquire_timeout;
+            if let Ok(Ok(conn)) = tokio::time::timeout(limit, pool.connect()).await {
+                let down = pool.open_since().map(|s| s.elapsed());
+                pool.give_back(conn, Instant::now());
+                pool.connected();
+                *pool.open_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(?down, "the database answers again: the circuit is closed");
+                return;
+            }
+        }
+    });
 }
 
 /// Closes idle connections past the idle timeout, checking as often as
@@ -436,5 +551,52 @@ mod tests {
             has_marker(&mut again).await,
             "a live connection was replaced"
         );
+    }
+
+    #[tokio::test]
+    async fn after_three_failed_connects_requests_fail_at_once_until_the_probe_reconnects() {
+        let missing = std::env::temp_dir().join(format!(
+            "anteroom-circuit-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let options = sqlx::pool::PoolOptions::<Sqlite>::new()
+            .connect_lazy(&format!(
+                "sqlite://{}/db.sqlite?mode=rwc",
+                missing.display()
+            ))
+            .expect("lazy pool");
+        let pool = RequestPool::new(options, None, None, limits());
+        // The directory is missing: every connect fails, and the third opens
+        // the circuit.
+        for attempt in 1..=CIRCUIT_THRESHOLD {
+            assert!(pool.circuit_open_since().is_none(), "open after {attempt}");
+            let error = pool.acquire().await.err().expect("no database yet");
+            assert!(!error.to_string().contains("unreachable"), "{error}");
+        }
+        assert!(pool.circuit_open_since().is_some());
+        let error = pool.acquire().await.err().expect("circuit open");
+        assert!(
+            error
+                .to_string()
+                .contains("requests fail at once until a background probe reconnects"),
+            "{error}"
+        );
+        // The database comes back: the probe closes the circuit by itself,
+        // and its connection is the next one lent.
+        std::fs::create_dir(&missing).expect("create the directory");
+        let waited = Instant::now();
+        while pool.circuit_open_since().is_some() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the probe never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.idle_count(), 1);
+        pool.acquire().await.expect("connected again").finish();
+        let _ = std::fs::remove_dir_all(&missing);
     }
 }
