@@ -87,6 +87,10 @@ enum Command {
         /// How long the token is valid (`30s`, `15m`, `1h`, `7d`).
         #[arg(long, default_value = "1h", value_parser = anteroom_engine::settings::parse_duration)]
         ttl: std::time::Duration,
+        /// For a schema that verifies tokens with a public key: the PEM
+        /// private key to sign with (its holder's, such as a demo key).
+        #[arg(long)]
+        private_key: Option<PathBuf>,
     },
     /// Write what a deployment needs: `deploy sam SCHEMA --out DIR`.
     #[command(subcommand)]
@@ -210,11 +214,28 @@ async fn run(command: Command) -> ExitCode {
             sub,
             role,
             ttl,
-        } => token(&schema, &sub, &role, ttl),
+            private_key,
+        } => token(&schema, &sub, &role, ttl, private_key.as_deref()),
     }
 }
 
-fn token(path: &Path, subject: &str, roles: &[String], ttl: std::time::Duration) -> ExitCode {
+fn token(
+    path: &Path,
+    subject: &str,
+    roles: &[String],
+    ttl: std::time::Duration,
+    private_key: Option<&Path>,
+) -> ExitCode {
+    let pem = match private_key.map(std::fs::read).transpose() {
+        Ok(pem) => pem,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read the private key {}: {e}",
+                private_key.unwrap_or(Path::new("")).display()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let model = match schema::load_file(path) {
         Ok(m) => m,
         Err(e) => return fail(&StartError::Schema(e)),
@@ -232,7 +253,7 @@ fn token(path: &Path, subject: &str, roles: &[String], ttl: std::time::Duration)
         );
         return ExitCode::from(2);
     };
-    match anteroom_engine::auth::jwt::mint(jwt, subject, roles, ttl) {
+    match anteroom_engine::auth::jwt::mint(jwt, subject, roles, ttl, pem.as_deref()) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -165,7 +165,59 @@ fn a_public_key_configuration_is_refused_because_only_the_private_key_can_sign()
     let out = token(&path, &["--sub", "alice"]);
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stdout.is_empty(), "{}", out.stdout);
-    assert!(out.stderr.contains("private key"), "{}", out.stderr);
+    assert!(out.stderr.contains("--private-key FILE"), "{}", out.stderr);
+    let hmac = schema_dir(&library(HS256));
+    let out = token(
+        &hmac.1,
+        &[
+            "--sub",
+            "alice",
+            "--private-key",
+            &fixture("rsa_private.pem"),
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("drop --private-key"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn with_the_private_key_a_public_key_schema_gets_a_token_its_server_accepts() {
+    let root = common::repo_root().join("examples/courses");
+    // The schema names its public key relative to itself.
+    let schema = std::fs::read_to_string(root.join("anteroom.toml"))
+        .unwrap()
+        .replace(
+            "\"keys/demo_public.pem\"",
+            &format!("'{}'", root.join("keys/demo_public.pem").display()),
+        );
+    let server = Server::start_with_args(&schema, &[]).await;
+    let path = root.join("anteroom.toml");
+    let key = root.join("keys/demo_private.pem");
+    let author = minted(&token(
+        &path,
+        &[
+            "--sub",
+            "ada",
+            "--role",
+            "author",
+            "--private-key",
+            key.to_str().unwrap(),
+        ],
+    ));
+    let claims = payload(&author);
+    assert_eq!(claims["iss"], "https://auth.example.com");
+    assert_eq!(claims["aud"], "courses");
+    assert_eq!(claims["roles"], "author");
+    let created = server
+        .send(
+            "POST",
+            "/courses",
+            Some(json!({"title": "Rust"})),
+            &[("authorization", &format!("Bearer {author}"))],
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["created_by"], "ada");
 }
 
 #[test]

@@ -203,30 +203,56 @@ fn set_claim(claims: &mut Json, path: &str, value: Json) {
 }
 
 /// A token this configuration accepts, for `subject` with `roles`, valid
-/// for `ttl`: signed with the HMAC secret of `secret_env` by the first
-/// pinned HS* algorithm, its subject and roles at the configured claim
-/// paths (one role as a string, several as an array), with `iss` and `aud`
-/// when they are required. Refused for public-key configurations: only the
+/// for `ttl`: its subject and roles at the configured claim paths (one role
+/// as a string, several as an array), with `iss` and `aud` when they are
+/// required. Signed with the HMAC secret of `secret_env` by the first
+/// pinned HS* algorithm, or, for a public-key configuration, with
+/// `private_key` (PEM) by the first pinned public-key algorithm: only the
 /// holder of the private key can sign those.
 pub fn mint(
     settings: &JwtSettings,
     subject: &str,
     roles: &[String],
     ttl: std::time::Duration,
+    private_key: Option<&[u8]>,
 ) -> Result<String, String> {
-    let JwtKeySource::SecretEnv(var) = &settings.key else {
-        return Err(
-            "this schema verifies tokens with a public key ([auth.jwt] public_key_file, jwks_file or jwks_url): only the holder of the private key can sign them; get a token from your identity provider"
-                .to_owned(),
-        );
+    let pinned = || settings.algorithms.iter().filter_map(|a| algorithm(a).ok());
+    let hmac = |a: &Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    let (alg, key) = match (&settings.key, private_key) {
+        (JwtKeySource::SecretEnv(_), Some(_)) => {
+            return Err(
+                "this schema's tokens are signed with the HMAC secret of [auth.jwt] secret_env: drop --private-key"
+                    .to_owned(),
+            );
+        }
+        (JwtKeySource::SecretEnv(var), None) => {
+            let alg = pinned()
+                .find(hmac)
+                .ok_or("[auth.jwt] pins no HS256, HS384 or HS512 algorithm to sign with")?;
+            (
+                alg,
+                EncodingKey::from_secret(Secret::from_env(var)?.expose()),
+            )
+        }
+        (_, None) => {
+            return Err(
+                "this schema verifies tokens with a public key ([auth.jwt] public_key_file, jwks_file or jwks_url): only the holder of the private key can sign them; pass it with --private-key FILE, or get a token from your identity provider"
+                    .to_owned(),
+            );
+        }
+        (_, Some(pem)) => {
+            let alg = pinned()
+                .find(|a| !hmac(a))
+                .ok_or("[auth.jwt] pins no public-key algorithm to sign with")?;
+            let key = match alg {
+                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+                _ => EncodingKey::from_rsa_pem(pem),
+            }
+            .map_err(|e| format!("the private key is not a PEM key for {alg:?}: {e}"))?;
+            (alg, key)
+        }
     };
-    let alg = settings
-        .algorithms
-        .iter()
-        .filter_map(|a| algorithm(a).ok())
-        .find(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
-        .ok_or("[auth.jwt] pins no HS256, HS384 or HS512 algorithm to sign with")?;
-    let secret = Secret::from_env(var)?;
     let now = chrono::Utc::now().timestamp();
     let ttl = i64::try_from(ttl.as_secs()).map_err(|_| "the --ttl is too long".to_owned())?;
     let mut claims = serde_json::json!({"iat": now, "exp": now + ttl});
@@ -242,12 +268,8 @@ pub fn mint(
     if let Some(aud) = &settings.audience {
         claims["aud"] = Json::from(aud.as_str());
     }
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        &claims,
-        &EncodingKey::from_secret(secret.expose()),
-    )
-    .map_err(|e| format!("cannot sign the token: {e}"))
+    jsonwebtoken::encode(&Header::new(alg), &claims, &key)
+        .map_err(|e| format!("cannot sign the token: {e}"))
 }
 
 impl JwtVerifier {
