@@ -908,3 +908,76 @@ async fn a_field_becoming_required_gets_its_default_where_empty_and_a_changed_on
     assert_eq!(server.count_in_database("items").await, 0);
     restart_needs_no_migration(server, &v2).await;
 }
+
+#[tokio::test]
+async fn a_new_database_records_the_sql_files_without_running_them() {
+    let (dir, _) = schema_dir(V1);
+    // Written for an older schema: running it here would fail.
+    std::fs::create_dir(dir.path().join("migrations")).unwrap();
+    std::fs::write(
+        dir.path().join("migrations/001_old.sql"),
+        "UPDATE notes SET no_such_column = 1;\n",
+    )
+    .unwrap();
+    let db = TestDatabase::create(dir.path()).await;
+    let server =
+        up(Server::spawn_with(Arc::new(dir), db.url.clone(), &[], Some(Arc::new(db))).await).await;
+    server
+        .post("/notes", json!({"title": "t"}))
+        .await
+        .expect(201);
+    let recorded = server
+        .query_i64("SELECT COUNT(*) FROM _anteroom_schema WHERE snapshot LIKE '%001_old.sql%'")
+        .await;
+    assert_eq!(recorded, 1, "the file is recorded as applied");
+    restart_needs_no_migration(server, V1).await;
+}
+
+#[tokio::test]
+async fn a_field_converted_to_a_required_type_with_a_default_gives_every_row_the_default() {
+    let (server, ids) = seeded().await;
+    let v2 = V1.replace(
+        "fields.body  = { type = \"text\" }",
+        "fields.body  = { type = \"integer\", required = true, default = 7 }",
+    );
+    let mut output = None;
+    let server = up(server
+        .restart_with_schema_after(&v2, |schema, url| {
+            output = Some(migrate_cli(schema, url, &["--allow-destructive"]));
+        })
+        .await)
+    .await;
+    let applied = output.unwrap();
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    for id in &ids {
+        assert_eq!(
+            server.get(&format!("/notes/{id}")).await.expect(200)["body"],
+            7
+        );
+    }
+    restart_needs_no_migration(server, &v2).await;
+}
+
+#[tokio::test]
+async fn a_field_becoming_unique_is_refused_while_rows_share_a_value_naming_how_many() {
+    let (server, _) = seeded().await;
+    server
+        .post("/notes", json!({"title": "first"}))
+        .await
+        .expect(201);
+    server
+        .post("/notes", json!({"title": "first"}))
+        .await
+        .expect(201);
+    let unique = V1.replace(
+        "required = true, max_length = 100 }",
+        "required = true, max_length = 100, unique = true }",
+    );
+    match server.restart_with_schema(&unique).await {
+        Started::Up(_) => panic!("a unique index over shared values was created"),
+        Started::Exited(_, log) => assert!(
+            log.contains("field \"notes.title\" becomes unique: it holds 1 stored value shared by several rows"),
+            "{log}"
+        ),
+    }
+}

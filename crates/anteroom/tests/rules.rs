@@ -61,6 +61,12 @@ fields.tenant = { type = "string", required = true }
 fields.name   = { type = "string", required = true }
 rules = { list = "tenant = claim:org.id", read = "tenant = claim:org.id", create = "tenant = claim:org.id", update = "role:admin & tenant = claim:org.id", delete = "role:admin & tenant = claim:org.id" }
 
+[resources.badges]
+id = { type = "string", name = "code", max_length = 40 }
+fields.tenant = { type = "string", required = true }
+fields.label  = { type = "string" }
+rules = { list = "role:admin", read = "role:admin", create = "tenant = claim:org.id", update = "role:admin", delete = "role:admin" }
+
 [resources.reports]
 fields.tenant = { type = "string", required = true }
 rules = { list = "role:auditor | tenant = claim:org.id", read = "role:auditor | tenant = claim:org.id" }
@@ -584,4 +590,37 @@ rules = { list = "publishd = true", read = "published = yes", create = "score = 
     ] {
         assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
     }
+}
+
+#[tokio::test]
+async fn a_put_that_creates_meets_the_create_rule_and_a_put_that_updates_only_the_update_rule() {
+    let server = start(TENANTS).await;
+    let acme = token("al", &["admin"], json!({"org": {"id": "acme"}}));
+    let globex = token("gus", &["admin"], json!({"org": {"id": "globex"}}));
+    let put = |code: &str, tenant: &str, who: &String| {
+        let (server, path, who) = (&server, format!("/badges/{code}"), who.clone());
+        let body = json!({"tenant": tenant, "label": "x"});
+        async move { call(server, "PUT", &path, Some(body), Some(&who)).await }
+    };
+    put("g1", "globex", &globex).await.expect(201);
+    // An update: the update rule (role:admin) decides, not the create rule.
+    put("g1", "globex", &acme).await.expect(200);
+    // A create: the new row must meet the create rule, and nothing is written.
+    let refused = put("a1", "globex", &acme)
+        .await
+        .expect_problem(403, "forbidden");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("you may not create this row of badges"),
+        "{refused}"
+    );
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM badges WHERE code = 'a1'")
+            .await,
+        0
+    );
+    put("a1", "acme", &acme).await.expect(201);
 }

@@ -577,6 +577,7 @@ async fn login_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     set.shift_remove("updated_by");
     let update = UpdatePlan {
         after: None,
+        insert_within: None,
         ref_checks: Vec::new(),
         readback: crate::plan::Readback::All,
         resource,
@@ -650,6 +651,7 @@ async fn revoke_tokens(
     set.shift_remove("updated_by");
     let update = UpdatePlan {
         after: None,
+        insert_within: None,
         ref_checks: Vec::new(),
         readback: crate::plan::Readback::All,
         resource,

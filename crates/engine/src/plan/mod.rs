@@ -291,6 +291,10 @@ pub struct UpdatePlan<'m> {
     pub expect: Expect,
     /// The complete row to insert if the id does not exist (PUT upsert).
     pub insert: Option<Record>,
+    /// What that row must meet if it is inserted (the create rule's
+    /// condition): decided only once the id turns out not to exist, so an
+    /// update is never refused by the create rule.
+    pub insert_within: Option<Condition>,
     /// Access restriction (`owner` rules): rows outside it answer as missing.
     pub scope: Option<Condition>,
     /// What the row must still meet once written (the update rule's
@@ -744,6 +748,7 @@ pub fn plan<'m>(
                 set,
                 expect: expect(&preconditions),
                 insert: None,
+                insert_within: None,
                 bump,
                 after: scope.clone(),
                 scope,
@@ -771,9 +776,7 @@ pub fn plan<'m>(
                 given.insert(resource.id_column().name.clone(), id.clone());
                 complete_row(resource, &given, ctx)
             });
-            if let Some(row) = &insert {
-                check_creatable(resource, grant.create.as_ref(), row, None)?;
-            }
+
             let bump = TokenBump::for_write(resource, &set);
             Plan::Update(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
@@ -782,6 +785,7 @@ pub fn plan<'m>(
                 id,
                 set,
                 expect: expect(&preconditions),
+                insert_within: insert.as_ref().and(grant.create),
                 insert,
                 bump,
                 after: scope.clone(),
@@ -799,7 +803,7 @@ pub fn plan<'m>(
 
 /// A row to create must meet the create rule's condition (`item`: its
 /// index in a bulk body): a caller cannot create a row it could not own.
-fn check_creatable(
+pub(crate) fn check_creatable(
     resource: &Resource,
     condition: Option<&Condition>,
     row: &Record,

@@ -508,7 +508,8 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
     for (rname, res) in raw.resources {
         let path = format!("resources.{rname}");
         if let Some(from) = &res.renamed_from {
-            let taken = id_kinds.contains_key(from);
+            let taken =
+                id_kinds.contains_key(from) || renames.tables.values().any(|other| other == from);
             check_renamed_from(&path, &rname, from, taken, &mut errs);
             renames.tables.insert(rname.clone(), from.clone());
         }
@@ -554,7 +555,13 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                 );
             }
             if let Some(from) = &raw_field.renamed_from {
-                let taken = field_names.contains(from) || *from == id_name;
+                let taken = field_names.contains(from)
+                    || *from == id_name
+                    || SYSTEM_COLUMNS.contains(&from.as_str())
+                    || renames
+                        .columns
+                        .iter()
+                        .any(|((table, _), other)| *table == rname && other == from);
                 check_renamed_from(&fpath, &fname, from, taken, &mut errs);
                 renames
                     .columns
@@ -653,7 +660,7 @@ fn check_renamed_from(path: &str, name: &str, from: &str, taken: bool, errs: &mu
         errs.add(
             path,
             format!(
-                "\"{from}\" is still declared in this schema, so it cannot be renamed: remove one of them"
+                "\"{from}\" is still declared in this schema, or renamed twice, so it cannot be renamed: keep one of them"
             ),
         );
     }
@@ -1233,12 +1240,18 @@ const RULE_FORMS: &str = "expected public, authenticated, owner, none, role:NAME
 /// `role:editor & tenant_id = claim:tenant`. `&` binds tighter than `|`.
 fn rule_text(text: &str, path: &str, fields: Option<&[Column]>, errs: &mut Errors) -> Rule {
     let mut alternatives: Vec<Rule> = Vec::new();
-    for alternative in split_unquoted(text, '|') {
-        let alternative = alternative.trim();
-        // `role:a|b`: a bare name after a role is another role.
+    let pieces = split_unquoted(text, '|');
+    for (i, raw) in pieces.iter().enumerate() {
+        let alternative = raw.trim();
+        // `role:a|b` (the form every earlier release read as a list of
+        // roles): a bare name after a role is another role. Written
+        // without spaces, even a keyword is (`role:admin|owner` names the
+        // role owner); with spaces, `role:admin | owner` is an alternative.
+        let tight = !raw.starts_with(char::is_whitespace)
+            && !pieces[i - usize::from(i > 0)].ends_with(char::is_whitespace);
         if let Some(Rule::Roles(roles)) = alternatives.last_mut()
             && is_role_name(alternative)
-            && !KEYWORDS.contains(&alternative)
+            && (tight || !KEYWORDS.contains(&alternative))
         {
             roles.push(alternative.to_owned());
             continue;
@@ -1257,12 +1270,10 @@ fn rule_text(text: &str, path: &str, fields: Option<&[Column]>, errs: &mut Error
 
 const KEYWORDS: [&str; 5] = ["public", "authenticated", "owner", "none", "denied"];
 
+/// A bare word that continues a list of roles (`role:a|b`): no spaces,
+/// no condition.
 fn is_role_name(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-        && !text.contains(':')
+    !text.is_empty() && !text.contains(['=', ' ', '\t', '&', '\'', '"']) && !text.contains("role:")
 }
 
 /// The field types a row condition may compare: those whose values read
@@ -1288,18 +1299,24 @@ fn rule_part(part: &str, path: &str, fields: Option<&[Column]>, errs: &mut Error
         "none" | "denied" => return Rule::Denied,
         _ => {}
     }
-    if let Some(roles) = part.strip_prefix("role:") {
-        if is_role_name(roles.trim()) {
-            return Rule::Roles(vec![roles.trim().to_owned()]);
+    if let Some(role) = part.strip_prefix("role:") {
+        // Any name a token may carry (`role:read:posts`, `role:Org Admin`).
+        let role = role.trim();
+        if !role.is_empty() && !role.contains('=') {
+            return Rule::Roles(vec![role.to_owned()]);
         }
         errs.add(path, format!("\"{part}\" names no role; write role:NAME"));
         return Rule::Denied;
     }
-    let Some((field, equal, operand)) = part
-        .split_once("!=")
-        .map(|(f, o)| (f, false, o))
-        .or_else(|| part.split_once('=').map(|(f, o)| (f, true, o)))
-    else {
+    // The first `=` outside quotes, `!=` when a `!` precedes it.
+    let operator = split_unquoted(part, '=').first().map(|f| f.len());
+    let Some((field, equal, operand)) = operator.filter(|at| *at < part.len()).map(|at| match part
+        [..at]
+        .strip_suffix('!')
+    {
+        Some(field) => (field, false, &part[at + 1..]),
+        None => (&part[..at], true, &part[at + 1..]),
+    }) else {
         errs.add(path, format!("unknown rule \"{part}\"; {RULE_FORMS}"));
         return Rule::Denied;
     };
@@ -1360,7 +1377,11 @@ fn rule_part(part: &str, path: &str, fields: Option<&[Column]>, errs: &mut Error
                 }
             },
         };
-        if let Err(e) = crate::value::from_json(column, &literal) {
+        // The literal must be a value the field can hold (an enum's
+        // values, its lengths): a typo would match every row of `!=`.
+        if let Err(e) = crate::value::from_json(column, &literal)
+            .and_then(|v| crate::value::check(column, &v).map(|()| v))
+        {
             errs.add(path, format!("\"{part}\": {} {}", e.field, e.message));
             return Rule::Denied;
         }
@@ -1749,7 +1770,7 @@ mod renamed_from_tests {
                 "[resources.a]\nrenamed_from='b'\nfields.x={type='string'}\n[resources.b]\nfields.y={type='string'}\n"
             ),
             vec![
-                "resources.a.renamed_from: \"b\" is still declared in this schema, so it cannot be renamed: remove one of them"
+                "resources.a.renamed_from: \"b\" is still declared in this schema, or renamed twice, so it cannot be renamed: keep one of them"
             ]
         );
         assert_eq!(
@@ -1757,7 +1778,7 @@ mod renamed_from_tests {
                 "[resources.a]\nfields.x={type='string',renamed_from='y'}\nfields.y={type='string'}\n"
             ),
             vec![
-                "resources.a.fields.x.renamed_from: \"y\" is still declared in this schema, so it cannot be renamed: remove one of them"
+                "resources.a.fields.x.renamed_from: \"y\" is still declared in this schema, or renamed twice, so it cannot be renamed: keep one of them"
             ]
         );
         assert_eq!(
@@ -1772,5 +1793,76 @@ mod renamed_from_tests {
             errors("[resources.a]\nrenamed_from='b'\nfields.x={type='string',renamed_from='y'}\n")
                 .is_empty()
         );
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    const FIELDS: &str = "fields.title = { type = 'string' }\nfields.status = { type = 'enum', values = ['draft', 'published'] }\n";
+
+    fn rule(text: &str) -> Result<Rule, Vec<String>> {
+        let schema = format!(
+            "[app]\nname='t'\n[auth]\njwt = {{ algorithms = ['HS256'], secret_env = 'S' }}\n[resources.posts]\n{FIELDS}rules = {{ read = {text:?} }}\n"
+        );
+        load_str(&schema)
+            .map(|m| m.resource("posts").unwrap().rules.read.clone())
+            .map_err(|e| e.into_iter().map(|e| e.message).collect())
+    }
+
+    fn row(field: &str, equal: bool, literal: Json) -> Rule {
+        Rule::Row(RowTest {
+            field: field.into(),
+            equal,
+            operand: Operand::Literal(literal),
+        })
+    }
+
+    #[test]
+    fn role_lists_written_without_spaces_keep_meaning_roles_even_when_a_role_is_a_keyword() {
+        let roles = |names: &[&str]| Rule::Roles(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(
+            rule("role:admin|owner").unwrap(),
+            roles(&["admin", "owner"])
+        );
+        assert_eq!(rule("role:a|b|c").unwrap(), roles(&["a", "b", "c"]));
+        assert_eq!(rule("role:a | b").unwrap(), roles(&["a", "b"]));
+        assert_eq!(
+            rule("role:admin | owner").unwrap(),
+            Rule::Any(vec![roles(&["admin"]), Rule::Owner])
+        );
+        assert_eq!(rule("role:read:posts").unwrap(), roles(&["read:posts"]));
+        assert_eq!(rule("role:Org Admin").unwrap(), roles(&["Org Admin"]));
+    }
+
+    #[test]
+    fn conditions_read_quotes_and_operators_as_written() {
+        assert_eq!(
+            rule("title = 'a != b | c & d'").unwrap(),
+            row("title", true, Json::from("a != b | c & d"))
+        );
+        assert_eq!(
+            rule("status != 'draft'").unwrap(),
+            row("status", false, Json::from("draft"))
+        );
+        assert_eq!(
+            rule("role:editor & status = 'draft' | status = 'published'").unwrap(),
+            Rule::Any(vec![
+                Rule::All(vec![
+                    Rule::Roles(vec!["editor".into()]),
+                    row("status", true, Json::from("draft"))
+                ]),
+                row("status", true, Json::from("published")),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_literal_the_field_cannot_hold_is_refused_so_a_typo_never_matches_every_row() {
+        let refused = rule("status != 'publshed'").unwrap_err();
+        assert!(refused[0].contains("must be one of"), "{refused:?}");
+        assert!(rule("owner |").is_err());
+        assert!(rule("|").is_err());
     }
 }

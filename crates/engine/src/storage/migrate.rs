@@ -66,8 +66,9 @@ pub struct SqlFile {
 }
 
 impl SqlFile {
+    /// Line endings do not count: a checkout with CRLF holds the same file.
     fn checksum(&self) -> String {
-        format!("{:08x}", fnv1a(self.text.as_bytes()))
+        format!("{:08x}", fnv1a(self.text.replace("\r\n", "\n").as_bytes()))
     }
 }
 
@@ -148,9 +149,9 @@ pub struct ColumnSpec {
     /// Foreign key target table and action.
     pub references: Option<(String, OnDelete)>,
     /// Name of the foreign key constraint, read by the DDL and by error
-    /// classification alike. Snapshots recorded before names were stored lack
-    /// it, and a constraint keeps the name it was created with, so `diff`
-    /// never compares it.
+    /// classification alike. Snapshots recorded before names were stored
+    /// lack it (the natural name is then assumed); `diff` compares it only
+    /// when a rename changes it, and renames the constraint then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreign_key: Option<String>,
     /// Computed by the database (see [`Generated`]); never written.
@@ -331,13 +332,17 @@ pub(crate) enum Count {
         column: String,
         max: usize,
     },
+    /// The values of a column that more than one row holds.
+    Duplicates { table: String, column: String },
 }
 
 impl Count {
     fn noun(&self, n: i64) -> String {
         let (one, many) = match self {
             Count::Rows { .. } | Count::Missing { .. } => ("row", "rows"),
-            Count::Values { .. } | Count::Longer { .. } => ("stored value", "stored values"),
+            Count::Values { .. } | Count::Longer { .. } | Count::Duplicates { .. } => {
+                ("stored value", "stored values")
+            }
         };
         format!("{n} {}", if n == 1 { one } else { many })
     }
@@ -373,6 +378,7 @@ pub(crate) struct Plan {
 pub(crate) fn judge(
     concerns: &[Concern],
     counts: &[Option<i64>],
+    allow_destructive: bool,
 ) -> Result<Vec<String>, Vec<String>> {
     let mut refused = Vec::new();
     let mut losses = Vec::new();
@@ -397,11 +403,13 @@ pub(crate) fn judge(
         Ok(losses)
     } else {
         // Every problem at once: what also needs the flag is named too.
-        refused.extend(
-            losses
-                .into_iter()
-                .map(|loss| format!("{loss} (and this needs --allow-destructive)")),
-        );
+        refused.extend(losses.into_iter().map(|loss| {
+            if allow_destructive {
+                loss
+            } else {
+                format!("{loss} (and this needs --allow-destructive)")
+            }
+        }));
         Err(refused)
     }
 }
@@ -499,7 +507,7 @@ impl Origin {
 
 /// The name PostgreSQL gives an object it names itself (`makeObjectName`):
 /// `name1[_name2]_label`, the longer part shortened until it fits.
-fn postgres_name(name1: &str, name2: Option<&str>, label: &str) -> String {
+pub(crate) fn postgres_name(name1: &str, name2: Option<&str>, label: &str) -> String {
     let available = MAX_IDENTIFIER - label.len() - 1 - usize::from(name2.is_some());
     let (mut n1, mut n2) = (name1.len(), name2.map_or(0, str::len));
     while n1 + n2 > available {
@@ -866,6 +874,12 @@ pub(crate) fn plan(old: &Snapshot, new: &Snapshot, files: &[SqlFile]) -> Result<
             }
         }
     }
+    // A new database has no data to convert: its files are recorded as
+    // applied without running (they were written for the databases of
+    // earlier schema versions).
+    if old.tables.is_empty() && old.sql.is_empty() {
+        pending.clear();
+    }
     let (steps, concerns) = match diff(old, new, &pending) {
         Ok(planned) if refusals.is_empty() => planned,
         Ok(_) => return Err(refusals),
@@ -1106,6 +1120,9 @@ fn diff(
         }
         let old_name = |column: &str| column_was.get(column).copied().unwrap_or(column).to_owned();
         let mut converted: HashSet<String> = HashSet::new();
+        // Columns whose type narrows (MySQL: a TEXT becoming a VARCHAR that
+        // an index may then cover): their new indexes wait for the change.
+        let mut narrowed: HashSet<String> = HashSet::new();
         for column in before.columns.keys() {
             if spec.columns.contains_key(column) || column_was.values().any(|w| w == column) {
                 continue;
@@ -1173,7 +1190,7 @@ fn diff(
                     }),
                     blocks: None,
                     loses: Some(format!(
-                        "its column is dropped and added again empty, losing its {{n}} (to keep them, declare a new field, copy them with a file in {SQL_FOLDER}/, then remove this one)"
+                        "its column is dropped and added again empty, losing its {{n}} (to keep the values, declare a new field, copy them with a file in {SQL_FOLDER}/, then remove this one)"
                     )),
                 });
                 if !cspec.nullable && cspec.default.is_none() {
@@ -1259,6 +1276,7 @@ fn diff(
             }
             if narrower(prev, cspec) {
                 narrows = true;
+                narrowed.insert(column.clone());
                 match cspec.max_length {
                     Some(max) => concerns.push(Concern {
                         change: format!("field \"{field}\" narrows to at most {max} characters"),
@@ -1317,9 +1335,27 @@ fn diff(
                 name: ix.clone(),
                 spec: ispec.clone(),
             };
-            if involves_converted(ispec) {
+            if before.indexes.get(ix) == Some(ispec) && !involves_converted(ispec) {
+                continue;
+            }
+            if ispec.unique
+                && let [column] = ispec.columns.as_slice()
+                && !converted.contains(column)
+                && before.columns.contains_key(&old_name(column))
+            {
+                concerns.push(Concern {
+                    change: format!("field \"{name}.{column}\" becomes unique"),
+                    count: Some(Count::Duplicates {
+                        table: was.to_owned(),
+                        column: old_name(column),
+                    }),
+                    blocks: Some(format!("it holds {{n}} shared by several rows: make them distinct first with a file in {SQL_FOLDER}/ applied by an earlier `anteroom migrate`")),
+                    loses: None,
+                });
+            }
+            if involves_converted(ispec) || ispec.columns.iter().any(|c| narrowed.contains(c)) {
                 ph.readd_indexes.push(step);
-            } else if before.indexes.get(ix) != Some(ispec) {
+            } else {
                 ph.creates.push(step);
             }
         }
@@ -1558,7 +1594,7 @@ mod tests {
             .iter()
             .map(|c| c.count.as_ref().map(|_| n))
             .collect();
-        judge(&plan.concerns, &counts)
+        judge(&plan.concerns, &counts, false)
     }
 
     fn snap(fields: &str) -> Snapshot {

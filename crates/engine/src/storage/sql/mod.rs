@@ -133,6 +133,13 @@ pub trait Dialect: Send + Sync + 'static {
             self.quote(name)
         )
     }
+    /// Statements renaming what the database named after a table when the
+    /// table is renamed (PostgreSQL's primary key index and id sequence), so
+    /// the names the schema loader reserves stay true.
+    fn rename_table_companions(&self, from: &str, to: &str) -> Vec<String> {
+        let _ = (from, to);
+        Vec::new()
+    }
     /// Whether a constraint can be renamed (else it is dropped and added).
     fn renames_constraints(&self) -> bool {
         false
@@ -831,11 +838,15 @@ pub fn ddl<D: Dialect + ?Sized>(
     };
     match step {
         Step::CreateTable { table, spec } => vec![create_table(d, table, spec, target_id)],
-        Step::RenameTable { from, to } => vec![format!(
-            "ALTER TABLE {} RENAME TO {}",
-            d.quote(from),
-            d.quote(to)
-        )],
+        Step::RenameTable { from, to } => {
+            let mut out = vec![format!(
+                "ALTER TABLE {} RENAME TO {}",
+                d.quote(from),
+                d.quote(to)
+            )];
+            out.extend(d.rename_table_companions(from, to));
+            out
+        }
         Step::RenameColumn { table, from, to } => vec![format!(
             "ALTER TABLE {} RENAME COLUMN {} TO {}",
             d.quote(table),
@@ -1000,20 +1011,29 @@ pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapsh
     }
     for table in rebuilt {
         let spec = &target.tables[table];
-        let copied: Vec<&str> = spec
+        // Each column as the rebuild fills it: copied, or, when it is
+        // added or recreated by this migration, its default (as ADD COLUMN
+        // gives it on the other databases) or nothing.
+        let filled: Vec<(String, String)> = spec
             .columns
             .iter()
-            .filter(|(column, c)| {
-                c.generated.is_none() && !absent.contains(&(table, column.as_str()))
+            .filter(|(_, c)| c.generated.is_none())
+            .filter_map(|(column, c)| {
+                if !absent.contains(&(table, column.as_str())) {
+                    return Some((column.clone(), d.quote(column)));
+                }
+                c.default
+                    .as_ref()
+                    .map(|v| (column.clone(), d.default_literal(v, c)))
             })
-            .map(|(column, _)| column.as_str())
             .collect();
-        out.extend(rebuild(d, table, spec, &copied, &id_of));
+        out.extend(rebuild(d, table, spec, &filled, &id_of));
     }
     out
 }
 
-/// Rebuilds `table` as `spec`, keeping the values of `copied` and every
+/// Rebuilds `table` as `spec`, filling each of `filled` (a column and the
+/// expression over the old row that gives its value) and keeping every
 /// row's version: SQLite's way to alter columns. Run with foreign keys off
 /// (see the SQLite migration session), so dropping the old table neither
 /// cascades nor breaks the references to it, which name the table.
@@ -1021,15 +1041,21 @@ fn rebuild<D: Dialect + ?Sized>(
     d: &D,
     table: &str,
     spec: &TableSpec,
-    copied: &[&str],
+    filled: &[(String, String)],
     target_id: &dyn Fn(&str) -> String,
 ) -> Vec<String> {
     let scratch = format!("_anteroom_rebuild_{table}");
     let literal = |name: &str| format!("'{}'", name.replace('\'', "''"));
-    let columns: Vec<String> = copied
+    let version = d.quote(VERSION_COLUMN);
+    let columns: Vec<String> = filled
         .iter()
-        .map(|c| d.quote(c))
-        .chain(std::iter::once(d.quote(VERSION_COLUMN)))
+        .map(|(c, _)| d.quote(c))
+        .chain(std::iter::once(version.clone()))
+        .collect();
+    let values: Vec<String> = filled
+        .iter()
+        .map(|(_, e)| e.clone())
+        .chain(std::iter::once(version))
         .collect();
     let mut out = vec![create_table(d, &scratch, spec, target_id)];
     if spec.id_kind == "integer" {
@@ -1045,7 +1071,7 @@ fn rebuild<D: Dialect + ?Sized>(
         "INSERT INTO {} ({}) SELECT {} FROM {}",
         d.quote(&scratch),
         columns.join(", "),
-        columns.join(", "),
+        values.join(", "),
         d.quote(table)
     ));
     out.push(format!("DROP TABLE {}", d.quote(table)));
@@ -1077,6 +1103,11 @@ pub(crate) fn count_query<D: Dialect + ?Sized>(d: &D, count: &Count) -> String {
             d.quote(table),
             d.char_length(),
             d.quote(column)
+        ),
+        Count::Duplicates { table, column } => format!(
+            "SELECT COUNT(*) FROM (SELECT {c} FROM {t} WHERE {c} IS NOT NULL GROUP BY {c} HAVING COUNT(*) > 1) shared",
+            c = d.quote(column),
+            t = d.quote(table)
         ),
     }
 }

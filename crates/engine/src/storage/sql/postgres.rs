@@ -113,6 +113,24 @@ impl Dialect for PostgresDialect {
         true
     }
 
+    /// `IF EXISTS`: PostgreSQL picked other names when these were taken,
+    /// and a table with a uuid or key id has no sequence.
+    fn rename_table_companions(&self, from: &str, to: &str) -> Vec<String> {
+        use crate::storage::migrate::postgres_name;
+        vec![
+            format!(
+                "ALTER INDEX IF EXISTS {} RENAME TO {}",
+                self.quote(&postgres_name(from, None, "pkey")),
+                self.quote(&postgres_name(to, None, "pkey"))
+            ),
+            format!(
+                "ALTER SEQUENCE IF EXISTS {} RENAME TO {}",
+                self.quote(&postgres_name(from, Some("id"), "seq")),
+                self.quote(&postgres_name(to, Some("id"), "seq"))
+            ),
+        ]
+    }
+
     fn default_literal(&self, value: &Json, spec: &ColumnSpec) -> String {
         match (value, spec.scalar) {
             (Json::Bool(b), _) => if *b { "TRUE" } else { "FALSE" }.to_owned(),

@@ -582,6 +582,12 @@ where
                 Ok(Some(UpdateOutcome::PreconditionFailed))
             }
             (Some(row), Expect::Nothing | Expect::Absent | Expect::NotVersions(_)) => {
+                crate::plan::check_creatable(
+                    plan.resource,
+                    plan.insert_within.as_ref(),
+                    row,
+                    None,
+                )?;
                 match self.insert_one(&mut tx, plan.resource, row).await {
                     Ok(stored) => {
                         tx.commit()
@@ -1053,7 +1059,8 @@ where
                 None => None,
             });
         }
-        let losses = migrate::judge(&plan.concerns, &counts).map_err(MigrationError::Refused)?;
+        let losses = migrate::judge(&plan.concerns, &counts, mode.allow_destructive)
+            .map_err(MigrationError::Refused)?;
         let statements = super::render(&self.backend, &plan.steps, target);
         if !mode.allow_destructive && !losses.is_empty() {
             return Err(MigrationError::Destructive(losses));
@@ -1081,8 +1088,12 @@ where
                 .map_err(dbe)?;
             if !broken.is_empty() {
                 return Err(MigrationError::Database(format!(
-                    "after the migration {} rows would refer to rows that do not exist (`{check}` lists them); nothing was changed",
-                    broken.len()
+                    "after the migration {} would refer to rows that do not exist (`{check}` lists them); nothing was changed",
+                    if broken.len() == 1 {
+                        "1 row".to_owned()
+                    } else {
+                        format!("{} rows", broken.len())
+                    }
                 )));
             }
         }
