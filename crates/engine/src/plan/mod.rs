@@ -362,7 +362,7 @@ pub enum Plan<'m> {
     /// Insert.
     Insert(InsertPlan<'m>),
     /// Update or upsert.
-    Update(UpdatePlan<'m>),
+    Update(Box<UpdatePlan<'m>>),
     /// Delete.
     Delete(DeletePlan<'m>),
 }
@@ -740,7 +740,7 @@ pub fn plan<'m>(
             }
             stamp_update(resource, &mut set, ctx);
             let bump = TokenBump::for_write(resource, &set);
-            Plan::Update(UpdatePlan {
+            Plan::Update(Box::new(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
                 readback: Readback::for_caller(resource, ctx),
                 resource,
@@ -752,7 +752,7 @@ pub fn plan<'m>(
                 bump,
                 after: scope.clone(),
                 scope,
-            })
+            }))
         }
         Operation::Replace { resource, id } => {
             let scope = grant.scope();
@@ -778,7 +778,7 @@ pub fn plan<'m>(
             });
 
             let bump = TokenBump::for_write(resource, &set);
-            Plan::Update(UpdatePlan {
+            Plan::Update(Box::new(UpdatePlan {
                 ref_checks: ref_checks(model, resource, ctx),
                 readback: Readback::for_caller(resource, ctx),
                 resource,
@@ -790,7 +790,7 @@ pub fn plan<'m>(
                 bump,
                 after: scope.clone(),
                 scope,
-            })
+            }))
         }
         Operation::Delete { resource, id } => Plan::Delete(DeletePlan {
             scope: grant.scope(),

@@ -1342,6 +1342,11 @@ fn diff(
                 && let [column] = ispec.columns.as_slice()
                 && !converted.contains(column)
                 && before.columns.contains_key(&old_name(column))
+                // Unique already, under a name a rename changed.
+                && !before
+                    .indexes
+                    .values()
+                    .any(|i| i.unique && i.columns == [old_name(column)])
             {
                 concerns.push(Concern {
                     change: format!("field \"{name}.{column}\" becomes unique"),
