@@ -389,7 +389,7 @@ fn refusals(rule: &Rule, auth_on: bool) -> Vec<Outcome> {
     if auth_on {
         // Invalid credentials are refused on every route, public ones included.
         out.push(outcome(StatusCode::UNAUTHORIZED, &[Code::Unauthorized]));
-        if !matches!(rule, Rule::Public | Rule::Authenticated | Rule::Owner) {
+        if rule.may_refuse_identity() {
             out.push(outcome(StatusCode::FORBIDDEN, &[Code::Forbidden]));
         }
     }

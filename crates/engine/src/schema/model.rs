@@ -158,6 +158,19 @@ pub enum Operand {
 }
 
 impl Rule {
+    /// Whether the rule may refuse a caller with valid credentials (a 403):
+    /// roles, `none` and claims may; `owner` and literal conditions only
+    /// narrow the rows.
+    pub fn may_refuse_identity(&self) -> bool {
+        match self {
+            Rule::Public | Rule::Authenticated | Rule::Owner => false,
+            Rule::Roles(_) | Rule::Denied => true,
+            Rule::Row(test) => matches!(test.operand, Operand::Claim(_)),
+            Rule::All(parts) => parts.iter().any(Rule::may_refuse_identity),
+            Rule::Any(alternatives) => alternatives.iter().all(Rule::may_refuse_identity),
+        }
+    }
+
     /// Whether a caller without credentials may pass (on some rows, for a
     /// rule comparing a field with a literal).
     pub fn allows_anonymous(&self) -> bool {
