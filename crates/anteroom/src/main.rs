@@ -524,9 +524,10 @@ async fn migrate(db: &DatabaseArgs, dry_run: bool, allow_destructive: bool) -> E
                     report.version
                 );
             } else if report.applied {
+                let n = report.statements.len();
                 eprintln!(
-                    "applied {} statements (schema version {})",
-                    report.statements.len(),
+                    "applied {n} statement{} (schema version {})",
+                    if n == 1 { "" } else { "s" },
                     report.version
                 );
             } else {

@@ -3,7 +3,8 @@
 //! conditions, conditions against literals and the caller's claims, `&`.
 //! Each rule form is attacked through every path that reads or writes rows —
 //! lists and their counts, reads, expand, nested routes, creates (single and
-//! bulk), updates that would move a row outside the rule, deletes — and the
+//! bulk), updates that would move a row outside the rule, deletes, a queue's
+//! line, `next` and stats — and the
 //! database is checked afterwards. The schemas are docs/auth.md's three
 //! worked examples: a library, a blog with drafts, a multi-tenant app.
 
@@ -623,4 +624,133 @@ async fn a_put_that_creates_meets_the_create_rule_and_a_put_that_updates_only_th
         0
     );
     put("a1", "acme", &acme).await.expect(201);
+}
+
+const ADVISING: &str = r#"
+[app]
+name = "advising"
+
+[auth]
+jwt = { algorithms = ["HS256"], secret_env = "JWT_SECRET", role_claim = "roles" }
+
+[resources.students]
+id = { type = "integer" }
+fields.major_id = { type = "integer", required = true }
+rules = { list = "owner", read = "owner", create = "authenticated", update = "owner", delete = "owner" }
+
+[queues.advising]
+member       = "students"
+partition_by = ["major_id"]
+rules = { join = "owner", leave = "owner", view = "owner | role:advisor & major_id = claim:major", serve = "role:advisor & major_id = claim:major", manage = "role:admin" }
+"#;
+
+#[tokio::test]
+async fn an_advisor_limited_to_a_claim_sees_serves_and_counts_only_its_own_lines() {
+    let server = start(ADVISING).await;
+    let mut entries = Vec::new();
+    for (student, major) in [("sam", 1), ("lee", 2)] {
+        let who = token(student, &["student"], json!({}));
+        let member = call(
+            &server,
+            "POST",
+            "/students",
+            Some(json!({"major_id": major})),
+            Some(&who),
+        )
+        .await
+        .expect(201);
+        let entry = call(
+            &server,
+            "POST",
+            "/queues/advising/entries",
+            Some(json!({"member_id": member["id"]})),
+            Some(&who),
+        )
+        .await
+        .expect(201);
+        entries.push(id_of(&entry["id"]));
+    }
+    let (sam, lee) = (&entries[0], &entries[1]);
+    let advisor = token("ada", &["advisor"], json!({"major": 1}));
+    let line = |major: i64| format!("/queues/advising/entries?major_id={major}");
+    let seen = call(&server, "GET", &line(1), None, Some(&advisor))
+        .await
+        .expect(200);
+    assert_eq!(seen["items"].as_array().unwrap().len(), 1, "{seen}");
+    let other = call(&server, "GET", &line(2), None, Some(&advisor))
+        .await
+        .expect(200);
+    assert_eq!(other["items"], json!([]), "{other}");
+    call(
+        &server,
+        "GET",
+        &format!("/queues/advising/entries/{lee}"),
+        None,
+        Some(&advisor),
+    )
+    .await
+    .expect_problem(404, "not_found");
+    // Next in another major's line finds nobody this advisor may serve.
+    let none = call(
+        &server,
+        "POST",
+        "/queues/advising/next?major_id=2",
+        None,
+        Some(&advisor),
+    )
+    .await;
+    assert_eq!(none.status, 204);
+    let called = call(
+        &server,
+        "POST",
+        "/queues/advising/next?major_id=1",
+        None,
+        Some(&advisor),
+    )
+    .await
+    .expect(200);
+    assert_eq!(id_of(&called["id"]), *sam);
+    call(
+        &server,
+        "GET",
+        "/queues/advising/stats?major_id=1",
+        None,
+        Some(&advisor),
+    )
+    .await
+    .expect(200);
+    call(
+        &server,
+        "GET",
+        "/queues/advising/stats?major_id=2",
+        None,
+        Some(&advisor),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert_eq!(
+        server
+            .query_i64("SELECT COUNT(*) FROM advising WHERE status = 'waiting'")
+            .await,
+        1,
+        "lee still waits"
+    );
+    // An advisor without the claim is told which claim it lacks.
+    let unclaimed = token("bo", &["advisor"], json!({}));
+    let refused = call(
+        &server,
+        "POST",
+        "/queues/advising/next?major_id=2",
+        None,
+        Some(&unclaimed),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"major\" claim"),
+        "{refused}"
+    );
 }

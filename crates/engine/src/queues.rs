@@ -493,6 +493,7 @@ async fn run(
                 return replay(queue, &entry, &hash, key);
             }
             let mut row = crate::plan::complete_row(&queue.entries, &record, ctx);
+
             if let Some(key) = &key {
                 row.insert(
                     columns::IDEMPOTENCY_KEY.to_owned(),
@@ -606,6 +607,15 @@ async fn run(
             }
             moved(queue, &id, outcome, "waiting", "leave")?
         }
+        Ask::Stats(partition, _) if scope.is_some_and(|c| !c.holds_for(&partition.values)) => {
+            // A server limited to some lines sees the figures of those only.
+            return Err(ApiError::Forbidden {
+                detail: format!(
+                    "you may see the figures of the {} queue's lines you may serve only: the serve rule allows {}",
+                    queue.name, queue.rules.serve
+                ),
+            });
+        }
         Ask::Stats(partition, window_s) => {
             let since = stamp.now - chrono::Duration::seconds(window_s);
             let activity = store
@@ -613,7 +623,7 @@ async fn run(
                 .await?;
             (StatusCode::OK, axum::Json(stats(&activity, window_s))).into_response()
         }
-        Ask::Next(partition) => match store.next(queue, &partition, stamp).await? {
+        Ask::Next(partition) => match store.next(queue, &partition, scope, stamp).await? {
             Some(entry) => {
                 changed(&entry);
                 render_entry(queue, &entry, StatusCode::OK)

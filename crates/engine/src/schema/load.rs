@@ -1103,6 +1103,8 @@ fn build_queue(
             fields.push(column);
         }
     }
+    let audit = audit_columns();
+    let entries = super::queue::entries_resource(name, member, &partition, fields, audit);
     let rules = match (auth_on, raw.rules) {
         (false, raw) => {
             if raw.is_some() {
@@ -1117,7 +1119,13 @@ fn build_queue(
                 ("manage", raw.manage),
             ] {
                 if let Some(r) = rule {
-                    parse_rule(r, &format!("{path}.rules.{action}"), false, None, errs);
+                    parse_rule(
+                        r,
+                        &format!("{path}.rules.{action}"),
+                        false,
+                        Some(&entries.columns),
+                        errs,
+                    );
                 }
             }
             QueueRules::public()
@@ -1126,11 +1134,33 @@ fn build_queue(
             let raw = raw.unwrap_or_default();
             let mut one = |rule: Option<RawRule>, action: &str| match rule {
                 Some(r) => {
-                    let rule = parse_rule(r, &format!("{path}.rules.{action}"), true, None, errs);
-                    if matches!(rule, Rule::Any(_) | Rule::All(_)) {
+                    let at = format!("{path}.rules.{action}");
+                    let rule = parse_rule(r, &at, true, Some(&entries.columns), errs);
+                    // `join = "owner"` joins with the caller's own member
+                    // row: it stands alone.
+                    fn holds(rule: &Rule, found: &dyn Fn(&Rule) -> bool) -> bool {
+                        match rule {
+                            Rule::All(parts) | Rule::Any(parts) => {
+                                parts.iter().any(|p| holds(p, found))
+                            }
+                            other => found(other),
+                        }
+                    }
+                    // The entry's line is copied from the member row as it
+                    // is written, so a join is decided before it has one.
+                    if action == "join" && holds(&rule, &|r| matches!(r, Rule::Row(_))) {
                         errs.add(
-                            format!("{path}.rules.{action}"),
-                            "a queue rule is one of public, authenticated, owner, none or role:a|b (any-of lists mixing them apply to resources)",
+                            &at,
+                            "a join rule compares no fields (the entry's line comes from the member row as it joins); conditions apply to view, serve, leave and manage",
+                        );
+                    }
+                    if action == "join"
+                        && rule != Rule::Owner
+                        && holds(&rule, &|r| *r == Rule::Owner)
+                    {
+                        errs.add(
+                            at,
+                            "join = \"owner\" (joining with one's own member row) stands alone",
                         );
                     }
                     rule
@@ -1146,8 +1176,6 @@ fn build_queue(
             }
         }
     };
-    let audit = audit_columns();
-    let entries = super::queue::entries_resource(name, member, &partition, fields, audit);
     let partitions = super::queue::partitions_resource(name, &entries, &raw.partition_by);
     Some(super::queue::Queue {
         name: name.to_owned(),

@@ -225,6 +225,7 @@ pub trait QueueStore: Send + Sync {
         &self,
         queue: &Queue,
         partition: &Partition,
+        scope: Option<&Condition>,
         stamp: &Stamp,
     ) -> Result<Option<Entry>, ApiError>;
 

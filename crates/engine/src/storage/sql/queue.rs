@@ -36,6 +36,24 @@ fn entry_alias() -> Alias {
     Alias::new("e")
 }
 
+/// Restricts a select of entries joined with their line ([`entry_select`])
+/// to `scope`, through the entry's id: a scope names entry columns
+/// unqualified, and the line's table has some of the same names (its
+/// partition columns).
+fn within_scope<D: super::Dialect + ?Sized>(
+    d: &D,
+    queue: &Queue,
+    stmt: &mut SelectStatement,
+    scope: &Condition,
+) {
+    let id = &queue.entries.id_column().name;
+    let mut ids = Query::select();
+    ids.column(col(id))
+        .from(col(&queue.entries.name))
+        .cond_where(super::condition(d, &queue.entries, scope));
+    stmt.and_where(Expr::col((entry_alias(), col(id))).in_subquery(ids));
+}
+
 fn partition_alias() -> Alias {
     Alias::new("p")
 }
@@ -203,9 +221,7 @@ where
             Expr::col((entry_alias(), col("id"))).eq(Expr::val(d.bind(id, Scalar::Uuid))),
         );
         if let Some(scope) = scope {
-            // Scopes name the entry's owner column, which the line's table
-            // does not have: unqualified, it is the entry's.
-            stmt.cond_where(super::condition(d, &queue.entries, scope));
+            within_scope(d, queue, &mut stmt, scope);
         }
         let (q, v) = d.build_select(&stmt);
         let row = planned_each_time::<B>(q, v)
@@ -772,6 +788,7 @@ where
         &self,
         queue: &Queue,
         partition: &Partition,
+        scope: Option<&Condition>,
         stamp: &Stamp,
     ) -> Result<Option<Entry>, Attempt> {
         let d = &self.backend;
@@ -783,18 +800,25 @@ where
         };
         self.expire_on(&mut tx, queue, &partition.key, stamp.now)
             .await?;
-        let waiting = Condition::All(vec![
-            Condition::Compare {
-                column: columns::PARTITION_KEY.to_owned(),
-                op: Compare::Eq,
-                value: text(&partition.key),
-            },
-            Condition::Compare {
-                column: columns::STATUS.to_owned(),
-                op: Compare::Eq,
-                value: text(Status::Waiting.as_str()),
-            },
-        ]);
+        // The first in line the caller may serve (the serve rule's row
+        // conditions), so a scoped server never claims another's entry.
+        let waiting = Condition::All(
+            [
+                Condition::Compare {
+                    column: columns::PARTITION_KEY.to_owned(),
+                    op: Compare::Eq,
+                    value: text(&partition.key),
+                },
+                Condition::Compare {
+                    column: columns::STATUS.to_owned(),
+                    op: Compare::Eq,
+                    value: text(Status::Waiting.as_str()),
+                },
+            ]
+            .into_iter()
+            .chain(scope.cloned())
+            .collect(),
+        );
         let by_ticket = [crate::request::SortKey {
             column: columns::TICKET.to_owned(),
             direction: crate::request::Direction::Asc,
@@ -1079,9 +1103,7 @@ where
             stmt.and_where(Expr::col((e, col(columns::TICKET))).gt(after));
         }
         if let Some(scope) = scope {
-            // Scopes name the entry's owner column, which the line's table
-            // does not have: unqualified, it is the entry's.
-            stmt.cond_where(super::condition(d, &queue.entries, scope));
+            within_scope(d, queue, &mut stmt, scope);
         }
         let (q, v) = d.build_select(&stmt);
         let mut conn = self.acquire(&self.scanners).await?;
@@ -1107,9 +1129,10 @@ where
         &self,
         queue: &Queue,
         partition: &Partition,
+        scope: Option<&Condition>,
         stamp: &Stamp,
     ) -> Result<Option<Entry>, ApiError> {
-        retrying!(self.next_once(queue, partition, stamp))
+        retrying!(self.next_once(queue, partition, scope, stamp))
     }
 
     async fn finish(
