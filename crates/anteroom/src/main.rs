@@ -590,11 +590,12 @@ async fn create_account(
     }
     match seed::create_account(&state, fields, &password).await {
         Ok(account) => {
+            let id = &account["id"];
             println!(
                 "created account {} (role {}, id {})",
                 account["username"].as_str().unwrap_or(""),
                 account["role"].as_str().unwrap_or(""),
-                account["id"]
+                id.as_str().map_or_else(|| id.to_string(), str::to_owned)
             );
             ExitCode::SUCCESS
         }
