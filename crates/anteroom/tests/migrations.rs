@@ -981,3 +981,48 @@ async fn a_field_becoming_unique_is_refused_while_rows_share_a_value_naming_how_
         ),
     }
 }
+
+const ENUM_INDEXES: &str = r#"
+[app]
+name = "tickets"
+
+[resources.tickets]
+fields.code   = { type = "enum", values = ["a", "b", "c"], unique = true }
+fields.status = { type = "enum", values = ["open", "closed"], required = true, index = true }
+indexes = [["status", "created_at"]]
+"#;
+
+#[tokio::test]
+async fn enum_fields_are_indexed_alone_and_with_others_on_every_backend() {
+    // MySQL keeps enums in TEXT columns, which it indexes by a prefix only.
+    let server = Server::start(ENUM_INDEXES).await;
+    server
+        .post("/tickets", json!({"code": "a", "status": "open"}))
+        .await
+        .expect(201);
+    let taken = server
+        .post("/tickets", json!({"code": "a", "status": "closed"}))
+        .await
+        .expect_problem(409, "unique_violation");
+    assert_eq!(taken["field"], "code");
+    let open = server
+        .get("/tickets?status=open&sort=-created_at")
+        .await
+        .expect(200);
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn check_refuses_an_index_no_database_can_hold_naming_it() {
+    let (_dir, path) = schema_dir(
+        "[app]\nname = \"x\"\n\n[resources.a]\nfields.t = { type = \"text\" }\nfields.u = { type = \"string\", max_length = 500 }\nfields.w = { type = \"string\", max_length = 500 }\nindexes = [[\"t\"], [\"u\", \"w\"]]\n",
+    );
+    let out = cli(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for expected in [
+        "resources.a.indexes[0]: \"t\": a text or json field cannot be indexed; use a string with a max_length",
+        "resources.a.indexes[1]: its fields may hold 4000 bytes, and MySQL indexes at most 3072 (4 bytes a character): lower their max_length or index fewer fields",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+    }
+}

@@ -31,6 +31,38 @@ pub const DEFAULT_STRING_LENGTH: usize = 255;
 /// Longest string a unique or plain index may cover (MySQL's 3072-byte key limit in utf8mb4).
 pub const MAX_INDEXED_LENGTH: usize = 768;
 
+/// The most bytes the fields of one index may hold on MySQL (utf8mb4).
+pub const MAX_INDEX_BYTES: usize = 3072;
+
+/// The characters of an enum's TEXT column MySQL indexes (its values must
+/// fit, so its index is exact).
+pub const TEXT_INDEX_PREFIX: usize = 255;
+
+/// The bytes a field takes in a MySQL index key, or why it cannot be in
+/// one (`text` and `json`: no database indexes them whole).
+fn index_bytes(column: &Column) -> Result<usize, &'static str> {
+    Ok(match &column.ty {
+        FieldType::Text | FieldType::Json => {
+            return Err("a text or json field cannot be indexed; use a string with a max_length");
+        }
+        FieldType::String => {
+            4 * column
+                .constraints
+                .max_length
+                .unwrap_or(DEFAULT_STRING_LENGTH)
+        }
+        FieldType::Enum(_) => 4 * TEXT_INDEX_PREFIX,
+        FieldType::Uuid => 4 * 36,
+        FieldType::Ref(r) => match r.key {
+            IdKind::Key { max_length } => 4 * max_length,
+            IdKind::Uuid => 4 * 36,
+            IdKind::Integer => 8,
+        },
+        FieldType::Decimal => 13,
+        _ => 8,
+    })
+}
+
 /// Longest `string` field, in characters: MySQL stores longer VARCHARs as TEXT,
 /// which holds 65,535 bytes (16,383 four-byte characters). Longer values are `text`.
 pub const MAX_STRING_LENGTH: usize = 16_383;
@@ -581,13 +613,26 @@ fn build(mut raw: RawSchema) -> Result<AppModel, Vec<SchemaError>> {
                     "an index needs at least one field",
                 );
             }
+            let mut bytes = 0;
             for col in index {
-                if !columns.iter().any(|c| &c.name == col) {
-                    errs.add(
+                match columns.iter().find(|c| &c.name == col) {
+                    None => errs.add(
                         format!("{path}.indexes[{i}]"),
                         format!("unknown field \"{col}\""),
-                    );
+                    ),
+                    Some(column) => match index_bytes(column) {
+                        Ok(n) => bytes += n,
+                        Err(why) => {
+                            errs.add(format!("{path}.indexes[{i}]"), format!("\"{col}\": {why}"))
+                        }
+                    },
                 }
+            }
+            if bytes > MAX_INDEX_BYTES {
+                errs.add(
+                    format!("{path}.indexes[{i}]"),
+                    format!("its fields may hold {bytes} bytes, and MySQL indexes at most {MAX_INDEX_BYTES} (4 bytes a character): lower their max_length or index fewer fields"),
+                );
             }
         }
         if let Some(cc) = &res.cache_control
@@ -715,6 +760,13 @@ fn build_field(
                 for v in values {
                     if !seen.insert(v) {
                         errs.add(format!("{path}.values"), format!("\"{v}\" is listed twice"));
+                    }
+                    // Indexed whole by every database (MySQL: by a prefix this long).
+                    if v.chars().count() > TEXT_INDEX_PREFIX {
+                        errs.add(
+                            format!("{path}.values"),
+                            format!("an enum value is at most {TEXT_INDEX_PREFIX} characters"),
+                        );
                     }
                 }
                 FieldType::Enum(values.clone())

@@ -148,6 +148,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn char_length(&self) -> &'static str {
         "CHAR_LENGTH"
     }
+    /// A column as an index names it (MySQL: a prefix of a TEXT column).
+    fn index_part(&self, column: &str, spec: Option<&ColumnSpec>) -> String {
+        let _ = spec;
+        self.quote(column)
+    }
     /// `DROP INDEX`.
     fn drop_index(&self, table: &str, name: &str) -> String {
         let _ = table;
@@ -826,6 +831,7 @@ pub fn ddl<D: Dialect + ?Sized>(
     d: &D,
     step: &Step,
     target_id: &dyn Fn(&str) -> String,
+    target: &Snapshot,
 ) -> Vec<String> {
     let add_constraint = |table: &str, column: &str, name: &str, target: &str, on_delete| {
         format!(
@@ -911,7 +917,9 @@ pub fn ddl<D: Dialect + ?Sized>(
             )],
             None => vec![],
         },
-        Step::CreateIndex { table, name, spec } => vec![create_index(d, table, name, spec)],
+        Step::CreateIndex { table, name, spec } => {
+            vec![create_index(d, table, name, spec, target.tables.get(table))]
+        }
         Step::DropIndex { table, name } => vec![d.drop_index(table, name)],
         // Declared with the table or column instead.
         Step::AddForeignKey { .. } | Step::DropForeignKey { .. } if d.inline_foreign_keys() => {
@@ -953,7 +961,10 @@ pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapsh
             .map_or_else(|| "id".to_owned(), |t| t.id.clone())
     };
     if !d.rebuilds_to_alter() {
-        return steps.iter().flat_map(|s| ddl(d, s, &id_of)).collect();
+        return steps
+            .iter()
+            .flat_map(|s| ddl(d, s, &id_of, target))
+            .collect();
     }
     let dropped: HashSet<&str> = steps
         .iter()
@@ -1006,7 +1017,7 @@ pub(crate) fn render<D: Dialect + ?Sized>(d: &D, steps: &[Step], target: &Snapsh
             _ => false,
         };
         if !skip {
-            out.extend(ddl(d, step, &id_of));
+            out.extend(ddl(d, step, &id_of, target));
         }
     }
     for table in rebuilt {
@@ -1081,7 +1092,7 @@ fn rebuild<D: Dialect + ?Sized>(
         d.quote(table)
     ));
     for (name, index) in &spec.indexes {
-        out.push(create_index(d, table, name, index));
+        out.push(create_index(d, table, name, index, Some(spec)));
     }
     out
 }
@@ -1174,8 +1185,18 @@ fn create_table<D: Dialect + ?Sized>(
     )
 }
 
-fn create_index<D: Dialect + ?Sized>(d: &D, table: &str, name: &str, spec: &IndexSpec) -> String {
-    let columns: Vec<String> = spec.columns.iter().map(|c| d.quote(c)).collect();
+fn create_index<D: Dialect + ?Sized>(
+    d: &D,
+    table: &str,
+    name: &str,
+    spec: &IndexSpec,
+    columns_of: Option<&TableSpec>,
+) -> String {
+    let columns: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|c| d.index_part(c, columns_of.and_then(|t| t.columns.get(c))))
+        .collect();
     format!(
         "CREATE {}INDEX {} ON {} ({})",
         if spec.unique { "UNIQUE " } else { "" },

@@ -135,6 +135,21 @@ impl Dialect for MysqlDialect {
         format!("DROP INDEX {} ON {}", self.quote(name), self.quote(table))
     }
 
+    /// MySQL indexes a TEXT column (an enum's, an unbounded string's) only
+    /// by a prefix; enum values fit in it whole.
+    fn index_part(&self, column: &str, spec: Option<&ColumnSpec>) -> String {
+        match spec.map(|s| self.column_type(s)) {
+            Some(ty) if ty.ends_with("TEXT") => {
+                format!(
+                    "{}({})",
+                    self.quote(column),
+                    crate::schema::load::TEXT_INDEX_PREFIX
+                )
+            }
+            _ => self.quote(column),
+        }
+    }
+
     /// MySQL redeclares the whole column.
     fn alter_column(
         &self,
