@@ -117,46 +117,40 @@ pub fn check(
     resource: &Resource,
     verb: &str,
 ) -> Result<Option<Condition>, ApiError> {
+    decide(rule, identity, resource).ok_or_else(|| refusal(rule, identity, resource, verb))
+}
+
+/// What `rule` allows `identity` on `resource`: `Some(None)` every row,
+/// `Some(Some(c))` the rows matching `c`, `None` nothing. It builds no
+/// message: it runs per request, and an any-of rule tries alternatives
+/// that refuse while another allows.
+fn decide(
+    rule: &Rule,
+    identity: Option<&Identity>,
+    resource: &Resource,
+) -> Option<Option<Condition>> {
     match rule {
-        Rule::Public => Ok(None),
-        Rule::Authenticated => identity
-            .map(|_| None)
-            .ok_or_else(|| refuse(None, verb, resource)),
-        Rule::Owner => {
-            let identity = identity.ok_or_else(|| refuse(None, verb, resource))?;
+        Rule::Public => Some(None),
+        Rule::Authenticated => identity.map(|_| None),
+        Rule::Owner => identity.map(|identity| {
             let column = resource
                 .owner_column()
                 .map_or_else(|| "created_by".to_owned(), |c| c.name.clone());
-            Ok(Some(Condition::Compare {
+            Some(Condition::Compare {
                 column,
                 op: Compare::Eq,
                 value: Value::Text(identity.subject.clone()),
-            }))
-        }
-        Rule::Roles(roles) => match identity {
-            Some(i) if i.has_any_role(roles) => Ok(None),
-            Some(i) => Err(ApiError::Forbidden {
-                detail: lacking_role(i, roles, verb, resource),
-            }),
-            None => Err(refuse(None, verb, resource)),
-        },
-        Rule::Denied => Err(ApiError::Forbidden {
-            detail: format!("nobody may {verb} {}", resource.name),
+            })
         }),
-        Rule::Row(test) => row_condition(test, identity, resource)
-            .map(Some)
-            .map_err(|why| match (identity, why) {
-                (None, _) => refuse(None, verb, resource),
-                (Some(_), why) => ApiError::Forbidden {
-                    detail: format!("you may not {verb} {}: {why}", resource.name),
-                },
-            }),
+        Rule::Roles(roles) => identity.filter(|i| i.has_any_role(roles)).map(|_| None),
+        Rule::Denied => None,
+        Rule::Row(test) => row_condition(test, identity, resource).ok().map(Some),
         Rule::All(parts) => {
             let mut conditions = Vec::new();
             for part in parts {
-                conditions.extend(check(part, identity, resource, verb)?);
+                conditions.extend(decide(part, identity, resource)?);
             }
-            Ok(match conditions.len() {
+            Some(match conditions.len() {
                 0 => None,
                 1 => conditions.pop(),
                 _ => Some(Condition::All(conditions)),
@@ -164,29 +158,52 @@ pub fn check(
         }
         Rule::Any(alternatives) => {
             let mut conditions = Vec::new();
-            let mut refusals = Vec::new();
             for alternative in alternatives {
-                match check(alternative, identity, resource, verb) {
-                    Ok(None) => return Ok(None),
-                    Ok(Some(condition)) => conditions.push(condition),
-                    Err(refusal) => refusals.push(refusal),
+                match decide(alternative, identity, resource) {
+                    Some(None) => return Some(None),
+                    Some(Some(condition)) => conditions.push(condition),
+                    None => {}
                 }
             }
-            if !conditions.is_empty() {
-                return Ok(Some(Condition::Any(conditions)));
-            }
-            Err(match identity {
-                None => refuse(None, verb, resource),
-                Some(identity) => ApiError::Forbidden {
-                    detail: format!(
-                        "you may not {verb} {}: the rule allows {rule}, and this caller has {}{}",
-                        resource.name,
-                        held_roles(identity),
-                        missing_claims(rule, identity)
-                    ),
-                },
-            })
+            (!conditions.is_empty()).then_some(Some(Condition::Any(conditions)))
         }
+    }
+}
+
+/// Why `rule` refuses `identity` (called only once [`decide`] did): 401
+/// for an anonymous caller, else a 403 naming the rule and what the caller
+/// brought, never anything of a row.
+fn refusal(rule: &Rule, identity: Option<&Identity>, resource: &Resource, verb: &str) -> ApiError {
+    let forbidden = |detail| ApiError::Forbidden { detail };
+    match (rule, identity) {
+        (Rule::Denied, _) => forbidden(format!("nobody may {verb} {}", resource.name)),
+        // The first part that refuses says why.
+        (Rule::All(parts), _) => parts
+            .iter()
+            .find(|p| decide(p, identity, resource).is_none())
+            .map_or_else(
+                || refuse(identity, verb, resource),
+                |part| refusal(part, identity, resource, verb),
+            ),
+        (_, None) => refuse(None, verb, resource),
+        (Rule::Roles(roles), Some(identity)) => {
+            forbidden(lacking_role(identity, roles, verb, resource))
+        }
+        (Rule::Row(test), Some(identity)) => match row_condition(test, Some(identity), resource) {
+            Err(why) => forbidden(format!(
+                "you may not {verb} {}: {}",
+                resource.name,
+                why.explain(test, identity)
+            )),
+            Ok(_) => refuse(Some(identity), verb, resource),
+        },
+        (Rule::Any(_), Some(identity)) => forbidden(format!(
+            "you may not {verb} {}: the rule allows {rule}, and this caller has {}{}",
+            resource.name,
+            held_roles(identity),
+            missing_claims(rule, identity)
+        )),
+        (_, Some(identity)) => refuse(Some(identity), verb, resource),
     }
 }
 
@@ -229,32 +246,65 @@ fn missing_claims(rule: &Rule, identity: &Identity) -> String {
     }
 }
 
+/// Why a row test cannot apply to a caller; worded only for a 403.
+#[derive(Debug, Clone, Copy)]
+enum RowRefusal {
+    /// The field is not the resource's (the schema loader refuses this).
+    NotAField,
+    /// The literal does not fit the field (the schema loader refuses this).
+    BadLiteral,
+    /// The test reads a claim and there is no caller.
+    Anonymous,
+    /// The caller's credential lacks the claim.
+    NoClaim,
+    /// The claim is not a value of the field.
+    BadClaim,
+}
+
+impl RowRefusal {
+    fn explain(self, test: &RowTest, identity: &Identity) -> String {
+        let name = match &test.operand {
+            Operand::Claim(name) => name.as_str(),
+            Operand::Literal(_) => "",
+        };
+        match self {
+            RowRefusal::NotAField => {
+                format!("the rule compares \"{}\", which is not a field", test.field)
+            }
+            RowRefusal::BadLiteral | RowRefusal::Anonymous => {
+                format!("the rule's condition on {} cannot be met", test.field)
+            }
+            RowRefusal::NoClaim => format!(
+                "the rule compares {} with the caller's \"{name}\" claim, and its token carries none",
+                test.field
+            ),
+            RowRefusal::BadClaim => format!(
+                "the caller's \"{name}\" claim ({}) is not a valid {}",
+                identity.claim(name).cloned().unwrap_or_default(),
+                test.field
+            ),
+        }
+    }
+}
+
 /// A row test as a condition on `resource`, or why it cannot apply to this
 /// caller (an anonymous caller, or a claim missing or of the wrong type).
 fn row_condition(
     test: &RowTest,
     identity: Option<&Identity>,
     resource: &Resource,
-) -> Result<Condition, String> {
-    let column = resource
-        .column(&test.field)
-        .ok_or_else(|| format!("the rule compares \"{}\", which is not a field", test.field))?;
+) -> Result<Condition, RowRefusal> {
+    let column = resource.column(&test.field).ok_or(RowRefusal::NotAField)?;
     let value = match &test.operand {
-        Operand::Literal(json) => crate::value::from_json(column, json).map_err(|e| e.message)?,
+        Operand::Literal(json) => {
+            crate::value::from_json(column, json).map_err(|_| RowRefusal::BadLiteral)?
+        }
         Operand::Claim(name) => {
-            let identity = identity.ok_or_else(String::new)?;
-            let claim = identity.claim(name).ok_or_else(|| {
-                format!(
-                    "the rule compares {} with the caller's \"{name}\" claim, and its token carries none",
-                    test.field
-                )
-            })?;
-            claim_value(column, claim).ok_or_else(|| {
-                format!(
-                    "the caller's \"{name}\" claim ({claim}) is not a valid {}",
-                    test.field
-                )
-            })?
+            let claim = identity
+                .ok_or(RowRefusal::Anonymous)?
+                .claim(name)
+                .ok_or(RowRefusal::NoClaim)?;
+            claim_value(column, claim).ok_or(RowRefusal::BadClaim)?
         }
     };
     Ok(Condition::Compare {

@@ -222,6 +222,12 @@ impl<DB: Database> Shared<DB> {
     }
 
     fn open_since(&self) -> Option<Instant> {
+        // Every request asks: a closed circuit answers from the counter,
+        // without the lock (it opens only past the threshold, and a probe's
+        // success resets the counter as it closes it).
+        if self.failures.load(Ordering::Relaxed) < CIRCUIT_THRESHOLD {
+            return None;
+        }
         *self.open_since.lock().unwrap_or_else(|p| p.into_inner())
     }
 
